@@ -1,0 +1,67 @@
+"""The default codec (sc-formatter): JSON text frames, with the ping/pong strings verbatim.
+
+All encoding and decoding of gsc goes through this module, so a faster codec can be
+swapped in one place.  Output is compact, keeps non-ASCII characters raw and never
+writes NaN or Infinity (they become null), as the reference does.
+"""
+
+import base64
+import math
+
+import ujson
+
+PING = '#1'
+PONG = '#2'
+_JSON_START = frozenset('{[')
+_WHITESPACE = ' \n\r\t'
+
+
+def _binary_default(value):
+    """ujson's fallback: binary values become {"base64": true, "data": ...}."""
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return {'base64': True, 'data': base64.b64encode(bytes(value)).decode('ascii')}
+    if isinstance(value, (set, frozenset, tuple)):
+        return list(value)
+    raise TypeError('%r is not JSON serializable' % (value,))
+
+
+def _without_nan(value):
+    if isinstance(value, float):
+        return None if math.isnan(value) or math.isinf(value) else value
+    if isinstance(value, dict):
+        return {k: _without_nan(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_without_nan(v) for v in value]
+    return value
+
+
+def encode(obj):
+    """``obj`` as compact JSON text; ValueError for a circular or unencodable value."""
+    try:
+        return ujson.dumps(obj, ensure_ascii=False, escape_forward_slashes=False,
+                           allow_nan=False, default=_binary_default)
+    except OverflowError as exc:
+        if 'recursion' in str(exc):
+            raise ValueError('Converting circular structure to JSON') from None
+        return ujson.dumps(_without_nan(obj), ensure_ascii=False, escape_forward_slashes=False,
+                           default=_binary_default)
+    except TypeError as exc:
+        raise ValueError(str(exc)) from None
+
+
+def decode(frame):
+    """A packet from a frame (str or bytes); never raises: what is not JSON stays a string."""
+    if isinstance(frame, (bytes, bytearray, memoryview)):
+        try:
+            frame = bytes(frame).decode('utf-8')
+        except UnicodeDecodeError:
+            return bytes(frame)
+    if frame == PING or frame == PONG:
+        return frame
+    head = frame.lstrip(_WHITESPACE)[:1]
+    if head not in _JSON_START:
+        return frame
+    try:
+        return ujson.loads(frame)
+    except (ValueError, OverflowError):
+        return frame

@@ -1,0 +1,146 @@
+"""The errors of sc-errors, their wire form (dehydration) and back (hydration).
+
+Every error class carries SocketCluster's own ``name`` string, so a client sees the
+same names as with the Node server.  Any other exception dehydrates to
+``{"message": ..., "name": <class name>}``; a plain ``Exception`` to ``{"message": ...}``.
+"""
+
+import traceback
+
+SKIPPED_FIELDS = frozenset(('domain', 'domainEmitter', 'domainThrown', 'args'))
+
+
+class SCError(Exception):
+    """Base of every gsc error: a ``name``, a ``message`` and optional extra fields."""
+
+    name = 'Error'
+
+    def __init__(self, message='', **fields):
+        super().__init__(message)
+        self.message = message
+        for key, value in fields.items():
+            setattr(self, key, value)
+
+    def __str__(self):
+        return self.message
+
+
+def _make(name, doc):
+    return type(name, (SCError,), {'name': name, '__doc__': doc})
+
+
+AuthTokenExpiredError = _make('AuthTokenExpiredError', 'The JWT has expired (``expiry`` field).')
+AuthTokenInvalidError = _make('AuthTokenInvalidError', 'The JWT is malformed, missing or badly signed.')
+AuthTokenNotBeforeError = _make('AuthTokenNotBeforeError', 'The JWT is not valid yet (``date`` field).')
+AuthTokenError = _make('AuthTokenError', 'Any other token failure.')
+AuthError = _make('AuthError', 'A generic authentication failure (sc-errors 2.x).')
+SilentMiddlewareBlockedError = _make('SilentMiddlewareBlockedError', 'A middleware blocked an action silently.')
+InvalidActionError = _make('InvalidActionError', 'An action that is not allowed in the current state.')
+InvalidArgumentsError = _make('InvalidArgumentsError', 'A call with bad arguments.')
+InvalidOptionsError = _make('InvalidOptionsError', 'A bad configuration value.')
+InvalidMessageError = _make('InvalidMessageError', 'A message that cannot be understood.')
+SocketProtocolError = _make('SocketProtocolError', 'A socket closed with a non-normal code (``code`` field).')
+ServerProtocolError = _make('ServerProtocolError', 'A server-side protocol failure (bad origin, ...).')
+HTTPServerError = _make('HTTPServerError', 'An error of the worker HTTP server.')
+ResourceLimitError = _make('ResourceLimitError', 'A process exceeded a resource limit.')
+TimeoutError = _make('TimeoutError', 'An answer did not arrive in time.')  # noqa: A001 (SocketCluster's name)
+BadConnectionError = _make('BadConnectionError', 'A pending call aborted by a closing connection.')
+BrokerError = _make('BrokerError', 'A pub/sub or broker failure.')
+ProcessExitError = _make('ProcessExitError', 'A child process exited (``code``, ``signal`` fields).')
+UnknownError = _make('UnknownError', 'A non-error value that was thrown or emitted.')
+
+ERROR_CLASSES = {cls.name: cls for cls in (
+    AuthTokenExpiredError, AuthTokenInvalidError, AuthTokenNotBeforeError, AuthTokenError,
+    AuthError, SilentMiddlewareBlockedError, InvalidActionError, InvalidArgumentsError,
+    InvalidOptionsError, InvalidMessageError, SocketProtocolError, ServerProtocolError,
+    HTTPServerError, ResourceLimitError, TimeoutError, BadConnectionError, BrokerError,
+    ProcessExitError, UnknownError)}
+
+# Close codes: the texts of sc-errors (protocol.md §12.4).
+SOCKET_PROTOCOL_ERROR_STATUSES = {
+    1001: 'Socket was disconnected',
+    1002: 'A WebSocket protocol error was encountered',
+    1003: 'Server terminated socket because it received invalid data',
+    1005: 'Socket closed without status code',
+    1006: 'Socket hung up',
+    1007: 'Message format was incorrect',
+    1008: 'Encountered a policy violation',
+    1009: 'Message was too big to process',
+    1010: 'Client ended the connection because the server did not comply with extension requirements',
+    1011: 'Server encountered an unexpected fatal condition',
+    4000: 'Server ping timed out',
+    4001: 'Client pong timed out',
+    4002: 'Server failed to sign auth token',
+    4003: 'Failed to complete handshake',
+    4004: 'Client failed to save auth token',
+    4005: 'Did not receive #handshake from client before timeout',
+    4006: 'Failed to bind socket to message broker',
+    4007: 'Client connection establishment timed out',
+    4008: 'Server rejected handshake from client',
+    4009: 'Server received a message before the client handshake',
+}
+SOCKET_PROTOCOL_IGNORE_STATUSES = {1000: 'Socket closed normally', 1001: 'Socket hung up'}
+
+
+def error_name(err):
+    """The SocketCluster name of ``err``: its ``name`` attribute, else its class name."""
+    name = getattr(err, 'name', None)
+    if isinstance(name, str):
+        return name
+    return None if type(err) is Exception else type(err).__name__
+
+
+def error_message(err):
+    """The message text of ``err``."""
+    message = getattr(err, 'message', None)
+    if isinstance(message, str):
+        return message
+    return str(err)
+
+
+def close_error(code, data=None):
+    """The SocketProtocolError a socket reports when it closes with ``code`` (None for 1000/1001)."""
+    if code in SOCKET_PROTOCOL_IGNORE_STATUSES:
+        return None
+    message = SOCKET_PROTOCOL_ERROR_STATUSES.get(code)
+    if message is None:
+        message = 'Socket connection closed with status code %s' % code
+        if data is not None:
+            from .codec import encode  # late: codec imports nothing from here
+            message += ' and reason: ' + (data if isinstance(data, str) else encode(data))
+    return SocketProtocolError(message, code=code)
+
+
+def dehydrate(err, include_stack=False):
+    """The wire form of ``err``: a dict for exceptions, the value itself otherwise."""
+    if err is None or isinstance(err, (str, int, float, bool)):
+        return err
+    if callable(err) and not isinstance(err, BaseException):
+        return '[function %s]' % (getattr(err, '__name__', None) or 'anonymous')
+    if not isinstance(err, BaseException):
+        return err
+    out = {'message': error_message(err)}
+    name = error_name(err)
+    if name is not None:
+        out['name'] = name
+    for key, value in vars(err).items():
+        if key.startswith('_') or key in SKIPPED_FIELDS or key in out or key == 'stack':
+            continue
+        out[key] = value
+    if include_stack:
+        out['stack'] = getattr(err, 'stack', None) or ''.join(
+            traceback.format_exception(type(err), err, err.__traceback__))
+    return out
+
+
+def hydrate(obj):
+    """An exception built from its wire form; None stays None, non-dicts pass through."""
+    if obj is None:
+        return None
+    if not isinstance(obj, dict):
+        return obj
+    name = obj.get('name')
+    cls = ERROR_CLASSES.get(name, SCError)
+    fields = {k: v for k, v in obj.items() if k != 'message'}
+    err = cls(obj.get('message', ''), **fields)
+    return err
