@@ -16,7 +16,7 @@ import struct
 
 import gevent
 from gevent import get_hub
-from websockets.frames import OP_BINARY, OP_CONT, OP_TEXT
+from websockets.frames import BINARY as OP_BINARY, CONT as OP_CONT, TEXT as OP_TEXT
 from websockets.protocol import CLOSED, OPEN, SEND_EOF, Protocol, Side
 
 log = logging.getLogger(__name__)

@@ -1,0 +1,36 @@
+"""The in-process engine of a standalone server: publishes go straight back to this worker."""
+
+from ..datamap import DataMap
+
+
+class SimpleEngine:
+    """Pub/sub inside one process (sc-simple-broker), plus an in-process key/value store."""
+
+    def __init__(self):
+        self._on_message = None
+        self.data_map = DataMap()
+
+    def start(self, on_message, on_ready=None):
+        """Deliver messages to ``on_message(channel, data)``; ready at once."""
+        self._on_message = on_message
+        if on_ready is not None:
+            on_ready()
+
+    def subscribe(self, channel, callback=None):
+        """Nothing to tell anyone: succeeds at once."""
+        if callback is not None:
+            callback(None)
+
+    def unsubscribe(self, channel, callback=None):
+        """Nothing to tell anyone: succeeds at once."""
+        if callback is not None:
+            callback(None)
+
+    def publish(self, channel, data, callback=None):
+        """Deliver ``data`` to this worker's subscribers, then ``callback(None)``."""
+        self._on_message(channel, data)
+        if callback is not None:
+            callback(None)
+
+    def close(self):
+        """Nothing to release."""

@@ -1,0 +1,282 @@
+"""The exchange of a worker: channels, their local subscribers, and the engine below.
+
+Sockets subscribe through :meth:`Exchange.subscribe_socket`; server code through
+:meth:`Exchange.subscribe`, which returns an :class:`SCChannel`.  The engine is told
+about a channel on its first local subscriber and released after its last.  Each
+message from the engine is encoded once as a ``#publish`` frame for every socket of
+this worker (per socket only when a publishOut middleware is registered).
+"""
+
+import logging
+
+from .emitter import EventEmitter
+from .errors import InvalidArgumentsError
+from .middleware import MIDDLEWARE_PUBLISH_OUT, Request
+
+log = logging.getLogger(__name__)
+
+PENDING = 'pending'
+SUBSCRIBED = 'subscribed'
+UNSUBSCRIBED = 'unsubscribed'
+
+
+class SCChannel(EventEmitter):
+    """A channel as server code sees it: ``name``, ``state``, watchers, events
+    ``subscribe(name)``, ``subscribeFail(err, name)``, ``unsubscribe(name)``."""
+
+    PENDING = PENDING
+    SUBSCRIBED = SUBSCRIBED
+    UNSUBSCRIBED = UNSUBSCRIBED
+
+    def __init__(self, name, exchange, options=None):
+        EventEmitter.__init__(self)
+        self.name = name
+        self.exchange = exchange
+        self.client = exchange
+        self.state = UNSUBSCRIBED
+        self.handlers = []
+        self.set_options(options)
+
+    def set_options(self, options=None):
+        """``waitForAuth``, ``batch`` and ``data`` of the channel."""
+        self.options = dict(options or {})
+        self.wait_for_auth = bool(self.options.get('waitForAuth'))
+        self.batch = bool(self.options.get('batch'))
+        self.data = self.options.get('data')
+
+    def get_state(self):
+        """``state``."""
+        return self.state
+
+    def subscribe(self, options=None):
+        """Subscribe this worker to the channel."""
+        if options is not None:
+            self.set_options(options)
+        self.exchange.subscribe(self.name)
+
+    def unsubscribe(self):
+        """Stop this worker's own subscription."""
+        self.exchange.unsubscribe(self.name)
+
+    def is_subscribed(self, include_pending=False):
+        """True when subscribed (or pending, with ``include_pending``)."""
+        return self.state == SUBSCRIBED or (include_pending and self.state == PENDING)
+
+    def publish(self, data, callback=None):
+        """Publish ``data`` to the channel."""
+        self.exchange.publish(self.name, data, callback)
+
+    def watch(self, handler):
+        """Call ``handler(data)`` for every message while subscribed."""
+        self.handlers.append(handler)
+
+    def unwatch(self, handler=None):
+        """Remove one watcher, or all."""
+        if handler is None:
+            self.handlers.clear()
+        else:
+            self.handlers[:] = [h for h in self.handlers if h is not handler]
+
+    def watchers(self):
+        """The watchers (a copy)."""
+        return list(self.handlers)
+
+    def destroy(self):
+        """Unwatch, unsubscribe and forget the channel."""
+        self.exchange.destroy_channel(self.name)
+
+
+class Exchange(EventEmitter):
+    """Pub/sub of one worker over an engine; the key/value API when the engine has one."""
+
+    def __init__(self, server, engine):
+        EventEmitter.__init__(self)
+        self.server = server
+        self.engine = engine
+        self._sockets = {}      # channel -> {socket id: socket}
+        self._channels = {}     # channel -> SCChannel of server code
+        self._engine_state = {}  # channel -> PENDING | SUBSCRIBED at the engine
+        self._waiters = {}      # channel -> callbacks waiting for the engine subscription
+
+    def start(self, on_ready):
+        """Start the engine; ``on_ready()`` once it can carry messages."""
+        self.engine.start(self.deliver, on_ready)
+
+    def close(self):
+        """Release the engine."""
+        self.engine.close()
+
+    # -- engine subscriptions (reference counted) ---------------------------------
+
+    def _acquire(self, channel, callback):
+        state = self._engine_state.get(channel)
+        if state == SUBSCRIBED:
+            callback(None)
+            return
+        self._waiters.setdefault(channel, []).append(callback)
+        if state is None:
+            self._engine_state[channel] = PENDING
+            self.engine.subscribe(channel, lambda err: self._on_engine_subscribed(channel, err))
+
+    def _on_engine_subscribed(self, channel, err):
+        waiters = self._waiters.pop(channel, ())
+        if err:
+            self._engine_state.pop(channel, None)
+        elif channel in self._engine_state:
+            self._engine_state[channel] = SUBSCRIBED
+        for callback in waiters:
+            callback(err)
+
+    def _release_if_unused(self, channel):
+        if channel in self._sockets:
+            return
+        own = self._channels.get(channel)
+        if own is not None and own.state != UNSUBSCRIBED:
+            return
+        if self._engine_state.pop(channel, None) is not None:
+            self.engine.unsubscribe(channel)
+
+    def resubscribe_all(self):
+        """Channels this worker needs (the engine reconnected and lost them)."""
+        return list(self._engine_state)
+
+    # -- sockets -------------------------------------------------------------------
+
+    def subscribe_socket(self, socket, channel, callback):
+        """Add ``socket`` as a subscriber of ``channel``; ``callback(err)``."""
+        def subscribed(err):
+            if not err and socket.channel_subscriptions.get(channel):
+                self._sockets.setdefault(channel, {})[socket.id] = socket
+            callback(err)
+        self._acquire(channel, subscribed)
+
+    def unsubscribe_socket(self, socket, channel, callback=None):
+        """Remove ``socket`` from ``channel``; no message reaches it after this call."""
+        sockets = self._sockets.get(channel)
+        if sockets is not None:
+            sockets.pop(socket.id, None)
+            if not sockets:
+                del self._sockets[channel]
+                self._release_if_unused(channel)
+        if callback is not None:
+            callback(None)
+
+    # -- delivery --------------------------------------------------------------------
+
+    def deliver(self, channel, data):
+        """A message from the engine: to this worker's subscribed sockets and watchers."""
+        sockets = self._sockets.get(channel)
+        if sockets:
+            server = self.server
+            if server.middleware.has(MIDDLEWARE_PUBLISH_OUT):
+                for socket in list(sockets.values()):
+                    self._deliver_through_middleware(socket, channel, data)
+            else:
+                try:
+                    frame = server.codec.encode({'event': '#publish',
+                                                 'data': {'channel': channel, 'data': data}})
+                except ValueError as exc:
+                    server.emit_warning(exc)
+                    return
+                for socket in list(sockets.values()):
+                    socket.send_publish_frame(frame)
+        own = self._channels.get(channel)
+        if own is not None and own.state == SUBSCRIBED:
+            for handler in tuple(own.handlers):
+                try:
+                    handler(data)
+                except Exception as exc:
+                    log.exception('a watcher of channel %r raised', channel)
+                    self.server.emit_error(exc)
+
+    def _deliver_through_middleware(self, socket, channel, data):
+        req = Request(socket=socket, channel=channel, data=data)
+
+        def done(err, _extra):
+            if not err and socket.channel_subscriptions.get(channel):
+                socket.send_object({'event': '#publish', 'data': {'channel': channel, 'data': req.data}})
+        self.server.middleware.run(MIDDLEWARE_PUBLISH_OUT, req, done)
+
+    # -- the server-code API ------------------------------------------------------------
+
+    def publish(self, channel, data, callback=None):
+        """Publish ``data`` to every subscriber of ``channel`` on every worker; ``callback(err)``."""
+        if not isinstance(channel, str):
+            err = InvalidArgumentsError('The channel name must be a string, not %r' % (channel,))
+            if callback is None:
+                raise err
+            callback(err)
+            return
+        self.engine.publish(channel, data, callback)
+
+    def channel(self, name, options=None):
+        """The :class:`SCChannel` named ``name`` (created unsubscribed if new)."""
+        channel = self._channels.get(name)
+        if channel is None:
+            channel = self._channels[name] = SCChannel(name, self, options)
+        return channel
+
+    def subscribe(self, name, options=None):
+        """Subscribe this worker to ``name``; returns its :class:`SCChannel`."""
+        channel = self.channel(name, options)
+        if channel.state == UNSUBSCRIBED:
+            channel.state = PENDING
+
+            def subscribed(err):
+                if channel.state != PENDING:
+                    return
+                if err:
+                    channel.state = UNSUBSCRIBED
+                    channel.emit('subscribeFail', err, name)
+                    self.emit('subscribeFail', err, name)
+                    self._release_if_unused(name)
+                else:
+                    channel.state = SUBSCRIBED
+                    channel.emit('subscribe', name)
+                    self.emit('subscribe', name)
+            self._acquire(name, subscribed)
+        return channel
+
+    def unsubscribe(self, name):
+        """End this worker's own subscription to ``name``."""
+        channel = self._channels.get(name)
+        if channel is None or channel.state == UNSUBSCRIBED:
+            return
+        was_subscribed = channel.state == SUBSCRIBED
+        channel.state = UNSUBSCRIBED
+        if was_subscribed:
+            channel.emit('unsubscribe', name)
+            self.emit('unsubscribe', name)
+        self._release_if_unused(name)
+
+    def destroy_channel(self, name):
+        """Unwatch, unsubscribe and forget ``name``."""
+        channel = self._channels.get(name)
+        if channel is not None:
+            channel.unwatch()
+            self.unsubscribe(name)
+            del self._channels[name]
+
+    def subscriptions(self, include_pending=False):
+        """Channels this worker's own code subscribed to."""
+        return [name for name, ch in self._channels.items() if ch.is_subscribed(include_pending)]
+
+    def is_subscribed(self, name, include_pending=False):
+        """True when this worker's own code is subscribed to ``name``."""
+        channel = self._channels.get(name)
+        return channel is not None and channel.is_subscribed(include_pending)
+
+    def watch(self, name, handler):
+        """Call ``handler(data)`` for messages of ``name`` (while subscribed)."""
+        self.channel(name).watch(handler)
+
+    def unwatch(self, name, handler=None):
+        """Remove a watcher (or all) of ``name``."""
+        channel = self._channels.get(name)
+        if channel is not None:
+            channel.unwatch(handler)
+
+    def watchers(self, name):
+        """The watchers of ``name``."""
+        channel = self._channels.get(name)
+        return channel.watchers() if channel is not None else []

@@ -1,0 +1,99 @@
+"""The worker's HTTP server: WebSocket upgrades at the SocketCluster path go to gsc,
+every other request goes to the WSGI application (Flask, Django, ...).
+
+gevent-websocket's handler validates the upgrade and writes the 101 answer; gsc refuses
+upgrades first when the path, the origin or the handshakeWS middleware says no, and
+takes the socket over after the 101 (the frames are carried by :mod:`gsc.transport`).
+"""
+
+import logging
+
+from gevent import pywsgi
+from gevent.pywsgi import LoggingLogAdapter
+from geventwebsocket.handler import WebSocketHandler
+
+log = logging.getLogger(__name__)
+
+BAD_REQUEST = ('400 Bad Request', 'Bad Request')
+UPGRADE_REQUIRED = ('426 Upgrade Required', 'Upgrade Required')
+NOT_FOUND = ('404 Not Found', 'Not Found')
+NOT_IMPLEMENTED = ('501 Not Implemented', 'Not Implemented')
+
+
+def is_upgrade(environ):
+    """True for a request that asks for a WebSocket."""
+    return environ.get('HTTP_UPGRADE', '').lower() == 'websocket'
+
+
+class SCHandler(WebSocketHandler):
+    """A pywsgi handler that routes each request to gsc or to the WSGI app."""
+
+    def run_application(self):
+        sc_server = self.server.sc_server
+        environ = self.environ
+        if sc_server is None or environ.get('PATH_INFO') != sc_server.path:
+            if sc_server is not None and is_upgrade(environ):
+                return self.refuse(*BAD_REQUEST)
+            return self.run_wsgi_app()
+        if not is_upgrade(environ):
+            return self.refuse(*(BAD_REQUEST if environ.get('HTTP_UPGRADE') else UPGRADE_REQUIRED))
+        refusal = sc_server.verify_upgrade(environ)
+        if refusal is not None:
+            return self.refuse(*refusal)
+        self.prevent_wsgi_call = True
+        self.result = self.upgrade_websocket()
+        if not hasattr(self, 'websocket'):
+            if self.status:
+                self.process_result()
+            else:
+                self.refuse(*BAD_REQUEST)
+            return None
+        self.write(b'')
+        self.websocket.closed = True  # gsc writes the frames; its __del__ must not send a close
+        self.websocket = None
+        environ.pop('wsgi.websocket', None)
+        environ.pop('wsgi.input', None)
+        sc_server.handle_upgraded(self)
+        self.result = None
+        return None
+
+    def run_wsgi_app(self):
+        """Serve the request with the WSGI app (501 in a server that has none)."""
+        if self.server.application is None:
+            return self.refuse(*NOT_IMPLEMENTED)
+        return pywsgi.WSGIHandler.run_application(self)
+
+    def refuse(self, status, body):
+        """Answer with ``status`` and a plain-text ``body``, then close the connection."""
+        data = body.encode('utf-8')
+        self.close_connection = True
+        self.start_response(status, [('Content-Type', 'text/plain; charset=utf-8'),
+                                     ('Content-Length', str(len(data))),
+                                     ('Connection', 'close')])
+        self.write(data)
+        self.result = None
+
+    def log_request(self):
+        if self.server.log is not None and not str(self.status).startswith('101'):
+            pywsgi.WSGIHandler.log_request(self)
+
+
+class HTTPServer(pywsgi.WSGIServer):
+    """A gevent WSGI server that also serves an :class:`gsc.server.SCServer`.
+
+    ``listener`` is ``(host, port)`` or a bound socket; ``app`` the WSGI application
+    served beside the realtime path (None: plain requests get 501).  ``sc_server``
+    is set by :func:`gsc.server.attach`.  Access logging is off unless ``log`` is given.
+    """
+
+    handler_class = SCHandler
+
+    def __init__(self, listener, app=None, log=None, **kwargs):
+        kwargs.setdefault('error_log', LoggingLogAdapter(logging.getLogger('gsc.http.error')))
+        super().__init__(listener, app, log=log, **kwargs)
+        self.application = app
+        self.sc_server = None
+
+    def set_wsgi_app(self, app):
+        """Serve ``app`` for every request that is not a realtime upgrade."""
+        self.application = app

@@ -1,0 +1,283 @@
+"""SCServer: the realtime server of one worker (socketcluster-server in Python).
+
+It owns the sockets of a worker (``clients``, ``pending_clients``), the middleware
+chains, the auth engine and the exchange.  :func:`attach` binds it to a
+:class:`gsc.http.HTTPServer`; :func:`listen` also creates and starts that server.
+"""
+
+import base64
+import logging
+import os
+import socket as stdlib_socket
+from urllib.parse import urlsplit
+
+from . import codec as default_codec
+from .auth import AuthEngine, generate_auth_key
+from .emitter import EventEmitter
+from .engines.simple import SimpleEngine
+from .errors import InvalidOptionsError, ServerProtocolError
+from .exchange import Exchange
+from .http import HTTPServer
+from gevent.event import AsyncResult
+
+from .middleware import MIDDLEWARE_HANDSHAKE_WS, MiddlewareChains, Request
+from .server_options import normalise_server_options
+from .socket import ServerSocket
+from .transport import WebSocketTransport
+
+log = logging.getLogger(__name__)
+
+
+class UpgradeRequest(Request):
+    """The HTTP upgrade request as gsc code sees it (``socket.request``, handshakeWS ``req``)."""
+
+    def __init__(self, environ, exchange):
+        query = environ.get('QUERY_STRING')
+        path = environ.get('PATH_INFO', '/')
+        forwarded = environ.get('HTTP_X_FORWARDED_FOR')
+        address = environ.get('REMOTE_ADDR')
+        super().__init__(
+            environ=environ, method=environ.get('REQUEST_METHOD'),
+            url=path + ('?' + query if query else ''), path=path, query=query or '',
+            remote_address=address, remote_port=_int(environ.get('REMOTE_PORT')),
+            remote_family='IPv6' if address and ':' in address else 'IPv4',
+            forwarded_for_address=forwarded.split(',')[0] if forwarded else None,
+            exchange=exchange)
+
+    @property
+    def headers(self):
+        """The request headers, lower-case names."""
+        return {key[5:].replace('_', '-').lower(): value
+                for key, value in self.environ.items() if key.startswith('HTTP_')}
+
+
+def _int(value):
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None
+
+
+class SCServer(EventEmitter):
+    """The SocketCluster server of a worker.
+
+    Attributes: ``options`` (normalised, camelCase), ``path``, ``clients`` and
+    ``pending_clients`` (id -> :class:`ServerSocket`), ``exchange``, ``auth``, ``codec``,
+    ``signature_key``/``verification_key`` (mutable at run time), ``is_ready``,
+    ``http_server`` (set by :func:`attach`).
+    """
+
+    MIDDLEWARE_HANDSHAKE_WS = 'handshakeWS'
+    MIDDLEWARE_HANDSHAKE_SC = 'handshakeSC'
+    MIDDLEWARE_AUTHENTICATE = 'authenticate'
+    MIDDLEWARE_SUBSCRIBE = 'subscribe'
+    MIDDLEWARE_PUBLISH_IN = 'publishIn'
+    MIDDLEWARE_PUBLISH_OUT = 'publishOut'
+    MIDDLEWARE_EMIT = 'emit'
+    MIDDLEWARE_PUBLISH = 'publishIn'
+
+    def __init__(self, options=None, engine=None):
+        EventEmitter.__init__(self)
+        self.options = opts = normalise_server_options(options)
+        self.path = opts['path']
+        self.ack_timeout = opts['ackTimeout']
+        self.handshake_timeout = opts['handshakeTimeout']
+        self.ping_interval = opts['pingInterval']
+        self.ping_timeout = opts['pingTimeout']
+        self.ping_timeout_disabled = opts['pingTimeoutDisabled']
+        self.allow_client_publish = opts['allowClientPublish']
+        self.socket_channel_limit = opts['socketChannelLimit']
+        self.pub_sub_batch_duration = opts['pubSubBatchDuration']
+        self.strict_handshake = opts['strictHandshake']
+        self.max_payload = opts['maxPayload']
+        self.app_name = opts['appName']
+        self.origins = opts['origins']
+        self.middleware = MiddlewareChains(self.emit_warning, opts['middlewareEmitWarnings'])
+        self.auth = opts['authEngine'] or AuthEngine()
+        self.codec = opts['codecEngine'] or default_codec
+        self._configure_keys(opts)
+        self.clients = {}
+        self.pending_clients = {}
+        self.http_server = None
+        self._id_counter = 0
+        self.exchange = Exchange(self, engine or SimpleEngine())
+        self.is_ready = False
+        self.exchange.start(self._on_engine_ready)
+
+    # -- configuration -----------------------------------------------------------
+
+    @property
+    def middleware_emit_warnings(self):
+        """Whether non-silent middleware errors become ``warning`` events."""
+        return self.middleware.emit_warnings
+
+    def _configure_keys(self, opts):
+        private_key, public_key = opts['authPrivateKey'], opts['authPublicKey']
+        if private_key or public_key:
+            if not private_key:
+                raise InvalidOptionsError('The authPrivateKey option must be specified if '
+                                          'authPublicKey is specified')
+            if not public_key:
+                raise InvalidOptionsError('The authPublicKey option must be specified if '
+                                          'authPrivateKey is specified')
+            self.signature_key, self.verification_key = private_key, public_key
+        else:
+            key = opts['authKey'] or generate_auth_key()
+            opts['authKey'] = key
+            self.signature_key = self.verification_key = key
+        self.default_sign_options = {'expiresIn': opts['authDefaultExpiry']}
+        if opts['authAlgorithm']:
+            self.default_sign_options['algorithm'] = opts['authAlgorithm']
+        algorithms = opts['authVerifyAlgorithms'] or (
+            [opts['authAlgorithm']] if opts['authAlgorithm'] else None)
+        self.default_verify_options = {'algorithms': algorithms} if algorithms else {}
+
+    def verify_options(self, socket):
+        """The options given to ``auth.verify_token`` for ``socket``."""
+        options = dict(self.default_verify_options)
+        options['socket'] = socket
+        return options
+
+    def set_auth_engine(self, engine):
+        """Use ``engine`` (``sign_token_with_payload``/``verify_token``) from now on."""
+        self.auth = engine
+
+    def set_codec_engine(self, codec):
+        """Use ``codec`` (``encode``/``decode``) from now on."""
+        self.codec = codec
+
+    def add_middleware(self, type_, fn):
+        """Append ``fn(req, next)`` (or ``fn(req)``) to the ``type_`` chain."""
+        self.middleware.add(type_, fn)
+
+    def remove_middleware(self, type_, fn):
+        """Remove ``fn`` from the ``type_`` chain."""
+        self.middleware.remove(type_, fn)
+
+    def get_path(self):
+        """The normalised realtime path."""
+        return self.path
+
+    # -- the registry of sockets -------------------------------------------------
+
+    @property
+    def clients_count(self):
+        """Sockets that completed the handshake."""
+        return len(self.clients)
+
+    @property
+    def pending_clients_count(self):
+        """Sockets still waiting for their handshake."""
+        return len(self.pending_clients)
+
+    def generate_id(self):
+        """A 20-character URL-safe id: 12 random bytes and a 24-bit sequence number."""
+        self._id_counter = (self._id_counter + 1) & 0xFFFFFF
+        raw = os.urandom(12) + self._id_counter.to_bytes(3, 'big')
+        return base64.urlsafe_b64encode(raw).decode('ascii')
+
+    def promote_socket(self, socket):
+        """Move ``socket`` from ``pending_clients`` to ``clients`` (its handshake completed)."""
+        self.pending_clients.pop(socket.id, None)
+        self.clients[socket.id] = socket
+
+    def remove_socket(self, socket):
+        """Forget ``socket`` (it closed)."""
+        self.pending_clients.pop(socket.id, None)
+        self.clients.pop(socket.id, None)
+
+    # -- upgrades ----------------------------------------------------------------
+
+    def verify_upgrade(self, environ):
+        """None to accept an upgrade, or ``(status, body)`` to refuse it (403 origin, 401 middleware)."""
+        origin = environ.get('HTTP_ORIGIN') or environ.get('HTTP_SEC_WEBSOCKET_ORIGIN')
+        if not self.origin_allowed(origin):
+            err = ServerProtocolError('Failed to authorize socket handshake - Invalid origin: %s' % origin)
+            self.emit_warning(err)
+            return '403 Forbidden', err.message
+        if not self.middleware.has(MIDDLEWARE_HANDSHAKE_WS):
+            return None
+        waiter = AsyncResult()
+        req = UpgradeRequest(environ, self.exchange)
+        self.middleware.run(MIDDLEWARE_HANDSHAKE_WS, req, lambda err, _extra: waiter.set(err))
+        err = waiter.get()
+        if err:
+            return '401 Unauthorized', getattr(err, 'message', None) or str(err)
+        return None
+
+    def origin_allowed(self, origin):
+        """The ``origins`` check of protocol.md §1 (exact elements; no substring matching)."""
+        origins = self.origins
+        if '*:*' in origins:
+            return True
+        if not origin or origin == 'null':
+            origin = '*'
+        try:
+            parts = urlsplit(origin)
+            hostname = parts.hostname or origin
+            port = parts.port or (443 if parts.scheme in ('https', 'wss') else 80)
+        except ValueError:
+            return False
+        return ('%s:%s' % (hostname, port) in origins or '%s:*' % hostname in origins
+                or '*:%s' % port in origins)
+
+    def handle_upgraded(self, handler):
+        """Serve one upgraded connection until it closes (runs in the handler's greenlet)."""
+        sock = handler.socket
+        try:
+            sock.setsockopt(stdlib_socket.IPPROTO_TCP, stdlib_socket.TCP_NODELAY, 1)
+        except OSError:
+            pass
+        request = UpgradeRequest(handler.environ, self.exchange)
+        socket = None
+        transport = WebSocketTransport(
+            sock, lambda frame: socket.handle_frame(frame),
+            lambda code, reason: socket.handle_close(code, reason),
+            max_payload=self.max_payload, read=handler.rfile.read1)
+        socket = ServerSocket(self.generate_id(), self, transport, request)
+        self.pending_clients[socket.id] = socket
+        self.emit('handshake', socket)
+        self.emit('_handshake', socket)
+        socket.start_timers()
+        transport.run()
+
+    # -- events ------------------------------------------------------------------
+
+    def _on_engine_ready(self):
+        self.is_ready = True
+        self.emit('ready')
+
+    def emit_warning(self, warning):
+        """The server ``warning`` event (logged when nobody listens)."""
+        if not self.emit('warning', warning):
+            log.warning('%s', warning)
+
+    def emit_error(self, err):
+        """The server ``error`` event (logged when nobody listens)."""
+        if not self.emit('error', err):
+            log.error('%s', err, exc_info=isinstance(err, BaseException) and err.__traceback__ is not None)
+
+    def close(self):
+        """Stop accepting upgrades and disconnect every socket (1001)."""
+        self.is_ready = False
+        for socket in list(self.clients.values()) + list(self.pending_clients.values()):
+            socket.disconnect(1001)
+        self.exchange.close()
+
+
+def attach(http_server, options=None, engine=None):
+    """An :class:`SCServer` serving the realtime path of ``http_server``."""
+    sc_server = SCServer(options, engine)
+    sc_server.http_server = http_server
+    http_server.sc_server = sc_server
+    return sc_server
+
+
+def listen(port, options=None, host='127.0.0.1', engine=None, app=None, **ssl_kwargs):
+    """A started standalone server on ``host:port`` (port 0 picks a free one: see ``sc_server.port``)."""
+    http_server = HTTPServer((host, port), app, **ssl_kwargs)
+    sc_server = attach(http_server, options, engine)
+    http_server.start()
+    sc_server.port = http_server.server_port
+    return sc_server
+

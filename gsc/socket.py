@@ -1,0 +1,756 @@
+"""ServerSocket: one client connection, speaking the SocketCluster protocol.
+
+It never touches a socket itself: frames come in through :meth:`ServerSocket.handle_frame`
+and leave through ``transport.send``; the transport also closes.  So a unit test can
+drive a ServerSocket with a fake transport.  Timers are libev watchers of the hub,
+never a greenlet per ping.
+"""
+
+import copy
+import logging
+import time
+
+import gevent
+from gevent import get_hub
+
+from . import protocol
+from .errors import (AuthTokenExpiredError, AuthTokenNotBeforeError, BadConnectionError,
+                     BrokerError, InvalidActionError, InvalidArgumentsError, SCError,
+                     TimeoutError, close_error, dehydrate, hydrate)
+from .emitter import EventEmitter
+from .middleware import (MIDDLEWARE_AUTHENTICATE, MIDDLEWARE_EMIT, MIDDLEWARE_HANDSHAKE_SC,
+                         MIDDLEWARE_PUBLISH_IN, MIDDLEWARE_SUBSCRIBE, Request)
+from .protocol import (AUTHENTICATED, CLOSED, CONNECTING, OPEN, UNAUTHENTICATED, UNDEFINED,
+                       CallTable, Event, Ping, Pong, Raw, Responder, Response, event_packet,
+                       parse_frame)
+
+log = logging.getLogger(__name__)
+
+# Event names that only exist on the server socket itself: inbound packets with these
+# names are ignored, and emit() refuses to send them (except 'error', emitted locally).
+LOCAL_EVENTS = frozenset((
+    'subscribe', 'unsubscribe', 'connect', '_connect', 'disconnect', '_disconnect',
+    'connectAbort', '_connectAbort', 'close', '_close', 'message', 'error',
+    'authStateChange', 'authTokenSigned', 'authenticate', 'deauthenticate', 'badAuthToken',
+    'raw'))
+
+VALID_CLOSE_CODES = frozenset(range(1000, 1004)) | frozenset(range(1007, 1012)) | \
+    frozenset(range(3000, 5000))
+
+
+def js_string(value):
+    """``String(value)`` in JavaScript, as SocketCluster's error messages render values."""
+    if value is UNDEFINED:
+        return 'undefined'
+    if value is None:
+        return 'null'
+    if value is True or value is False:
+        return 'true' if value else 'false'
+    if isinstance(value, dict):
+        return '[object Object]'
+    if isinstance(value, list):
+        return ','.join('' if v is None or v is UNDEFINED else js_string(v) for v in value)
+    return str(value)
+
+
+def _data(value):
+    """What a handler sees for a packet's data: None for a left-out value."""
+    return None if value is UNDEFINED else value
+
+
+class ServerSocket(EventEmitter):
+    """The server side of one client connection (socketcluster-server's SCServerSocket).
+
+    Attributes: ``id``, ``server``, ``state`` (connecting/open/closed), ``auth_state``,
+    ``auth_token`` (decoded payload), ``signed_auth_token``, ``active``, ``request``
+    (the upgrade request), ``remote_address``, ``remote_port``, ``remote_family``,
+    ``forwarded_for_address``, ``exchange``, ``channel_subscriptions`` (dict name -> True).
+    """
+
+    CONNECTING = CONNECTING
+    OPEN = OPEN
+    CLOSED = CLOSED
+    AUTHENTICATED = AUTHENTICATED
+    UNAUTHENTICATED = UNAUTHENTICATED
+
+    def __init__(self, socket_id, server, transport, request=None):
+        EventEmitter.__init__(self)
+        self.id = socket_id
+        self.server = server
+        self.socket = transport
+        self.request = request
+        self.remote_address = getattr(request, 'remote_address', None)
+        self.remote_port = getattr(request, 'remote_port', None)
+        self.remote_family = getattr(request, 'remote_family', None)
+        self.forwarded_for_address = getattr(request, 'forwarded_for_address', None)
+        self.exchange = server.exchange
+        self.state = CONNECTING
+        self.auth_state = UNAUTHENTICATED
+        self.auth_token = None
+        self.signed_auth_token = None
+        self.active = True
+        self.channel_subscriptions = {}
+        self._calls = CallTable()
+        self._handshake_started = False
+        self._token_expiry = None
+        self._batch = None
+        self._loop = get_hub().loop
+        self._last_received = self._loop.now()
+        self._handshake_timer = None
+        self._tick_timer = None
+        self._next_ping = 0.0
+        self._dispatch = {Event: self._on_event, Response: self._on_response,
+                          Pong: self._on_pong, Ping: self._on_raw, Raw: self._on_raw}
+
+    # -- properties --------------------------------------------------------------
+
+    @property
+    def channel_subscriptions_count(self):
+        """How many channels the socket is subscribed to."""
+        return len(self.channel_subscriptions)
+
+    def get_state(self):
+        """``state``."""
+        return self.state
+
+    def get_auth_token(self):
+        """The decoded auth token, or None."""
+        return self.auth_token
+
+    def get_bytes_received(self):
+        """Bytes received on this connection so far."""
+        return self.socket.bytes_received
+
+    def subscriptions(self):
+        """The names of the channels the socket is subscribed to."""
+        return list(self.channel_subscriptions)
+
+    def is_subscribed(self, channel):
+        """True when the socket is subscribed to ``channel``."""
+        return channel in self.channel_subscriptions
+
+    # -- timers ------------------------------------------------------------------
+
+    def start_timers(self):
+        """Arm the handshake timeout and the ping/pong timer (called once the socket exists)."""
+        server = self.server
+        self._handshake_timer = self._loop.timer(server.handshake_timeout / 1000.0)
+        self._handshake_timer.start(self._on_handshake_timeout)
+        if not server.ping_timeout_disabled:
+            self._next_ping = self._loop.now() + server.ping_interval / 1000.0
+            self._arm_tick()
+
+    def _arm_tick(self):
+        now = self._loop.now()
+        pong_deadline = self._last_received + self.server.ping_timeout / 1000.0
+        delay = max(min(self._next_ping, pong_deadline) - now, 0.001)
+        self._tick_timer = self._loop.timer(delay)
+        self._tick_timer.start(self._on_tick)
+
+    def _on_tick(self):
+        if self.state == CLOSED:
+            return
+        now = self._loop.now()
+        if now - self._last_received >= self.server.ping_timeout / 1000.0:
+            gevent.spawn(self._close_unanswered_ping)
+            return
+        if now >= self._next_ping:
+            self.socket.send(protocol.PING)
+            self._next_ping = now + self.server.ping_interval / 1000.0
+        self._arm_tick()
+
+    def _close_unanswered_ping(self):
+        if self.state != CLOSED:
+            self._on_sc_close(4001)
+            self.socket.close(4001)
+
+    def _on_handshake_timeout(self):
+        gevent.spawn(self.disconnect, 4005)
+
+    def _stop_timers(self):
+        for timer in (self._handshake_timer, self._tick_timer):
+            if timer is not None:
+                timer.close()
+        self._handshake_timer = self._tick_timer = None
+        if self._batch is not None:
+            self._batch[1].close()
+            self._batch = None
+
+    # -- inbound -----------------------------------------------------------------
+
+    def handle_frame(self, frame):
+        """Process one inbound message (text or binary payload) of the WebSocket."""
+        self._last_received = self._loop.now()
+        if self._listeners:
+            self._emit_local('message', frame)
+        packets = parse_frame(frame, self.server.codec.decode)
+        if self.state == CONNECTING and self.server.strict_handshake and not self._handshake_started:
+            first = packets[0] if packets else None
+            if type(first) is not Event or first.event != '#handshake':
+                self.disconnect(4009)
+                return
+        dispatch = self._dispatch
+        for packet in packets:
+            if self.state == CLOSED:
+                return
+            dispatch[type(packet)](packet)
+
+    def handle_close(self, code, reason):
+        """The WebSocket ended (``code`` from the peer's close frame, 1006 without one)."""
+        if self.state != CLOSED:
+            self._on_sc_close(code, reason)
+
+    def _on_raw(self, packet):
+        self._emit_local('raw', packet.frame)
+
+    def _on_pong(self, packet):
+        if self._token_expiry is not None:
+            self._expired_token_error()
+
+    def _on_response(self, packet):
+        entry = self._calls.pop(packet.rid)
+        if entry is None:
+            return
+        if entry[2] is not None:
+            entry[2].close()
+        entry[1](hydrate(packet.error), _data(packet.data))
+
+    def _on_event(self, packet):
+        name = packet.event
+        if name in LOCAL_EVENTS:
+            return
+        expired = self._expired_token_error() if self._token_expiry is not None else None
+        if name[:1] == '#':
+            handler = self._reserved.get(name)
+            if handler is not None:
+                handler(self, packet, expired)
+            else:
+                self._dispatch_event(name, packet.data, packet.cid)
+            return
+        middleware = self.server.middleware
+        if not middleware.has(MIDDLEWARE_EMIT):
+            self._dispatch_event(name, packet.data, packet.cid)
+            return
+        req = Request(socket=self, event=name, data=_data(packet.data))
+        if expired is not None:
+            req.authTokenExpiredError = expired
+
+        def done(err, _extra):
+            if err:
+                Responder(packet.cid, self.send_object)(err)
+            else:
+                self._dispatch_event(name, req.data, packet.cid)
+        middleware.run(MIDDLEWARE_EMIT, req, done)
+
+    def _dispatch_event(self, name, data, cid):
+        listeners = self._listeners.get(name)
+        if not listeners:
+            return
+        respond = Responder(cid, self.send_object)
+        data = _data(data)
+        for listener in tuple(listeners):
+            try:
+                listener(data, respond)
+            except Exception as exc:
+                log.exception('the handler of %r raised', name)
+                if cid and not respond.sent:
+                    respond(exc)
+                self.server.emit_error(exc)
+
+    def _expired_token_error(self):
+        """Deauthenticate an expired token; the AuthTokenExpiredError, or None if still valid."""
+        if time.time() <= self._token_expiry:
+            return None
+        expiry = self.auth_token.get('exp') if isinstance(self.auth_token, dict) else None
+        self.deauthenticate()
+        return AuthTokenExpiredError('The socket auth token has expired', expiry=expiry)
+
+    # -- reserved events ---------------------------------------------------------
+
+    def _on_handshake_event(self, packet, _expired):
+        if self._handshake_started:
+            return
+        self._handshake_started = True
+        if self._handshake_timer is not None:
+            self._handshake_timer.close()
+            self._handshake_timer = None
+        gevent.spawn(self._handshake, packet)
+
+    def _handshake(self, packet):
+        respond = Responder(packet.cid, self.send_object)
+        data = packet.data if isinstance(packet.data, dict) else {}
+        signed_token = data.get('authToken')
+        server = self.server
+
+        def after_middleware(err, code):
+            if err:
+                code = getattr(err, 'statusCode', None) or code or 4008
+                respond(err, {'code': code})
+                self.disconnect(code)
+                return
+            self._process_auth_token(signed_token, after_auth)
+
+        def after_auth(auth_error, is_bad):
+            if self.state == CLOSED:
+                return
+            if signed_token is None:
+                auth_error = None
+            elif auth_error is not None:
+                self._reject_token(auth_error, is_bad, signed_token)
+            server.promote_socket(self)
+            self.state = OPEN
+            status = {'id': self.id, 'pingTimeout': server.ping_timeout}
+            if auth_error is not None:
+                status['authError'] = auth_error
+            status['isAuthenticated'] = self.auth_state == AUTHENTICATED
+            client_status = dict(status)
+            if auth_error is not None:
+                client_status['authError'] = dehydrate(auth_error)
+            self._emit_local('connect', status)
+            self._emit_local('_connect', status)
+            server.emit('connection', self, status)
+            server.emit('_connection', self, status)
+            if self.auth_state == AUTHENTICATED:
+                self._trigger_authentication_events(UNAUTHENTICATED)
+            respond(None, client_status)
+
+        server.middleware.run(MIDDLEWARE_HANDSHAKE_SC, Request(socket=self), after_middleware)
+
+    def _process_auth_token(self, signed_token, done):
+        """Verify ``signed_token`` and run the authenticate middleware; ``done(err, is_bad)``."""
+        server = self.server
+        try:
+            payload = server.auth.verify_token(
+                '' if signed_token is None else signed_token, server.verification_key,
+                server.verify_options(self))
+        except Exception as exc:
+            done(exc, not isinstance(exc, AuthTokenNotBeforeError))
+            return
+        self._set_token(signed_token, payload)
+        if not server.middleware.has(MIDDLEWARE_AUTHENTICATE):
+            done(None, False)
+            return
+
+        def after_middleware(err, is_bad):
+            if err:
+                self._set_token(None, None)
+                self.auth_state = UNAUTHENTICATED
+                done(err, bool(is_bad))
+            else:
+                done(None, False)
+        server.middleware.run(MIDDLEWARE_AUTHENTICATE,
+                              Request(socket=self, authToken=payload), after_middleware)
+
+    def _set_token(self, signed_token, payload):
+        self.signed_auth_token = signed_token
+        self.auth_token = payload
+        exp = payload.get('exp') if isinstance(payload, dict) else None
+        self._token_expiry = exp if isinstance(exp, (int, float)) and not isinstance(exp, bool) else None
+        if payload is not None:
+            self.auth_state = AUTHENTICATED
+
+    def _reject_token(self, auth_error, is_bad, signed_token):
+        """Report a refused token; a bad one deauthenticates (``#removeAuthToken``)."""
+        if not isinstance(auth_error, SCError) or auth_error.name.startswith('AuthToken'):
+            self._emit_error(auth_error)
+        if is_bad:
+            info = {'authError': auth_error, 'signedAuthToken': signed_token}
+            self._emit_local('badAuthToken', info)
+            self.server.emit('badSocketAuthToken', self, info)
+            self.deauthenticate()
+
+    def _on_authenticate(self, packet, _expired):
+        signed_token = packet.data if packet.data is not UNDEFINED else None
+        respond = Responder(packet.cid, self.send_object)
+        old_state = self.auth_state
+
+        def done(err, is_bad):
+            if err is not None:
+                if signed_token is None:
+                    is_bad = True
+                self._reject_token(err, is_bad, signed_token)
+                status = {'isAuthenticated': self.auth_state == AUTHENTICATED,
+                          'authError': dehydrate(err)}
+                if is_bad:
+                    respond(err, status)
+                else:
+                    respond(None, status)
+                return
+            self._trigger_authentication_events(old_state)
+            respond(None, {'isAuthenticated': True, 'authError': None})
+        self._process_auth_token(signed_token, done)
+
+    def _on_remove_auth_token(self, _packet, _expired):
+        self.deauthenticate_self()
+
+    def _on_subscribe(self, packet, expired):
+        respond = Responder(packet.cid, self.send_object)
+        data = packet.data
+        if data is None or data is UNDEFINED:
+            request = {}
+        elif isinstance(data, str):
+            request = {'channel': data}
+        elif isinstance(data, dict):
+            request = data
+        else:
+            request = {}
+        channel = request.get('channel', UNDEFINED)
+        if expired is not None and request.get('waitForAuth'):
+            respond(expired)
+            return
+        server = self.server
+        if not server.middleware.has(MIDDLEWARE_SUBSCRIBE):
+            self._subscribe(channel, request, respond)
+            return
+        req = Request(socket=self, channel=_data(channel), waitForAuth=request.get('waitForAuth'),
+                      data=request.get('data'))
+        if expired is not None:
+            req.authTokenExpiredError = expired
+
+        def done(err, _extra):
+            if err:
+                respond(err)
+                return
+            if req.data is not None or 'data' in request:
+                request['data'] = req.data
+            self._subscribe(channel, request, respond)
+        server.middleware.run(MIDDLEWARE_SUBSCRIBE, req, done)
+
+    def _subscribe(self, channel, request, respond):
+        server = self.server
+        if self.state != OPEN:
+            err = InvalidActionError(
+                'Cannot subscribe socket to a channel before it has completed the handshake')
+            server.emit_warning(err)
+            respond(err)
+            return
+        limit = server.socket_channel_limit
+        if limit and len(self.channel_subscriptions) >= limit:
+            reason = 'Socket %s tried to exceed the channel subscription limit of %s' % (self.id, limit)
+        elif not isinstance(channel, str):
+            reason = 'Socket %s provided an invalid channel name' % self.id
+        else:
+            reason = None
+        if reason is not None:
+            self._fail_subscribe(channel, reason, respond)
+            return
+        self.channel_subscriptions[channel] = True
+
+        def subscribed(err):
+            if err:
+                self.channel_subscriptions.pop(channel, None)
+                self._fail_subscribe(channel, getattr(err, 'message', str(err)), respond)
+                return
+            self._emit_local('subscribe', channel, request)
+            server.emit('subscription', self, channel, request)
+            if request.get('batch'):
+                self._queue_batched({'rid': respond.cid} if respond.cid else None)
+                respond.sent = True
+            else:
+                respond()
+        server.exchange.subscribe_socket(self, channel, subscribed)
+
+    def _fail_subscribe(self, channel, reason, respond):
+        err = BrokerError('Failed to subscribe socket to the %s channel - %s' % (js_string(channel), reason))
+        self._emit_error(err)
+        respond(err)
+
+    def _on_unsubscribe(self, packet, _expired):
+        channel = packet.data
+        respond = Responder(packet.cid, self.send_object)
+        if not isinstance(channel, str):
+            reason = 'Socket %s tried to unsubscribe from an invalid channel name' % self.id
+        elif channel not in self.channel_subscriptions:
+            reason = 'Socket %s tried to unsubscribe from a channel which it is not subscribed to' % self.id
+        else:
+            self._unsubscribe(channel)
+            respond()
+            return
+        err = BrokerError('Failed to unsubscribe socket from the %s channel - %s' % (js_string(channel), reason))
+        self._emit_error(err)
+        respond(err)
+
+    def _unsubscribe(self, channel):
+        del self.channel_subscriptions[channel]
+        self.server.exchange.unsubscribe_socket(self, channel)
+        self._emit_local('unsubscribe', channel)
+        self.server.emit('unsubscription', self, channel)
+
+    def _on_publish(self, packet, expired):
+        respond = Responder(packet.cid, self.send_object)
+        server = self.server
+        if not server.allow_client_publish:
+            err = InvalidActionError('Client publish feature is disabled')
+            server.emit_warning(err)
+            respond(err)
+            return
+        data = packet.data if isinstance(packet.data, dict) else {}
+        channel = data.get('channel', UNDEFINED)
+        message = data.get('data')
+        if not server.middleware.has(MIDDLEWARE_PUBLISH_IN):
+            self._publish(channel, message, UNDEFINED, respond)
+            return
+        req = Request(socket=self, channel=_data(channel), data=message)
+        if expired is not None:
+            req.authTokenExpiredError = expired
+
+        def done(err, _extra):
+            ack_data = getattr(req, 'ackData', UNDEFINED)
+            if err:
+                respond(err, ack_data)
+            else:
+                self._publish(channel, req.data, ack_data, respond)
+        server.middleware.run(MIDDLEWARE_PUBLISH_IN, req, done)
+
+    def _publish(self, channel, message, ack_data, respond):
+        server = self.server
+        if not isinstance(channel, str):
+            err = BrokerError('Socket %s tried to publish to an invalid %s channel' % (self.id, js_string(channel)))
+            server.emit_warning(err)
+            respond(err)
+            return
+
+        def published(err):
+            if err:
+                server.emit_warning(err)
+                respond(err)
+                return
+            respond(None, ack_data)
+            self._emit_local('#publish', {'channel': channel, 'data': message})
+        server.exchange.publish(channel, message, published)
+
+    def _on_disconnect_event(self, packet, _expired):
+        data = packet.data if isinstance(packet.data, dict) else {}
+        code = data.get('code', 1005)
+        reason = data.get('data')
+        if self.state != CLOSED:
+            self._on_sc_close(code, reason)
+        self.socket.close(code if code in VALID_CLOSE_CODES else 1000)
+
+    _reserved = {
+        '#handshake': _on_handshake_event,
+        '#authenticate': _on_authenticate,
+        '#removeAuthToken': _on_remove_auth_token,
+        '#subscribe': _on_subscribe,
+        '#unsubscribe': _on_unsubscribe,
+        '#publish': _on_publish,
+        '#disconnect': _on_disconnect_event,
+    }
+
+    # -- outbound ----------------------------------------------------------------
+
+    def send(self, data, options=None):
+        """Send a raw frame (str: text, bytes: binary), bypassing the codec."""
+        self.socket.send(data)
+
+    def send_object(self, obj, options=None):
+        """Encode ``obj`` and send it; ``options={'batch': True}`` queues it in a batch frame."""
+        if options and options.get('batch'):
+            self._queue_batched(obj)
+            return
+        try:
+            frame = self.server.codec.encode(obj)
+        except ValueError as exc:
+            self._emit_error(exc)
+            return
+        self.socket.send(frame)
+
+    def _queue_batched(self, obj):
+        if obj is None:
+            return
+        if self._batch is None:
+            timer = self._loop.timer((self.server.pub_sub_batch_duration or 0) / 1000.0)
+            self._batch = ([], timer)
+            timer.start(self._flush_batch)
+        self._batch[0].append(obj)
+
+    def _flush_batch(self):
+        batch, self._batch = self._batch, None
+        if batch is not None and self.state != CLOSED:
+            batch[1].close()
+            self.send_object(batch[0])
+
+    def emit(self, event, data=UNDEFINED, callback=None, options=None):
+        """Send ``event`` to the client; ``callback(err, data)`` gets its answer or a TimeoutError.
+
+        Local event names are refused with an InvalidActionError on the socket's ``error``
+        event, except ``'error'`` itself, which is emitted locally.
+        """
+        if event in LOCAL_EVENTS:
+            if event == 'error':
+                self._emit_local('error', data)
+            else:
+                self._emit_error(InvalidActionError(
+                    'The "%s" event is reserved and cannot be emitted on a server socket' % event))
+            return
+        cid = None
+        if callback is not None:
+            if self.state == CLOSED:
+                callback(BadConnectionError(
+                    "Event '%s' was aborted due to a bad connection" % event, type='disconnect'), None)
+                return
+            cid = self._calls.next_cid()
+            entry = self._calls.add(cid, event, callback)
+            timer = self._loop.timer(self.server.ack_timeout / 1000.0)
+            entry[2] = timer
+            timer.start(self._on_ack_timeout, cid)
+        self.send_object(event_packet(event, data, cid))
+
+    def _on_ack_timeout(self, cid):
+        entry = self._calls.pop(cid)
+        if entry is not None:
+            entry[2].close()
+            err = TimeoutError("Event response for '%s' timed out" % entry[0])
+            gevent.spawn(entry[1], err, {'event': entry[0], 'cid': cid})
+
+    def send_publish_frame(self, frame):
+        """Send a pre-encoded ``#publish`` frame (the exchange encodes once per worker)."""
+        self.socket.send(frame)
+
+    # -- closing -----------------------------------------------------------------
+
+    def disconnect(self, code=1000, data=UNDEFINED):
+        """Send ``#disconnect`` with ``code`` and ``data``, run the close sequence, close the socket."""
+        if not isinstance(code, int) or isinstance(code, bool):
+            self._emit_error(InvalidArgumentsError('If specified, the code argument must be a number'))
+            code = 1000
+        if self.state == CLOSED:
+            return
+        packet = {'code': code}
+        if data is not UNDEFINED:
+            packet['data'] = data
+        self.send_object(event_packet('#disconnect', packet))
+        self._on_sc_close(code, data)
+        self.socket.close(code if code in VALID_CLOSE_CODES else 1000)
+
+    def destroy(self, code=1000, data=UNDEFINED):
+        """``active = False``, then :meth:`disconnect`."""
+        self.active = False
+        self.disconnect(code, data)
+
+    def terminate(self):
+        """Drop the TCP connection without a closing handshake."""
+        self.socket.abort()
+
+    def _on_sc_close(self, code, data=UNDEFINED):
+        previous = self.state
+        self.state = CLOSED
+        self._stop_timers()
+        data = _data(data)
+        for entry in self._calls.pop_all():
+            if entry[2] is not None:
+                entry[2].close()
+            entry[1](BadConnectionError("Event '%s' was aborted due to a bad connection" % entry[0],
+                                        type='disconnect'), None)
+        server = self.server
+        for channel in list(self.channel_subscriptions):
+            self._unsubscribe(channel)
+        if previous == OPEN:
+            server.remove_socket(self)
+            server.emit('disconnection', self, code, data)
+            server.emit('_disconnection', self, code, data)
+            server.emit('closure', self, code, data)
+            server.emit('_closure', self, code, data)
+            self._emit_local('disconnect', code, data)
+            self._emit_local('_disconnect', code, data)
+        else:
+            server.remove_socket(self)
+            server.emit('connectionAbort', self, code, data)
+            server.emit('_connectionAbort', self, code, data)
+            server.emit('closure', self, code, data)
+            server.emit('_closure', self, code, data)
+            self._emit_local('connectAbort', code, data)
+            self._emit_local('_connectAbort', code, data)
+        self._emit_local('close', code, data)
+        self._emit_local('_close', code, data)
+        err = close_error(code, data)
+        if err is not None:
+            self._emit_error(err)
+
+    # -- auth --------------------------------------------------------------------
+
+    def set_auth_token(self, data, options=None, callback=None):
+        """Sign ``data`` as the socket's JWT and send it with ``#setAuthToken``."""
+        server = self.server
+        payload = copy.deepcopy(data)
+        options = dict(options or {})
+        if 'algorithm' in options:
+            del options['algorithm']
+            self._emit_error(InvalidArgumentsError(
+                'Cannot change auth token algorithm at runtime - It must be specified as a '
+                'config option on launch'))
+        sign_options = dict(server.default_sign_options)
+        sign_options.update(options)
+        if isinstance(payload, dict) and 'exp' in payload:
+            sign_options.pop('expiresIn', None)
+        old_state = self.auth_state
+        self.auth_state = AUTHENTICATED
+        try:
+            token, signed_payload = server.auth.sign_token_with_payload(
+                payload, server.signature_key, sign_options)
+        except Exception as exc:
+            self._emit_error(exc)
+            if self.state != CLOSED:
+                self._on_sc_close(4002, str(exc))
+                self.socket.close(4002)
+            if callback is not None:
+                callback(exc)
+            return
+        self._set_token(token, signed_payload)
+        self._emit_local('authTokenSigned', token)
+        self.emit('#setAuthToken', {'token': token},
+                  None if callback is None else (lambda err, _data: callback(err)))
+        self._trigger_authentication_events(old_state)
+
+    def _trigger_authentication_events(self, old_state):
+        server = self.server
+        if old_state != AUTHENTICATED:
+            change = {'oldState': old_state, 'newState': AUTHENTICATED, 'authToken': self.auth_token}
+            self._emit_local('authStateChange', change)
+            server.emit('authenticationStateChange', self, change)
+        self._emit_local('authenticate', self.auth_token)
+        server.emit('authentication', self, self.auth_token)
+
+    def deauthenticate_self(self):
+        """Forget the token locally (events, no packet)."""
+        old_token = self.auth_token
+        old_state = self.auth_state
+        self.signed_auth_token = None
+        self.auth_token = None
+        self._token_expiry = None
+        self.auth_state = UNAUTHENTICATED
+        if old_state != UNAUTHENTICATED:
+            change = {'oldState': old_state, 'newState': UNAUTHENTICATED}
+            self._emit_local('authStateChange', change)
+            self.server.emit('authenticationStateChange', self, change)
+        self._emit_local('deauthenticate', old_token)
+        self.server.emit('deauthentication', self, old_token)
+
+    def deauthenticate(self, callback=None):
+        """Forget the token and tell the client with ``#removeAuthToken``."""
+        self.deauthenticate_self()
+        self.emit('#removeAuthToken', None,
+                  None if callback is None else (lambda err, _data: callback(err)))
+
+    # -- pub/sub from server code ------------------------------------------------
+
+    def kick_out(self, channel=None, message=None, callback=None):
+        """Unsubscribe the socket from ``channel`` (every channel when None) with ``#kickOut``."""
+        channels = list(self.channel_subscriptions) if channel is None else [channel]
+        for name in channels:
+            if name in self.channel_subscriptions:
+                del self.channel_subscriptions[name]
+                self.emit('#kickOut', {'message': message, 'channel': name})
+                self.server.exchange.unsubscribe_socket(self, name)
+        if callback is not None:
+            callback(None)
+
+    # -- local events ------------------------------------------------------------
+
+    def _emit_local(self, event, *args):
+        EventEmitter.emit(self, event, *args)
+
+    def _emit_error(self, err):
+        """The socket's ``error`` event, re-emitted by the server as ``warning``."""
+        self._emit_local('error', err)
+        self.server.emit_warning(err)
