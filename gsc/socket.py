@@ -22,7 +22,7 @@ from .middleware import (MIDDLEWARE_AUTHENTICATE, MIDDLEWARE_EMIT, MIDDLEWARE_HA
                          MIDDLEWARE_PUBLISH_IN, MIDDLEWARE_SUBSCRIBE, Request)
 from .protocol import (AUTHENTICATED, CLOSED, CONNECTING, OPEN, UNAUTHENTICATED, UNDEFINED,
                        CallTable, Event, Ping, Pong, Raw, Responder, Response, event_packet,
-                       parse_frame)
+                       parse_frame, transition)
 
 log = logging.getLogger(__name__)
 
@@ -100,7 +100,7 @@ class ServerSocket(EventEmitter):
         self._tick_timer = None
         self._next_ping = 0.0
         self._dispatch = {Event: self._on_event, Response: self._on_response,
-                          Pong: self._on_pong, Ping: self._on_raw, Raw: self._on_raw}
+                          Pong: self._on_pong, Ping: self._on_ping, Raw: self._on_raw}
 
     # -- properties --------------------------------------------------------------
 
@@ -193,7 +193,11 @@ class ServerSocket(EventEmitter):
         for packet in packets:
             if self.state == CLOSED:
                 return
-            dispatch[type(packet)](packet)
+            try:
+                dispatch[type(packet)](packet)
+            except Exception as exc:  # a bug must cost one packet, never the connection
+                log.exception('socket %s failed to process %r', self.id, packet)
+                self.server.emit_error(exc)
 
     def handle_close(self, code, reason):
         """The WebSocket ended (``code`` from the peer's close frame, 1006 without one)."""
@@ -202,6 +206,9 @@ class ServerSocket(EventEmitter):
 
     def _on_raw(self, packet):
         self._emit_local('raw', packet.frame)
+
+    def _on_ping(self, _packet):
+        self._emit_local('raw', protocol.PING)
 
     def _on_pong(self, packet):
         if self._token_expiry is not None:
@@ -298,7 +305,7 @@ class ServerSocket(EventEmitter):
             elif auth_error is not None:
                 self._reject_token(auth_error, is_bad, signed_token)
             server.promote_socket(self)
-            self.state = OPEN
+            self.state = transition(self.state, 'handshake')
             status = {'id': self.id, 'pingTimeout': server.ping_timeout}
             if auth_error is not None:
                 status['authError'] = auth_error
@@ -634,7 +641,7 @@ class ServerSocket(EventEmitter):
 
     def _on_sc_close(self, code, data=UNDEFINED):
         previous = self.state
-        self.state = CLOSED
+        self.state = transition(previous, 'close')
         self._stop_timers()
         data = _data(data)
         for entry in self._calls.pop_all():

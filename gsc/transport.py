@@ -13,6 +13,7 @@ This module only reads, writes and keeps the close timer:
 
 import logging
 import struct
+from socket import SHUT_WR
 
 import gevent
 from gevent import get_hub
@@ -146,9 +147,6 @@ class WebSocketTransport:
         for data in self.protocol.data_to_send():
             if data is SEND_EOF:
                 self._eof_pending = True
-                if not self._flush_scheduled and self._writer is None:
-                    self._flush_scheduled = True
-                    self._loop.run_callback(self._flush)
             else:
                 self._queue(data)
 
@@ -175,8 +173,6 @@ class WebSocketTransport:
                 self._writer = gevent.spawn(self._drain)
                 return
             self._out_bytes = 0
-        if self._eof_pending:
-            self.abort()
 
     def _drain(self):
         try:
@@ -190,8 +186,6 @@ class WebSocketTransport:
         finally:
             self._writer = None
             self._out_bytes = max(self._out_bytes, 0)
-        if self._eof_pending:
-            self.abort()
 
     # -- receiving ---------------------------------------------------------------
 
@@ -256,12 +250,32 @@ class WebSocketTransport:
         else:
             code, reason = 1006, ''
         self._queue_protocol_output()
-        if self._writer is None and not self._out:
-            self.abort()
-        elif self._close_timer is None:
-            self._close_timer = self._loop.timer(CLOSE_TIMEOUT)
-            self._close_timer.start(self.abort)
         on_close, self.on_close = self.on_close, None
-        if on_close is not None:
-            on_close(code, reason)
+        try:
+            if on_close is not None:
+                on_close(code, reason)
+        finally:
+            self._shut_down()
 
+    def _shut_down(self):
+        """Send what is queued, half-close, read until the peer's EOF (bounded), then close.
+
+        Closing with unread bytes in the receive buffer would reset the connection and
+        could destroy the close frame before the peer reads it.
+        """
+        with gevent.Timeout(CLOSE_TIMEOUT, False):
+            try:
+                if self._writer is not None:
+                    self._writer.join()
+                if self._out and not self._closed:
+                    data = b''.join(self._out)
+                    self._out.clear()
+                    self._out_bytes = 0
+                    self.sock.sendall(data)
+                if not self._closed:
+                    self.sock.shutdown(SHUT_WR)
+                    while self._read(READ_SIZE):
+                        pass
+            except OSError:
+                pass
+        self.abort()

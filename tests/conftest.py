@@ -1,0 +1,62 @@
+"""Shared fixtures: an in-process gsc server on a free port, raw and protocol clients."""
+
+import json
+import os
+import sys
+
+import gevent
+import pytest
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from gsc.server import listen  # noqa: E402
+from wsraw import RawClient  # noqa: E402
+
+
+@pytest.fixture
+def make_server():
+    """``make_server(options) -> SCServer`` listening on 127.0.0.1; all closed at teardown."""
+    servers = []
+
+    def make(options=None, **kwargs):
+        server = listen(0, options, **kwargs)
+        servers.append(server)
+        return server
+    yield make
+    for server in servers:
+        server.close()
+        server.http_server.stop(timeout=1)
+
+
+@pytest.fixture
+def raw():
+    """``raw(server, path='/socketcluster/', **kw) -> RawClient``; all closed at teardown."""
+    clients = []
+
+    def connect(server, path=None, **kwargs):
+        url = 'ws://127.0.0.1:%d%s' % (server.port, path or server.path)
+        client = RawClient(url, **kwargs)
+        clients.append(client)
+        return client
+    yield connect
+    for client in clients:
+        client.close()
+
+
+def recv_json(client, timeout=5):
+    """The next message of ``client``, decoded."""
+    return json.loads(client.recv(timeout))
+
+
+def handshake(client, token=None, cid=1):
+    """Send ``#handshake`` and return the decoded answer."""
+    client.send(json.dumps({'event': '#handshake', 'data': {'authToken': token}, 'cid': cid}))
+    return recv_json(client)
+
+
+def wait_until(predicate, timeout=5, interval=0.01):
+    """Sleep (cooperatively) until ``predicate()`` is true; AssertionError after ``timeout``."""
+    with gevent.Timeout(timeout, AssertionError('condition not met in %ss' % timeout)):
+        while not predicate():
+            gevent.sleep(interval)

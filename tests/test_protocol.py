@@ -1,0 +1,118 @@
+"""The sans-I/O protocol core and codec, driven without any socket (protocol.md §2-§5, F-01..F-08)."""
+
+import json
+
+import pytest
+
+from gsc import codec, errors, protocol
+from gsc.errors import (AuthTokenExpiredError, InvalidActionError, SCError, dehydrate, hydrate,
+                        close_error)
+from gsc.protocol import (UNDEFINED, CallTable, Event, Ping, Pong, Raw, Responder, Response,
+                          event_packet, parse_frame, response_packet)
+
+
+def test_classifies_ping_pong_events_responses_and_raw():
+    """protocol.md §3: #1, #2, event packets, response packets, everything else raw (X-10)."""
+    assert parse_frame('#1') == (Ping(),)
+    assert parse_frame('#2') == (Pong(),)
+    assert parse_frame('{"event":"e","data":{"a":1},"cid":3}') == (Event('e', {'a': 1}, 3),)
+    assert parse_frame('{"rid":3,"data":5}') == (Response(3, None, 5),)
+    assert parse_frame('{"event":"e"}') == (Event('e', UNDEFINED, None),)
+    for raw in ('hello raw', '{"foo":1}', '"#2"', '123', '{bad json', '{"event":null}'):
+        assert parse_frame(raw) == (Raw(raw),)
+
+
+def test_a_batch_is_one_packet_per_element_and_raw_elements_report_the_whole_frame():
+    """protocol.md §13, X-09: an array frame is processed element by element, in order."""
+    frame = '[{"event":"echo","data":1,"cid":2},{"rid":9},"x"]'
+    assert parse_frame(frame) == (Event('echo', 1, 2), Response(9, None, UNDEFINED), Raw(frame))
+
+
+def test_builders_leave_out_undefined_data_and_keep_null():
+    """protocol.md §4-§5 and §17: undefined omits the key, None is sent as null."""
+    assert codec.encode(event_packet('e')) == '{"event":"e"}'
+    assert codec.encode(event_packet('e', None, 4)) == '{"event":"e","data":null,"cid":4}'
+    assert codec.encode(response_packet(7)) == '{"rid":7}'
+    err = SCError('bad thing', extra=7)
+    err.name = 'CustomError'
+    assert json.loads(codec.encode(response_packet(7, err, {'partial': True}))) == {
+        'rid': 7, 'error': {'message': 'bad thing', 'name': 'CustomError', 'extra': 7},
+        'data': {'partial': True}}
+    assert codec.encode(response_packet(7, 'string error')) == '{"rid":7,"error":"string error"}'
+
+
+def test_plain_exceptions_dehydrate_without_a_name_and_named_ones_with_it():
+    """protocol.md §5: a plain Error has no name on the wire; class names travel."""
+    assert dehydrate(Exception('x')) == {'message': 'x'}
+
+    class FailedLoginError(Exception):
+        pass
+    assert dehydrate(FailedLoginError('Failed to login')) == {
+        'message': 'Failed to login', 'name': 'FailedLoginError'}
+    assert dehydrate(AuthTokenExpiredError('jwt expired', expiry='2026')) == {
+        'message': 'jwt expired', 'name': 'AuthTokenExpiredError', 'expiry': '2026'}
+
+
+def test_hydration_keeps_name_and_fields():
+    """protocol.md §5 receiver side: an object becomes an error with every property."""
+    err = hydrate({'message': 'm', 'name': 'ClientErr', 'code': 5})
+    assert isinstance(err, Exception) and err.name == 'ClientErr' and err.code == 5 and str(err) == 'm'
+    assert isinstance(hydrate({'name': 'TimeoutError', 'message': 't'}), errors.TimeoutError)
+    assert hydrate(None) is None and hydrate('text') == 'text'
+
+
+def test_close_errors_follow_the_sc_errors_texts():
+    """protocol.md §12.3-§12.4."""
+    assert close_error(1000) is None and close_error(1001) is None
+    assert close_error(4001).message == 'Client pong timed out' and close_error(4001).code == 4001
+    assert close_error(4321, 'custom reason').message == \
+        'Socket connection closed with status code 4321 and reason: custom reason'
+    assert close_error(4321, {'a': 1}).message.endswith('reason: {"a":1}')
+
+
+def test_call_table_answers_each_cid_once():
+    table = CallTable()
+    cid = table.next_cid()
+    assert cid == 1 and table.next_cid() == 2
+    table.add(cid, 'e', 'callback')
+    assert table.pop(cid)[:2] == ['e', 'callback']
+    assert table.pop(cid) is None and table.pop(['unhashable']) is None
+
+
+def test_responder_refuses_a_second_answer_and_ignores_calls_without_cid():
+    """X-37: responding twice raises InvalidActionError 'Response <cid> has already been sent'."""
+    sent = []
+    respond = Responder(2, sent.append)
+    respond(None, 'ok')
+    with pytest.raises(InvalidActionError, match='Response 2 has already been sent'):
+        respond()
+    assert sent == [{'rid': 2, 'data': 'ok'}]
+    Responder(None, sent.append)('ignored')
+    assert len(sent) == 1
+
+
+def test_codec_decodes_like_sc_formatter():
+    """protocol.md §2: never raises; non-JSON stays a string; ping/pong verbatim."""
+    assert codec.decode('#1') == '#1'
+    assert codec.decode('  {"a":1}') == {'a': 1}
+    assert codec.decode('hello') == 'hello'
+    assert codec.decode('{oops') == '{oops'
+    assert codec.decode(b'{"a":2}') == {'a': 2}
+
+
+def test_codec_encodes_binary_as_base64_objects_and_refuses_cycles():
+    """F-02, F-04..F-06, protocol.md §17 (compact, raw non-ASCII, no NaN)."""
+    assert codec.encode({'foo': 123, 'buff': b'hello', 'buffArr': [b'world']}) == \
+        '{"foo":123,"buff":{"base64":true,"data":"aGVsbG8="},"buffArr":[{"base64":true,"data":"d29ybGQ="}]}'
+    assert codec.encode({'a': 'é/x'}) == '{"a":"é/x"}'
+    assert codec.encode({'n': float('nan')}) == '{"n":null}'
+    cycle = []
+    cycle.append(cycle)
+    with pytest.raises(ValueError):
+        codec.encode(cycle)
+
+
+def test_state_transitions_are_a_table():
+    assert protocol.transition(protocol.CONNECTING, 'handshake') == protocol.OPEN
+    assert protocol.transition(protocol.OPEN, 'close') == protocol.CLOSED
+    assert protocol.transition(protocol.CLOSED, 'handshake') is None
