@@ -144,3 +144,6 @@ def hydrate(obj):
     fields = {k: v for k, v in obj.items() if k != 'message'}
     err = cls(obj.get('message', ''), **fields)
     return err
+
+
+__all__ = ['SCError', 'dehydrate', 'hydrate', 'close_error'] + sorted(ERROR_CLASSES)
