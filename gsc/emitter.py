@@ -32,7 +32,7 @@ class EventEmitter:
             current = self._listeners.get(event)
             if current:
                 kept = [fn for fn in current
-                        if fn is not listener and getattr(fn, 'listener', None) is not listener]
+                        if fn != listener and getattr(fn, 'listener', None) != listener]
                 if kept:
                     self._listeners[event] = kept
                 else:

@@ -75,7 +75,7 @@ class SCChannel(EventEmitter):
         if handler is None:
             self.handlers.clear()
         else:
-            self.handlers[:] = [h for h in self.handlers if h is not handler]
+            self.handlers[:] = [h for h in self.handlers if h != handler]
 
     def watchers(self):
         """The watchers (a copy)."""

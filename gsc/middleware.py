@@ -61,7 +61,7 @@ class MiddlewareChains:
         """Remove every occurrence of ``fn`` from the chain of ``type_``."""
         chain = self._chains.get(type_)
         if chain is not None:
-            chain[:] = [entry for entry in chain if entry[0] is not fn]
+            chain[:] = [entry for entry in chain if entry[0] != fn]
 
     def has(self, type_):
         """True when ``type_`` has at least one middleware (a fast path skips empty chains)."""

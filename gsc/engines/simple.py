@@ -1,5 +1,7 @@
 """The in-process engine of a standalone server: publishes go straight back to this worker."""
 
+import gevent
+
 from ..datamap import DataMap
 
 
@@ -11,10 +13,11 @@ class SimpleEngine:
         self.data_map = DataMap()
 
     def start(self, on_message, on_ready=None):
-        """Deliver messages to ``on_message(channel, data)``; ready at once."""
+        """Deliver messages to ``on_message(channel, data)``; ready on the next turn of the loop
+        (so that listeners attached right after construction see ``ready``)."""
         self._on_message = on_message
         if on_ready is not None:
-            on_ready()
+            gevent.spawn(on_ready)
 
     def subscribe(self, channel, callback=None):
         """Nothing to tell anyone: succeeds at once."""
