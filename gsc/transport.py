@@ -227,7 +227,8 @@ class WebSocketTransport:
                 self._deliver(self._fragment_opcode, data)
 
     def _deliver(self, opcode, data):
-        if self.protocol.state is not OPEN:
+        # frames read together with the peer's close frame came before it: deliver them
+        if self.protocol.state is not OPEN and self.protocol.close_rcvd is None:
             return
         if opcode is OP_TEXT:
             try:
