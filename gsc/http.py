@@ -58,9 +58,16 @@ class SCHandler(WebSocketHandler):
         return None
 
     def run_wsgi_app(self):
-        """Serve the request with the WSGI app (501 in a server that has none)."""
+        """Serve the request with the WSGI app (501 in a server that has none).
+
+        The environ carries ``gsc.exchange`` (publish from a view) and ``gsc.server``.
+        """
         if self.server.application is None:
             return self.refuse(*NOT_IMPLEMENTED)
+        sc_server = self.server.sc_server
+        if sc_server is not None:
+            self.environ['gsc.server'] = sc_server
+            self.environ['gsc.exchange'] = sc_server.exchange
         return pywsgi.WSGIHandler.run_application(self)
 
     def refuse(self, status, body):
