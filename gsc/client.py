@@ -125,6 +125,9 @@ class _TLSStream:
     def recv(self, size):
         return self.tls.recv(size)
 
+    def shutdown(self, how):
+        self.tls.shutdown(how)
+
     def close(self):
         self.tls.close()
 
@@ -187,7 +190,9 @@ class _Connection:
         stream = sock
         if client.secure:
             context = client.ssl_context or gssl.create_default_context()
-            self.sock = sock = context.wrap_socket(sock, server_hostname=client.hostname)
+            # gevent's SSLSocket even for a stdlib context: its handshake must yield, not block
+            self.sock = sock = gssl.SSLSocket(sock=sock, server_hostname=client.hostname,
+                                              _context=context)
             stream = _TLSStream(sock)
         protocol = ClientProtocol(parse_uri(client.uri), max_size=client.max_payload)
         protocol.send_request(protocol.connect())
