@@ -15,7 +15,6 @@ same client (:meth:`SCClientSocket.invoke` refuses to).  Timers are gevent green
 import base64
 import logging
 import random
-import ssl
 from collections import deque
 from urllib.parse import urlencode
 
@@ -103,35 +102,6 @@ class _Call:
             callback(err, data)
 
 
-class _TLSStream:
-    """A gevent TLS socket shaped for the transport: its flush path (``sock._sock.send``)
-    must go through TLS and never block (BlockingIOError hands over to the drain greenlet)."""
-
-    __slots__ = ('tls', '_sock')
-
-    def __init__(self, tls):
-        self.tls = tls
-        self._sock = self
-
-    def send(self, data):
-        try:
-            return self.tls._sslobj.write(data)
-        except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
-            raise BlockingIOError() from None
-
-    def sendall(self, data):
-        self.tls.sendall(data)
-
-    def recv(self, size):
-        return self.tls.recv(size)
-
-    def shutdown(self, how):
-        self.tls.shutdown(how)
-
-    def close(self):
-        self.tls.close()
-
-
 class _PrefixedReader:
     """``read(n)`` that first returns the bytes left over after the HTTP response."""
 
@@ -187,13 +157,11 @@ class _Connection:
         client = self.client
         self.sock = sock = gsocket.create_connection((client.hostname, client.port))
         sock.setsockopt(gsocket.IPPROTO_TCP, gsocket.TCP_NODELAY, 1)
-        stream = sock
         if client.secure:
             context = client.ssl_context or gssl.create_default_context()
             # gevent's SSLSocket even for a stdlib context: its handshake must yield, not block
             self.sock = sock = gssl.SSLSocket(sock=sock, server_hostname=client.hostname,
                                               _context=context)
-            stream = _TLSStream(sock)
         protocol = ClientProtocol(parse_uri(client.uri), max_size=client.max_payload)
         protocol.send_request(protocol.connect())
         sock.sendall(b''.join(protocol.data_to_send()))
@@ -214,7 +182,7 @@ class _Connection:
         protocol.events_received()
         if protocol.handshake_exc is not None:
             raise protocol.handshake_exc
-        return stream, rest
+        return sock, rest
 
     def _close_socket(self):
         if self.sock is not None:

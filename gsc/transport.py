@@ -17,6 +17,7 @@ from socket import SHUT_WR
 
 import gevent
 from gevent import get_hub
+from gevent.ssl import SSLSocket
 from websockets.frames import BINARY as OP_BINARY, CONT as OP_CONT, TEXT as OP_TEXT
 from websockets.protocol import CLOSED, OPEN, SEND_EOF, Protocol, Side
 
@@ -59,7 +60,9 @@ class WebSocketTransport:
         self.max_outbound = max_outbound
         self._masked = side is Side.CLIENT
         self._read = read or sock.recv
-        self._raw = sock._sock
+        # a plain socket is written from the flush callback without blocking; TLS records
+        # must go through the gevent SSL socket, so TLS writes always use the writer greenlet
+        self._raw = None if isinstance(sock, SSLSocket) else sock._sock
         self._loop = get_hub().loop
         self._out = []
         self._out_bytes = 0
@@ -155,6 +158,9 @@ class WebSocketTransport:
         if self._closed:
             self._out.clear()
             self._out_bytes = 0
+            return
+        if self._out and self._raw is None:
+            self._writer = gevent.spawn(self._drain)
             return
         if self._out:
             data = self._out[0] if len(self._out) == 1 else b''.join(self._out)
