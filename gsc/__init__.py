@@ -7,6 +7,7 @@ The public face: the worker's realtime server (:class:`SCServer`, :func:`attach`
 from .errors import *  # noqa: F401,F403  (SocketCluster's error names are public API)
 from .exchange import Exchange, SCChannel
 from .http import HTTPServer
+from .master import SocketCluster
 from .server import SCServer, attach, listen
 from .socket import ServerSocket
 

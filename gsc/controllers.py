@@ -1,0 +1,76 @@
+"""Controllers by name: the user code each process runs (``run(worker)``, ``run(broker)``, ...).
+
+A name is resolved, in order, as a file path (``'app/worker.py'``), as a module of the
+``controllers/`` directory next to the application (``'worker'`` ->
+``<appDirPath>/controllers/worker.py``), or as any importable dotted name
+(``'myapp.controllers.worker'``).  Each process imports its own controller after it
+started, then calls its entry point with the process object.
+"""
+
+import importlib
+import importlib.util
+import os
+import sys
+
+from .errors import InvalidOptionsError
+
+ENTRY_POINT = 'run'
+
+
+class ControllerError(InvalidOptionsError):
+    """A controller that cannot be found, imported or started."""
+
+    name = 'ControllerError'
+
+
+def controller_path(name, app_dir):
+    """The file of controller ``name`` when it is a path or in ``controllers/``; else None."""
+    if name.endswith('.py') or os.sep in name:
+        return os.path.join(app_dir, name)
+    candidate = os.path.join(app_dir, 'controllers', name + '.py')
+    return candidate if os.path.isfile(candidate) else None
+
+
+def load(option, name, app_dir):
+    """Import controller ``name`` (the value of option ``option``); ControllerError names both."""
+    path = controller_path(name, app_dir)
+    try:
+        if path is None:
+            if app_dir not in sys.path:
+                sys.path.insert(0, app_dir)
+            return importlib.import_module(name)
+        module_name = 'controllers.' + os.path.splitext(os.path.basename(path))[0]
+        spec = importlib.util.spec_from_file_location(module_name, path)
+        if spec is None:
+            raise ImportError('%s is not a Python file' % path)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[module_name] = module
+        spec.loader.exec_module(module)
+        return module
+    except BaseException as exc:
+        if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+            raise
+        raise ControllerError('Failed to load %s %r - %s: %s'
+                              % (option, name, type(exc).__name__, exc)) from exc
+
+
+def run(option, name, app_dir, process):
+    """Load controller ``name`` and call its ``run(process)``; None names no controller."""
+    if not name:
+        return None
+    module = load(option, name, app_dir)
+    entry = getattr(module, ENTRY_POINT, None)
+    if not callable(entry):
+        raise ControllerError('The %s %r has no %s(%s) function'
+                              % (option, name, ENTRY_POINT, process.type))
+    return entry(process)
+
+
+def watched_files(app_dir):
+    """The files whose change reboots the workers in the dev environment (controllers/*.py)."""
+    folder = os.path.join(app_dir, 'controllers')
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return []
+    return [os.path.join(folder, n) for n in sorted(names) if n.endswith('.py')]

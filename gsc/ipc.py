@@ -1,0 +1,283 @@
+"""IPC between the processes of a cluster: one :class:`Channel` per parent/child link.
+
+A link is one end of a ``socket.socketpair()`` made before the fork.  Messages are
+JSON objects (ujson, through :mod:`gsc.codec`), each framed by a 4-byte big-endian
+length.  The forms mirror the client protocol:
+
+- event:  ``{"type": NAME, "data": ..., "cid": N, ...}`` (``cid`` only when an answer is expected)
+- answer: ``{"rid": N, "data": ...}`` or ``{"rid": N, "error": {"name", "message", "stack", ...}}``
+
+One pump greenlet per link reads whole frames and dispatches them; writes never block
+the caller (what the kernel does not take waits in a bounded buffer flushed by an I/O
+watcher).  A call with a callback gets its answer, ``TimeoutError('IPC response timed
+out')`` after ``ack_timeout`` ms, or ``BadConnectionError`` at once when the link breaks.
+"""
+
+import errno
+import logging
+import os
+import struct
+from functools import partial
+
+import gevent
+from gevent import get_hub
+
+from . import codec
+from .errors import BadConnectionError, TimeoutError, dehydrate, hydrate
+from .protocol import UNDEFINED, CallTable
+
+log = logging.getLogger(__name__)
+
+HEADER = struct.Struct('>I')
+MAX_FRAME = 64 * 1024 * 1024
+"""The largest frame a link accepts; a bigger one is a protocol violation that closes it."""
+MAX_OUTBOUND = 256 * 1024 * 1024
+"""Bytes a peer may leave unread before its link is closed as stuck."""
+READ_SIZE = 256 * 1024
+
+_open_fds = set()
+
+
+def close_inherited(keep=()):
+    """Close every link fd inherited from the parent except ``keep`` (call in a fresh child)."""
+    for fd in list(_open_fds):
+        if fd not in keep:
+            _open_fds.discard(fd)
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+
+def _noop_respond(err=None, data=UNDEFINED):
+    """The ``respond`` of a message that asked for no answer."""
+
+
+class Channel:
+    """One end of an IPC link.
+
+    ``fd`` is a connected stream socket fd (owned by the channel from now on);
+    ``on_message(message, respond)`` receives every event message (a dict with
+    ``type``), ``respond(err=None, data=None)`` answers it (a no-op without a cid);
+    ``on_close(channel, reason)`` is called once when the link ends.
+
+    Attributes: ``name`` (for messages), ``closed``, ``close_reason``.
+    """
+
+    def __init__(self, fd, on_message, on_close=None, ack_timeout=10000, name='link',
+                 max_frame=MAX_FRAME):
+        self.fd = fd
+        self.name = name
+        self.on_message = on_message
+        self.on_close = on_close
+        self.ack_timeout = ack_timeout
+        self.max_frame = max_frame
+        self.closed = False
+        self.close_reason = None
+        self._calls = CallTable()
+        self._out = bytearray()
+        self._pump = None
+        self._write_watcher = None
+        os.set_blocking(fd, False)
+        _open_fds.add(fd)
+
+    def start(self):
+        """Start the pump greenlet that reads and dispatches messages."""
+        self._pump = gevent.spawn(self._run)
+        return self
+
+    def send(self, type_, data=None, callback=None, timeout=UNDEFINED, **fields):
+        """Send an event; ``callback(err, data)`` gets the answer when given.
+
+        ``timeout`` (ms) defaults to the channel's ``ack_timeout``; None waits forever.
+        """
+        message = {'type': type_, 'data': data}
+        message.update(fields)
+        if callback is not None:
+            if self.closed:
+                callback(self._broken_error(), None)
+                return
+            cid = self._calls.next_cid()
+            message['cid'] = cid
+            entry = self._calls.add(cid, type_, callback)
+            if timeout is UNDEFINED:
+                timeout = self.ack_timeout
+            if timeout is not None:
+                timer = get_hub().loop.timer(timeout / 1000.0)
+                timer.start(self._on_timeout, cid)
+                entry[2] = timer
+        self.write(message)
+
+    def respond(self, rid, err=None, data=None, **fields):
+        """Answer the event whose cid was ``rid``; errors keep their name, message and stack."""
+        message = {'rid': rid, 'data': data}
+        if err is not None:
+            message['error'] = dehydrate(err, include_stack=True)
+        message.update(fields)
+        self.write(message)
+
+    def write(self, message):
+        """Frame and send one message (dropped when the link is closed)."""
+        if self.closed:
+            return
+        payload = codec.encode(message).encode('utf-8')
+        frame = HEADER.pack(len(payload)) + payload
+        if self._out:
+            self._out += frame
+        else:
+            try:
+                sent = os.write(self.fd, frame)
+            except BlockingIOError:
+                sent = 0
+            except OSError as exc:
+                self.close('write failed: %s' % exc)
+                return
+            if sent < len(frame):
+                self._out += frame[sent:]
+                self._watch_writable()
+        if len(self._out) > MAX_OUTBOUND:
+            self.close('the peer stopped reading (%d bytes unsent)' % len(self._out))
+
+    def drain(self, timeout=1.0):
+        """Wait (cooperatively) up to ``timeout`` seconds until every queued byte is written."""
+        with gevent.Timeout(timeout, False):
+            while self._out and not self.closed:
+                gevent.sleep(0.01)
+        return not self._out
+
+    def wait_closed(self, timeout=None):
+        """Wait until the pump has read everything up to the peer's end of the link."""
+        if self._pump is not None and self._pump is not gevent.getcurrent():
+            self._pump.join(timeout)
+
+    def close(self, reason='closed'):
+        """End the link: fail every pending call, stop the pump, close the fd."""
+        if self.closed:
+            return
+        self.closed = True
+        self.close_reason = reason
+        if self._write_watcher is not None:
+            self._write_watcher.stop()
+            self._write_watcher.close()
+            self._write_watcher = None
+        _open_fds.discard(self.fd)
+        try:
+            os.close(self.fd)
+        except OSError:
+            pass
+        error = self._broken_error()
+        for _event, callback, timer in self._calls.pop_all():
+            if timer is not None:
+                timer.close()
+            self._call(callback, error, None)
+        if self._pump is not None and self._pump is not gevent.getcurrent():
+            self._pump.kill(block=False)
+        if self.on_close is not None:
+            self.on_close(self, reason)
+
+    def _broken_error(self):
+        return BadConnectionError('IPC link %s was closed before a response arrived (%s)'
+                                  % (self.name, self.close_reason))
+
+    def _watch_writable(self):
+        if self._write_watcher is None:
+            self._write_watcher = get_hub().loop.io(self.fd, 2)
+            self._write_watcher.start(self._flush)
+
+    def _flush(self):
+        try:
+            sent = os.write(self.fd, self._out)
+        except BlockingIOError:
+            return
+        except OSError as exc:
+            gevent.spawn(self.close, 'write failed: %s' % exc)
+            return
+        del self._out[:sent]
+        if not self._out:
+            self._write_watcher.stop()
+            self._write_watcher.close()
+            self._write_watcher = None
+
+    def _run(self):
+        """The pump: read whole frames, dispatch them, yield after every chunk."""
+        buf = bytearray()
+        reader = get_hub().loop.io(self.fd, 1)
+        hub = get_hub()
+        reason = 'the peer closed the link'
+        try:
+            while not self.closed:
+                try:
+                    chunk = os.read(self.fd, READ_SIZE)
+                except BlockingIOError:
+                    hub.wait(reader)
+                    continue
+                except OSError as exc:
+                    if exc.errno == errno.EINTR:
+                        continue
+                    reason = 'read failed: %s' % exc
+                    break
+                if not chunk:
+                    break
+                buf += chunk
+                violation = self._dispatch_frames(buf)
+                if violation:
+                    reason = violation
+                    break
+                gevent.sleep(0)
+        finally:
+            reader.close()
+        self.close(reason)
+
+    def _dispatch_frames(self, buf):
+        """Dispatch every complete frame in ``buf`` (consumed); a reason to close on garbage."""
+        start = 0
+        size = len(buf)
+        while size - start >= 4:
+            (length,) = HEADER.unpack_from(buf, start)
+            if length > self.max_frame:
+                return 'frame of %d bytes exceeds the limit of %d' % (length, self.max_frame)
+            end = start + 4 + length
+            if end > size:
+                break
+            message = codec.decode(bytes(buf[start + 4:end]))
+            start = end
+            if type(message) is not dict:
+                log.warning('IPC link %s: ignored a message that is not a JSON object', self.name)
+                continue
+            self._dispatch(message)
+            if self.closed:
+                return 'closed'
+        del buf[:start]
+        return None
+
+    def _dispatch(self, message):
+        rid = message.get('rid')
+        if rid is not None:
+            entry = self._calls.pop(rid)
+            if entry is None:
+                return
+            if entry[2] is not None:
+                entry[2].close()
+            self._call(entry[1], hydrate(message.get('error')), message.get('data'))
+            return
+        if type(message.get('type')) is not str:
+            log.warning('IPC link %s: ignored a message without a type', self.name)
+            return
+        cid = message.get('cid')
+        respond = partial(self.respond, cid) if cid is not None else _noop_respond
+        try:
+            self.on_message(message, respond)
+        except Exception:
+            log.exception('IPC link %s: the handler of %r failed', self.name, message['type'])
+
+    def _on_timeout(self, cid):
+        entry = self._calls.pop(cid)
+        if entry is not None:
+            entry[2].close()
+            gevent.spawn(self._call, entry[1], TimeoutError('IPC response timed out'), None)
+
+    def _call(self, callback, err, data):
+        try:
+            callback(err, data)
+        except Exception:
+            log.exception('IPC link %s: a response callback failed', self.name)

@@ -1,0 +1,510 @@
+"""The master process: ``SocketCluster(options).serve_forever()`` (master-api.md).
+
+The master forks the brokers, then (once every broker listens) the worker cluster,
+which forks the workers.  It does no network I/O: it supervises, relays IPC, reports
+errors and logs.  As in gunicorn's arbiter, signal handlers and exit watchers only queue
+work; the run loop in the main greenlet dispatches it to ``handle_<signal>``,
+:meth:`reap`, and the ``spawn_*`` methods, so every fork happens in the main greenlet.
+"""
+
+import functools
+import logging
+import os
+import shutil
+import signal
+import sys
+import time
+
+import gevent
+
+from . import broker as broker_module
+from . import cluster as cluster_module
+from . import codec
+from . import controllers
+from . import options as options_module
+from .emitter import EventEmitter
+from .errors import (BadConnectionError, BrokerError, InvalidActionError, ProcessExitError,
+                     UnknownError, hydrate)
+from .process import EXIT_BAD_CONTROLLER, ChildProcess, Supervisor
+
+log = logging.getLogger('gsc')
+
+WATCH_INTERVAL = 1.0
+"""Seconds between two looks at controllers/ for the hot reboot of the dev environment."""
+KILL_GRACE = 2.0
+"""Seconds the master waits past processTermTimeout before it SIGKILLs a child."""
+
+
+def _version():
+    from . import __version__
+    return __version__
+
+
+def normalise_error(value):
+    """An exception for whatever was reported as an error (master-api.md §13)."""
+    if isinstance(value, BaseException):
+        return value
+    if isinstance(value, dict) and ('message' in value or 'stack' in value):
+        return hydrate(value)
+    if callable(value):
+        return UnknownError('[function %s]' % (getattr(value, '__name__', None) or 'anonymous'))
+    if value is None:
+        return UnknownError('null')
+    if isinstance(value, (dict, list)):
+        try:
+            return UnknownError(codec.encode(value))
+        except ValueError:
+            return UnknownError('[object NotJSON]')
+    return UnknownError(str(value))
+
+
+class SocketCluster(EventEmitter, Supervisor):
+    """The master of a cluster of brokers and workers (a singleton per process).
+
+    ``SocketCluster(options)`` merges and validates the options (a bad option is
+    reported as ``fail``, not raised); :meth:`serve_forever` starts the process tree and
+    supervises it until :meth:`destroy`, SIGTERM or SIGINT shut it down.
+
+    Attributes: ``options`` (the effective options, as every process sees them),
+    ``app_dir_path``, ``socket_dir_path``, ``worker_cluster`` and ``brokers``
+    (:class:`~gsc.process.ChildProcess` handles), ``is_worker_cluster_ready``,
+    ``worker_cluster_message_buffer``, ``is_shutting_down``, ``init_error``.
+    """
+
+    EVENT_FAIL = 'fail'
+    EVENT_WARNING = 'warning'
+    EVENT_INFO = 'info'
+    EVENT_READY = 'ready'
+    EVENT_WORKER_START = 'workerStart'
+    EVENT_WORKER_EXIT = 'workerExit'
+    EVENT_WORKER_MESSAGE = 'workerMessage'
+    EVENT_BROKER_START = 'brokerStart'
+    EVENT_BROKER_EXIT = 'brokerExit'
+    EVENT_BROKER_MESSAGE = 'brokerMessage'
+    EVENT_WORKER_CLUSTER_START = 'workerClusterStart'
+    EVENT_WORKER_CLUSTER_READY = 'workerClusterReady'
+    EVENT_WORKER_CLUSTER_EXIT = 'workerClusterExit'
+
+    _instance = None
+
+    def __init__(self, options=None):
+        if SocketCluster._instance is not None:
+            raise InvalidActionError('The SocketCluster master object is a singleton; it can '
+                                     'only be instantiated once per process')
+        SocketCluster._instance = self
+        EventEmitter.__init__(self)
+        Supervisor.__init__(self)
+        self.pid = os.getpid()
+        self.options = options_module.merge(options)
+        paths = self.options.get('paths') or {}
+        self.app_dir_path = paths.get('appDirPath') or os.path.dirname(
+            os.path.abspath(sys.argv[0] or '.'))
+        self.socket_dir_path = None
+        self.worker_cluster = None
+        self.brokers = {}
+        self.is_worker_cluster_ready = False
+        self.worker_cluster_message_buffer = []
+        self.is_shutting_down = False
+        self.init_error = None
+        self._broker_buffers = {}
+        self._ready_once = False
+        self._destroy_callbacks = []
+        self._signal_watchers = []
+        self._watcher = None
+        if callable(self.options.get('run')):
+            self.run = self.options['run']
+        self.on('error', lambda err: self.emit_fail(err, self._origin()))
+        try:
+            options_module.validate(self.options)
+            options_module.generate_secrets(self.options)
+            self.socket_dir_path = options_module.socket_dir(self.options, self.app_dir_path)
+            self.options['paths'] = {
+                'appDirPath': self.app_dir_path, 'statusURL': '/~status',
+                'socketDirPath': self.socket_dir_path,
+                'brokerSocketPaths': [self.broker_socket_path(i)
+                                      for i in range(self.options['brokers'])]}
+            self.options['sourcePort'] = self.options['port']
+            self.options['workerCount'] = self.options['workers']
+        except Exception as exc:
+            self.init_error = exc
+            gevent.spawn(self.emit_fail, exc, self._origin())
+
+    # -- public API ----------------------------------------------------------------
+
+    def run(self):
+        """User hook called once, right after the first ``ready`` (or ``options['run']``)."""
+
+    def serve_forever(self):
+        """Start the process tree and supervise it until it is shut down (main greenlet).
+
+        Returns False when the options were invalid (the ``fail`` was emitted), else True.
+        """
+        if self.init_error is not None:
+            gevent.sleep(0)
+            self._release()
+            return False
+        try:
+            self._start()
+        except Exception as exc:
+            self.emit_fail(exc, self._origin())
+            self._release()
+            return False
+        self.run_loop()
+        return True
+
+    def send_to_worker(self, worker_id, data, callback=None):
+        """Send ``data`` to worker ``worker_id``; ``callback(err, data, worker_id)`` answers.
+
+        Messages sent before the worker cluster is ready are buffered, then flushed.
+        """
+        if self.is_worker_cluster_ready and not self.worker_cluster.exited:
+            self._send_to_worker(worker_id, data, callback)
+        else:
+            self.worker_cluster_message_buffer.append((worker_id, data, callback))
+
+    def send_to_broker(self, broker_id, data, callback=None):
+        """Send ``data`` to broker ``broker_id``; ``callback(err, data, broker_id)`` answers."""
+        if not (isinstance(broker_id, int) and 0 <= broker_id < self._broker_count()):
+            err = BrokerError('Broker with id %s does not exist' % (broker_id,))
+            self.emit_fail(err, self._origin('BrokerEngine'))
+            if callback is not None:
+                callback(err, None, broker_id)
+            return
+        child = self.brokers.get(broker_id)
+        reply = None if callback is None else (
+            lambda err, response: callback(err, response, broker_id))
+        if child is None:
+            self._broker_buffers.setdefault(broker_id, []).append((data, reply))
+        else:
+            child.send('masterMessage', data, reply)
+
+    def kill_workers(self, options=None):
+        """Reboot the workers (``{'immediate': True}`` to skip the graceful close;
+        ``{'killClusterMaster': True}`` ends the worker cluster too)."""
+        if self.worker_cluster is not None and not self.worker_cluster.exited:
+            self.worker_cluster.send('terminate', dict(options or {}))
+
+    def kill_brokers(self):
+        """SIGTERM every broker; each is reported and respawned."""
+        for child in list(self.brokers.values()):
+            child.kill(signal.SIGTERM)
+
+    def destroy(self, callback=None):
+        """Shut the whole tree down gracefully; ``callback()`` once every child exited."""
+        if callback is not None:
+            self._destroy_callbacks.append(callback)
+        if self.is_shutting_down:
+            return
+        self.is_shutting_down = True
+        self._drop_worker_messages('the master is shutting down')
+        if self._watcher is not None:
+            self._watcher.kill(block=False)
+        self.kill_workers({'killClusterMaster': True})
+        for child in self.brokers.values():
+            child.kill(signal.SIGTERM)
+        gevent.spawn_later(self.options['processTermTimeout'] / 1000.0 + KILL_GRACE,
+                           self._kill_remaining)
+        self.call_in_loop(self._finish_if_done)
+
+    def log(self, message, time_ms=None):
+        """Log ``<time ms> - <message>``."""
+        log.info('%s - %s', int(time.time() * 1000) if time_ms is None else time_ms, message)
+
+    def color_text(self, message, color):
+        """``message`` in ANSI ``color`` ('red', 'green', 'yellow' or a raw SGR code)."""
+        if not color:
+            return message
+        code = {'red': 31, 'green': 32, 'yellow': 33}.get(color, color)
+        return '\033[0;%sm%s\033[0m' % (code, message)
+
+    def emit_fail(self, err, origin):
+        """Emit ``fail`` with ``err`` normalised and tagged with ``origin`` and ``time``."""
+        err = normalise_error(err)
+        err.origin = origin
+        err.time = int(time.time() * 1000)
+        self.emit('fail', err)
+        if self.options.get('logLevel', 0) > 0 and not self.is_shutting_down:
+            self._log_report('Error', err, origin)
+
+    def emit_warning(self, warning, origin):
+        """Emit ``warning`` with ``warning`` normalised and tagged with ``origin`` and ``time``."""
+        warning = normalise_error(warning)
+        warning.origin = origin
+        warning.time = int(time.time() * 1000)
+        self.emit('warning', warning)
+        if self.options.get('logLevel', 0) > 1 and not self.is_shutting_down:
+            self._log_report('Warning', warning, origin)
+
+    def broker_socket_path(self, broker_id):
+        """The unix socket of broker ``broker_id``."""
+        return '%sb%d' % (self.socket_dir_path, broker_id)
+
+    # -- signals -------------------------------------------------------------------
+
+    def handle_term(self):
+        """SIGTERM: shut everything down gracefully."""
+        log.info('Master received SIGTERM - Shutting down')
+        self.destroy()
+
+    def handle_int(self):
+        """SIGINT (Ctrl-C): shut everything down gracefully."""
+        log.info('Master received SIGINT - Shutting down')
+        self.destroy()
+
+    def handle_usr2(self):
+        """SIGUSR2: reboot the workers (at once in 'dev', else gracefully)."""
+        if not self._ready_once or self.is_shutting_down:
+            return
+        immediate = self.options['environment'] == 'dev'
+        self.emit_warning(ProcessExitError(
+            'Master received SIGUSR2 signal - Shutting down all workers %s'
+            % ('immediately' if immediate else
+               'gracefully within processTermTimeout limit'), code=None, signal='SIGUSR2'),
+            self._origin())
+        self.kill_workers({'immediate': immediate})
+        if self.options['killMasterOnSignal']:
+            self.destroy()
+
+    # -- processes (run loop only) ---------------------------------------------------
+
+    def spawn_broker(self, broker_id, respawn=False):
+        """Fork broker ``broker_id`` and flush what was sent to it meanwhile."""
+        if self.is_shutting_down:
+            return
+        main = functools.partial(broker_module.main, broker_id, self.options,
+                                 socket_path=self.broker_socket_path(broker_id))
+        child = ChildProcess('broker', broker_id, main, self.handle_broker_message, self._on_exit,
+                             self.options['ipcAckTimeout'], respawn)
+        self.brokers[broker_id] = child.start()
+        for data, reply in self._broker_buffers.pop(broker_id, ()):
+            child.send('masterMessage', data, reply)
+
+    def spawn_worker_cluster(self, respawn=False):
+        """Fork the worker cluster (which forks the workers)."""
+        if self.is_shutting_down:
+            return
+        main = functools.partial(cluster_module.main, self.options)
+        child = ChildProcess('workerCluster', None, main, self.handle_worker_cluster_message,
+                             self._on_exit, self.options['ipcAckTimeout'], respawn)
+        self.worker_cluster = child.start()
+        self.emit('workerClusterStart', {'pid': child.pid, 'childProcess': child})
+
+    def reap(self, child):
+        """Report an exited child; respawn it unless shutting down or its controller is broken."""
+        if child.kind == 'broker':
+            self._reap_broker(child)
+        else:
+            self._reap_worker_cluster(child)
+        if self.is_shutting_down:
+            self._finish_if_done()
+        elif child.code == EXIT_BAD_CONTROLLER:
+            log.error('The %s %s will not be respawned: its controller failed', child.kind,
+                      '' if child.id is None else child.id)
+        elif child.kind == 'broker':
+            self.respawn(child, self.spawn_broker, child.id, True)
+        else:
+            self.respawn(child, self.spawn_worker_cluster, True)
+
+    def _reap_broker(self, child):
+        text = 'Broker server at socket path %s exited with code %s' % (
+            self.broker_socket_path(child.id), child.code)
+        if child.signal:
+            text += ' and signal %s' % child.signal
+        self.emit_fail(ProcessExitError(text, code=child.code, signal=child.signal),
+                       self._origin('BrokerEngine'))
+        self.emit('brokerExit', {'id': child.id, 'pid': child.pid, 'code': child.code,
+                                 'signal': child.signal})
+
+    def _reap_worker_cluster(self, child):
+        self.is_worker_cluster_ready = False
+        self._drop_worker_messages('the worker cluster exited')
+        if child.code != 0 and not self.is_shutting_down:
+            text = 'WorkerCluster exited with code %s' % child.code
+            if child.signal:
+                text += ' and signal %s' % child.signal
+            self.emit_fail(ProcessExitError(text, code=child.code, signal=child.signal),
+                           self._origin('WorkerCluster', child.pid))
+        elif not self.is_shutting_down:
+            log.info('WorkerCluster exited with code 0')
+        self.emit('workerClusterExit', {'pid': child.pid, 'code': child.code,
+                                        'signal': child.signal, 'childProcess': child})
+
+    # -- messages ------------------------------------------------------------------
+
+    def handle_broker_message(self, child, message, respond):
+        """``listening``, ``brokerMessage``, ``error`` and ``warning`` from a broker."""
+        kind = message['type']
+        if kind == 'listening':
+            child.ready = True
+            self.emit('brokerStart', {'id': child.id, 'pid': child.pid, 'respawn': child.respawn})
+            if self.worker_cluster is None and len(self.brokers) == self._broker_count() \
+                    and all(b.ready for b in self.brokers.values()):
+                self.call_in_loop(self.spawn_worker_cluster)
+        elif kind == 'brokerMessage':
+            self.emit('brokerMessage', child.id, message.get('data'), respond)
+        elif kind in ('error', 'warning'):
+            self._report(kind, message.get('data') or {}, child)
+
+    def handle_worker_cluster_message(self, child, message, respond):
+        """Worker events relayed by the worker cluster, and its own reports."""
+        kind = message['type']
+        data = message.get('data')
+        if kind == 'workerStart':
+            self.emit('workerStart', data)
+        elif kind == 'workerExit':
+            self._log_worker_exit(data)
+            self.emit('workerExit', data)
+        elif kind == 'ready':
+            self._on_worker_cluster_ready(child)
+        elif kind == 'workerMessage':
+            self.emit('workerMessage', message.get('workerId'), data, respond)
+        elif kind in ('error', 'warning'):
+            self._report(kind, data or {}, child)
+
+    def _on_worker_cluster_ready(self, child):
+        self.is_worker_cluster_ready = True
+        if not self._ready_once:
+            self._ready_once = True
+            self._log_banner()
+            self.emit('ready')
+            self.run()
+        buffered, self.worker_cluster_message_buffer = self.worker_cluster_message_buffer, []
+        for worker_id, data, callback in buffered:
+            self._send_to_worker(worker_id, data, callback)
+        self.emit('workerClusterReady', {'pid': child.pid, 'childProcess': child})
+
+    def _send_to_worker(self, worker_id, data, callback):
+        reply = None if callback is None else (
+            lambda err, response: callback(err, response, worker_id))
+        self.worker_cluster.send('masterMessage', data, reply, workerId=worker_id)
+
+    def _report(self, kind, data, child):
+        origin = data.get('origin') or {}
+        origin = {'type': origin.get('type') or child.kind, 'pid': origin.get('pid', child.pid),
+                  'id': origin.get('id', child.id)}
+        error = data.get('error')
+        if kind == 'error':
+            self.emit_fail(error, origin)
+        else:
+            self.emit_warning(error, origin)
+
+    # -- internals -------------------------------------------------------------------
+
+    def _start(self):
+        self._make_socket_dir()
+        self._signal_watchers = [self.install_signal(signal.SIGTERM, self.handle_term),
+                                 self.install_signal(signal.SIGINT, self.handle_int)]
+        if self.options['rebootOnSignal']:
+            self._signal_watchers.append(self.install_signal(signal.SIGUSR2, self.handle_usr2))
+        if self.options['logLevel'] > 1:
+            log.info('   %s Launching SocketCluster', self.color_text('[Busy]', 'yellow'))
+        for broker_id in range(self.options['brokers']):
+            self.spawn_broker(broker_id)
+        if self.options['environment'] == 'dev':
+            self._watcher = gevent.spawn(self._watch_controllers)
+
+    def _make_socket_dir(self):
+        path = self.socket_dir_path
+        try:
+            shutil.rmtree(path)
+        except FileNotFoundError:
+            pass
+        except OSError:
+            raise InvalidActionError('Failed to remove old socket directory %s - Try removing '
+                                     'it manually' % path) from None
+        os.makedirs(path, exist_ok=True)
+        user = self.options.get('downgradeToUser')
+        if user:
+            import pwd
+            entry = pwd.getpwnam(user) if isinstance(user, str) else pwd.getpwuid(user)
+            os.chown(path, entry.pw_uid, entry.pw_gid)
+
+    def _watch_controllers(self):
+        """Reboot the workers when a file of controllers/ changes (dev environment)."""
+        def snapshot():
+            stamps = {}
+            for path in controllers.watched_files(self.app_dir_path):
+                try:
+                    stamps[path] = os.stat(path).st_mtime_ns
+                except OSError:
+                    pass
+            return stamps
+        before = snapshot()
+        while True:
+            gevent.sleep(WATCH_INTERVAL)
+            now = snapshot()
+            if now != before:
+                before = now
+                log.info('Change detected in controllers/ - Rebooting the workers')
+                self.kill_workers({'immediate': True})
+
+    def _drop_worker_messages(self, reason):
+        buffered, self.worker_cluster_message_buffer = self.worker_cluster_message_buffer, []
+        for worker_id, _data, callback in buffered:
+            if callback is not None:
+                callback(BadConnectionError('Message to worker %s dropped: %s'
+                                            % (worker_id, reason)), None, worker_id)
+
+    def _on_exit(self, child):
+        self.call_in_loop(self.reap, child)
+
+    def _children(self):
+        children = list(self.brokers.values())
+        if self.worker_cluster is not None:
+            children.append(self.worker_cluster)
+        return children
+
+    def _kill_remaining(self):
+        for child in self._children():
+            if child.kill(signal.SIGKILL):
+                log.warning('%r did not exit within processTermTimeout: killed', child)
+
+    def _finish_if_done(self):
+        if not self.is_shutting_down or not all(c.exited for c in self._children()):
+            return
+        shutil.rmtree(self.socket_dir_path or '', ignore_errors=True)
+        self._release()
+        callbacks, self._destroy_callbacks = self._destroy_callbacks, []
+        self.off()
+        self.stop_loop()
+        for callback in callbacks:
+            callback()
+
+    def _release(self):
+        for watcher in self._signal_watchers:
+            watcher.cancel()
+        self._signal_watchers = []
+        if SocketCluster._instance is self:
+            SocketCluster._instance = None
+
+    def _broker_count(self):
+        brokers = self.options.get('brokers')
+        return brokers if isinstance(brokers, int) and brokers > 0 else 1
+
+    def _origin(self, type_='Master', pid=None):
+        return {'type': type_, 'pid': self.pid if pid is None else pid}
+
+    def _log_report(self, label, err, origin):
+        text = getattr(err, 'stack', None) or '%s: %s' % (getattr(err, 'name', type(err).__name__),
+                                                          err)
+        log.error('%s - Origin: %s (PID %s)\n   [%s] %s', int(time.time() * 1000),
+                  origin.get('type'), origin.get('pid'), label, text)
+
+    def _log_worker_exit(self, data):
+        if self.options['logLevel'] > 0:
+            text = 'Worker %s exited - Exit code: %s' % (data.get('id'), data.get('code'))
+            if data.get('signal'):
+                text += ', signal: %s' % data['signal']
+            self.log(text)
+
+    def _log_banner(self):
+        if self.options['logLevel'] > 1:
+            options = self.options
+            log.info('   %s SocketCluster started\n'
+                     '            Version: %s\n            Environment: %s\n'
+                     '            WebSocket engine: %s\n            Port: %s\n'
+                     '            Master PID: %s\n            Worker count: %s\n'
+                     '            Broker count: %s\n',
+                     self.color_text('[Active]', 'green'), _version(), options['environment'],
+                     options['wsEngine'], options['port'], self.pid, options['workers'],
+                     options['brokers'])

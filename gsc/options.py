@@ -1,0 +1,247 @@
+"""The options of a SocketCluster: defaults, spelling, validation and derived values.
+
+Keys are SocketCluster's camelCase names (master-api.md §3); snake_case spellings of the
+known keys are accepted and turned into camelCase; any other key is kept as given and
+reaches every process unchanged.
+"""
+
+import binascii
+import hashlib
+import os
+import re
+import signal
+import ssl
+import tempfile
+import uuid
+
+from .errors import InvalidOptionsError
+from .server_options import to_camel
+
+MAX_DURATION = 2147483647
+
+DEFAULTS = {
+    'port': 8000,
+    'workers': None,
+    'brokers': None,
+    'appName': None,
+    'instanceId': None,
+    'secretKey': None,
+    'authKey': None,
+    'authPrivateKey': None,
+    'authPublicKey': None,
+    'authDefaultExpiry': 86400,
+    'authAlgorithm': None,
+    'authVerifyAlgorithms': None,
+    'authSignAsync': False,
+    'authVerifyAsync': True,
+    'crashWorkerOnError': True,
+    'rebootWorkerOnCrash': True,
+    'killWorkerMemoryThreshold': None,
+    'protocol': 'http',
+    'protocolOptions': None,
+    'logLevel': 2,
+    'handshakeTimeout': 10000,
+    'ackTimeout': 10000,
+    'ipcAckTimeout': 10000,
+    'pingInterval': 8000,
+    'pingTimeout': 20000,
+    'pingTimeoutDisabled': False,
+    'origins': '*:*',
+    'socketChannelLimit': 1000,
+    'workerStatusInterval': 10000,
+    'processTermTimeout': 10000,
+    'forceKillTimeout': 15000,
+    'forceKillSignal': 'SIGHUP',
+    'propagateErrors': True,
+    'propagateWarnings': True,
+    'middlewareEmitWarnings': True,
+    'host': None,
+    'tcpSynBacklog': None,
+    'workerController': None,
+    'brokerController': None,
+    'brokerConnectRetryErrorThreshold': None,
+    'workerClusterController': None,
+    'rebootOnSignal': True,
+    'downgradeToUser': False,
+    'path': '/socketcluster/',
+    'socketRoot': None,
+    'schedulingPolicy': None,
+    'allowClientPublish': True,
+    'defaultWorkerDebugPort': 5858,
+    'defaultBrokerDebugPort': 6858,
+    'pubSubBatchDuration': None,
+    'environment': 'dev',
+    'killMasterOnSignal': False,
+    'wsEngine': 'ws',
+    'brokerEngine': 'sc-broker-cluster',
+}
+
+OTHER_KNOWN = ('run', 'perMessageDeflate', 'maxPayload', 'wsEngineServerOptions', 'paths')
+
+DURATIONS = ('ackTimeout', 'ipcAckTimeout', 'pingInterval', 'pingTimeout',
+             'workerStatusInterval', 'processTermTimeout', 'forceKillTimeout')
+
+KNOWN = frozenset(DEFAULTS).union(OTHER_KNOWN)
+
+
+def camel_key(key):
+    """``worker_controller`` -> ``workerController`` for a known option; other keys unchanged."""
+    camel = to_camel(key)
+    return camel if camel in KNOWN else key
+
+
+def merge(options):
+    """The defaults overlaid with ``options`` (camelCase keys, custom keys kept)."""
+    merged = dict(DEFAULTS)
+    for key, value in (options or {}).items():
+        merged[camel_key(key)] = value
+    return merged
+
+
+def _count(options, key):
+    value = options.get(key)
+    if value and not isinstance(value, bool) and not isinstance(value, (int, float)):
+        raise InvalidOptionsError('The %s option must be a number' % key)
+    if not value or isinstance(value, bool) or value < 1:
+        return 1
+    return int(value)
+
+
+def validate(options):
+    """Check and normalise merged options in place; InvalidOptionsError names the option."""
+    for key in DURATIONS:
+        value = options.get(key)
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0:
+            raise InvalidOptionsError('The %s option must be a positive number of milliseconds'
+                                      % key)
+        if value > MAX_DURATION:
+            raise InvalidOptionsError(
+                'The %s value provided exceeded the maximum amount allowed' % key)
+    if not options.get('workerController'):
+        raise InvalidOptionsError(
+            "Compulsory option 'workerController' was not specified - It needs to be the name "
+            "of a module in controllers/ or an importable dotted name which will act as the "
+            "boot controller for each worker in the cluster")
+    for key in ('workerController', 'brokerController', 'workerClusterController'):
+        if options.get(key) is not None and not isinstance(options[key], str):
+            raise InvalidOptionsError('The %s option must be a controller name' % key)
+    options['brokers'] = _count(options, 'brokers')
+    options['workers'] = _count(options, 'workers')
+    port = options.get('port')
+    if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
+        raise InvalidOptionsError('The port option must be an integer between 0 and 65535')
+    if options.get('tcpSynBacklog') is not None and not isinstance(options['tcpSynBacklog'], int):
+        raise InvalidOptionsError('The tcpSynBacklog option must be an integer')
+    if options.get('protocol') not in ('http', 'https'):
+        raise InvalidOptionsError("The protocol option must be 'http' or 'https'")
+    if options['protocol'] == 'https':
+        _validate_protocol_options(options.get('protocolOptions'))
+    try:
+        signal_number = getattr(signal, str(options['forceKillSignal']).upper())
+    except AttributeError:
+        signal_number = options['forceKillSignal']
+    if not isinstance(signal_number, int):
+        raise InvalidOptionsError('The forceKillSignal option must be a signal name like SIGHUP')
+    return options
+
+
+def _validate_protocol_options(protocol_options):
+    if not isinstance(protocol_options, dict):
+        raise InvalidOptionsError("The protocolOptions option is required with protocol 'https'")
+    key = protocol_options.get('key')
+    if protocol_options.get('passphrase') is None:
+        if key:
+            lines = _pem_text(key).splitlines()
+            if any('ENCRYPTED' in line for line in lines[:2]):
+                raise InvalidOptionsError(
+                    'The supplied private key is encrypted and cannot be used without a '
+                    'passphrase - Please provide a valid passphrase as a property to '
+                    'protocolOptions')
+        elif protocol_options.get('pfx'):
+            raise InvalidOptionsError(
+                'The supplied pfx certificate cannot be used without a passphrase - Please '
+                'provide a valid passphrase as a property to protocolOptions')
+    if not (key and protocol_options.get('cert')) and not protocol_options.get('pfx'):
+        raise InvalidOptionsError(
+            'The supplied protocolOptions were invalid - Please provide either a key and cert '
+            'pair or a pfx certificate')
+    if not (key and protocol_options.get('cert')):
+        raise InvalidOptionsError(
+            'The pfx protocolOption is not supported by gsc - Please provide a key and cert pair')
+
+
+def _pem_text(value):
+    """PEM text of ``value``: the text itself, or the content of the file it names."""
+    if isinstance(value, bytes):
+        value = value.decode('utf-8')
+    if '-----BEGIN' in value:
+        return value
+    try:
+        with open(value, encoding='utf-8') as f:
+            return f.read()
+    except OSError as exc:
+        raise InvalidOptionsError('The protocolOptions file %s cannot be read: %s'
+                                  % (value, exc)) from None
+
+
+def generate_secrets(options):
+    """Fill ``appName``, ``instanceId``, ``secretKey`` and ``authKey`` when absent."""
+    if not options.get('appName'):
+        options['appName'] = str(uuid.uuid4())
+    if not options.get('instanceId'):
+        options['instanceId'] = str(uuid.uuid4())
+    if not options.get('secretKey'):
+        options['secretKey'] = binascii.hexlify(os.urandom(32)).decode('ascii')
+    if not (options.get('authKey') or options.get('authPrivateKey')
+            or options.get('authPublicKey')):
+        options['authKey'] = binascii.hexlify(os.urandom(32)).decode('ascii')
+    for key in ('authKey', 'authPrivateKey', 'authPublicKey'):
+        if isinstance(options.get(key), bytes):
+            options[key] = options[key].decode('utf-8')
+    return options
+
+
+def socket_dir(options, app_dir):
+    """The directory of the brokers' unix sockets (with a trailing slash)."""
+    if options.get('socketRoot'):
+        return os.path.join(options['socketRoot'], '')
+    digest = hashlib.md5(app_dir.encode('utf-8')).hexdigest()[:10]
+    name = '%s_%s' % (re.sub(r'[^\w.-]', '_', options['appName'][:13]), digest)
+    return os.path.join(tempfile.gettempdir(), 'socketcluster', name, '')
+
+
+def ssl_kwargs(options):
+    """pywsgi's TLS arguments for ``protocol: 'https'``: ``{'ssl_context': ...}`` or ``{}``."""
+    if options.get('protocol') != 'https':
+        return {}
+    protocol_options = options['protocolOptions']
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    files = []
+    try:
+        cert = _as_file(protocol_options['cert'], files)
+        key = _as_file(protocol_options['key'], files)
+        context.load_cert_chain(cert, key, password=protocol_options.get('passphrase'))
+        if protocol_options.get('ca'):
+            for ca in _as_list(protocol_options['ca']):
+                context.load_verify_locations(cadata=_pem_text(ca))
+    finally:
+        for path in files:
+            os.unlink(path)
+    return {'ssl_context': context}
+
+
+def _as_list(value):
+    return value if isinstance(value, (list, tuple)) else [value]
+
+
+def _as_file(value, files):
+    """A path for PEM ``value``: the path given, or a private temporary file with the text."""
+    if isinstance(value, bytes):
+        value = value.decode('utf-8')
+    if '-----BEGIN' not in value:
+        return value
+    fd, path = tempfile.mkstemp(suffix='.pem')
+    files.append(path)
+    with os.fdopen(fd, 'w', encoding='utf-8') as f:
+        f.write(value)
+    return path

@@ -1,0 +1,159 @@
+"""The worker process: an HTTP server with an SCServer, run by the worker controller.
+
+Start-up (server-api.md §2.3): the HTTP server and the SCServer are built, the worker
+controller's ``run(worker)`` is called, then the worker starts listening on the shared
+port (its own socket with SO_REUSEPORT, so the kernel balances connections between the
+workers) and tells the worker cluster it is ready.
+"""
+
+import logging
+import os
+import resource
+import socket
+
+import gevent
+import gevent.socket
+
+from . import controllers
+from .errors import HTTPServerError, ResourceLimitError
+from .http import HTTPServer
+from .options import ssl_kwargs
+from .process import ClusterMember
+from .server import attach
+
+log = logging.getLogger(__name__)
+
+DEFAULT_BACKLOG = 511
+
+
+def bind_listener(options):
+    """A TCP socket bound to ``host:port`` with SO_REUSEPORT (not listening yet)."""
+    host = options.get('host') or '0.0.0.0'
+    family = socket.AF_INET6 if ':' in host else socket.AF_INET
+    sock = gevent.socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    sock.bind((host, options['port']))
+    return sock
+
+
+def memory_usage():
+    """Resident memory of this process in bytes."""
+    try:
+        with open('/proc/self/statm') as f:
+            return int(f.read().split()[1]) * os.sysconf('SC_PAGE_SIZE')
+    except (OSError, ValueError, IndexError):
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+class SCWorker(ClusterMember):
+    """A worker process (``worker`` in the worker controller's ``run(worker)``).
+
+    Attributes: ``id``, ``is_leader`` (id 0), ``type`` ('worker'), ``options`` (every
+    option of the master plus ``id``), ``is_terminating``, ``http_server``,
+    ``sc_server``, ``exchange``.  Events: ``masterMessage(data, respond)``, ``error``,
+    ``warning``, ``ready``, ``connection(socket, status)``.
+    """
+
+    type = 'worker'
+    origin_type = 'Worker'
+    message_type = 'workerMessage'
+    EVENT_ERROR = 'error'
+    EVENT_WARNING = 'warning'
+    EVENT_READY = 'ready'
+    EVENT_CONNECTION = 'connection'
+
+    def __init__(self, id_, options, fd):
+        options = dict(options, id=id_)
+        ClusterMember.__init__(self, id_, options, fd)
+        self.is_leader = id_ == 0
+        self.http_server = None
+        self.sc_server = None
+        self.exchange = None
+        self._listener = None
+        self._http_requests = 0
+        self._ws_requests = 0
+        self._rpm = (0, 0)
+        self._status_timer = None
+        self.on('error', self._on_error)
+        self.on('warning', self._on_warning)
+
+    def start(self):
+        """Build the servers, run the controller, listen, then report ready."""
+        options = self.options
+        self._listener = bind_listener(options)
+        self.http_server = HTTPServer(self._listener, **ssl_kwargs(options))
+        self.sc_server = attach(self.http_server, options)
+        self.exchange = self.sc_server.exchange
+        self.sc_server.on('connection', self._on_connection)
+        self.sc_server.on('error', lambda err: self.emit('error', err))
+        self.sc_server.on('warning', lambda warning: self.emit('warning', warning))
+        self._status_timer = gevent.spawn(self._watch_status)
+        controllers.run('workerController', options['workerController'],
+                        options['paths']['appDirPath'], self)
+        self._listener.listen(options.get('tcpSynBacklog') or DEFAULT_BACKLOG)
+        self.http_server.start()
+        self.set_ready()
+        self.channel.send('ready', {'id': self.id, 'pid': self.pid})
+        self.emit('ready')
+
+    def set_wsgi_app(self, app):
+        """Serve the WSGI ``app`` (Flask, Django, ...) for every non-realtime request."""
+        def counted(environ, start_response):
+            self._http_requests += 1
+            return app(environ, start_response)
+        self.http_server.set_wsgi_app(counted)
+
+    def get_status(self):
+        """``{clientCount, httpRPM, wsRPM}`` (requests per minute over the last interval)."""
+        client_count = self.sc_server.clients_count if self.sc_server is not None else 0
+        return {'clientCount': client_count, 'httpRPM': self._rpm[0], 'wsRPM': self._rpm[1]}
+
+    def close(self):
+        """Disconnect every socket and stop the HTTP server."""
+        if self._status_timer is not None:
+            self._status_timer.kill(block=False)
+        if self.sc_server is not None:
+            self.sc_server.close()
+        if self.http_server is not None:
+            self.http_server.stop(timeout=self.options['processTermTimeout'] / 1000.0)
+
+    def on_uncaught(self, err):
+        """An uncaught exception is a worker ``error`` (fatal when crashWorkerOnError)."""
+        self.emit('error', err)
+
+    def _on_connection(self, socket, *status):
+        self._ws_requests += 1
+        self.emit('connection', socket, *status)
+
+    def _on_error(self, err):
+        if isinstance(err, str):
+            err = HTTPServerError(err)
+        if self.options['propagateErrors']:
+            self.report('error', err)
+        if self.options['crashWorkerOnError']:
+            self.exit(1)
+
+    def _on_warning(self, warning):
+        if self.options['propagateErrors'] and self.options['propagateWarnings']:
+            self.report('warning', warning)
+
+    def _watch_status(self):
+        interval = self.options['workerStatusInterval'] / 1000.0
+        threshold = self.options.get('killWorkerMemoryThreshold')
+        while True:
+            gevent.sleep(interval)
+            scale = 60.0 / interval if interval else 0
+            self._rpm = (int(self._http_requests * scale), int(self._ws_requests * scale))
+            self._http_requests = self._ws_requests = 0
+            if threshold and memory_usage() > threshold:
+                self.emit('warning', ResourceLimitError(
+                    'Worker killed itself because its memory usage of %d exceeded the '
+                    'killWorkerMemoryThreshold of %d' % (memory_usage(), threshold)))
+                self.exit(0)
+
+
+def main(id_, options, fd):
+    """Entry point of a forked worker process; returns its exit code."""
+    return SCWorker(id_, options, fd).serve()
