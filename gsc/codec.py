@@ -65,3 +65,8 @@ def decode(frame):
         return ujson.loads(frame)
     except (ValueError, OverflowError):
         return frame
+
+
+def decode_json(text):
+    """Strict JSON decoding for gsc's own links (engines, IPC): ValueError on bad input."""
+    return ujson.loads(text)

@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 from . import codec as default_codec
 from .auth import AuthEngine, generate_auth_key
 from .emitter import EventEmitter
-from .engines.simple import SimpleEngine
+from .engines import create_engine
 from .errors import InvalidOptionsError, ServerProtocolError
 from .exchange import Exchange
 from .http import HTTPServer
@@ -100,7 +100,8 @@ class SCServer(EventEmitter):
         self.pending_clients = {}
         self.http_server = None
         self._id_counter = 0
-        self.exchange = Exchange(self, engine or SimpleEngine())
+        self.exchange = Exchange(self, engine or create_engine(
+            opts['brokerEngine'], opts['brokerEngineOptions'], self.emit_warning))
         self.is_ready = False
         self.exchange.start(self._on_engine_ready)
 

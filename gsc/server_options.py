@@ -36,6 +36,8 @@ SERVER_DEFAULTS = {
     'maxPayload': 100 * 1024 * 1024,
     'perMessageDeflate': None,
     'strictHandshake': True,
+    'brokerEngine': 'simple',
+    'brokerEngineOptions': None,
 }
 
 DURATIONS = ('ackTimeout', 'handshakeTimeout', 'pingInterval', 'pingTimeout')

@@ -60,3 +60,55 @@ def wait_until(predicate, timeout=5, interval=0.01):
     with gevent.Timeout(timeout, AssertionError('condition not met in %ss' % timeout)):
         while not predicate():
             gevent.sleep(interval)
+
+
+def free_port():
+    """A TCP port that was free a moment ago on 127.0.0.1."""
+    import socket
+    with socket.socket() as sock:
+        sock.bind(('127.0.0.1', 0))
+        return sock.getsockname()[1]
+
+
+class RedisServer:
+    """A private redis-server on a free port, started and stopped by pid."""
+
+    def __init__(self):
+        import shutil
+        self.binary = shutil.which('redis-server')
+        self.port = free_port()
+        self.url = 'redis://127.0.0.1:%d/0' % self.port
+        self.process = None
+
+    def start(self):
+        import subprocess
+        import redis
+        self.process = subprocess.Popen(
+            [self.binary, '--port', str(self.port), '--bind', '127.0.0.1', '--save', '',
+             '--appendonly', 'no'], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        client = redis.Redis(port=self.port, socket_connect_timeout=0.2)
+        for _ in range(100):
+            try:
+                client.ping()
+                return self
+            except redis.ConnectionError:
+                gevent.sleep(0.05)
+        raise RuntimeError('redis-server did not start on port %d' % self.port)
+
+    def stop(self):
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(5)
+        self.process = None
+
+
+@pytest.fixture
+def redis_server():
+    """A running private redis-server (skipped where redis-server is not installed)."""
+    server = RedisServer()
+    if server.binary is None:
+        pytest.skip('redis-server is not installed (.ci/run installs it)')
+    try:
+        yield server.start()
+    finally:
+        server.stop()
