@@ -55,9 +55,11 @@ class RedisEngine:
         self._on_message = None
         self._closed = False
 
-    def start(self, on_message, on_ready=None):
+    def start(self, on_message, on_ready=None, on_warning=None):
         """Connect and listen; ``on_ready()`` after the first successful connection."""
         self._on_message = on_message
+        if on_warning is not None:
+            self.on_warning = on_warning
         self._listener = gevent.spawn(self._listen_forever, on_ready)
 
     def subscribe(self, channel, callback=None):

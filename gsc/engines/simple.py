@@ -2,7 +2,9 @@
 
 import gevent
 
+from .. import kv
 from ..datamap import DataMap
+from ..errors import BrokerError
 
 
 class SimpleEngine:
@@ -12,7 +14,7 @@ class SimpleEngine:
         self._on_message = None
         self.data_map = DataMap()
 
-    def start(self, on_message, on_ready=None):
+    def start(self, on_message, on_ready=None, on_warning=None):
         """Deliver messages to ``on_message(channel, data)``; ready on the next turn of the loop
         (so that listeners attached right after construction see ``ready``)."""
         self._on_message = on_message
@@ -34,6 +36,19 @@ class SimpleEngine:
         self._on_message(channel, data)
         if callback is not None:
             callback(None)
+
+    def send(self, data, map_index, callback):
+        """A standalone server has no broker controllers to send to."""
+        callback(BrokerError('A standalone server has no brokers to send a message to'))
+
+    def kv(self, action, fields, callback):
+        """Run a key/value command on the in-process store; ``callback(err, value)``."""
+        try:
+            value = kv.execute(self.data_map, action, fields)
+        except Exception as exc:
+            callback(exc)
+            return
+        callback(None, value)
 
     def close(self):
         """Nothing to release."""

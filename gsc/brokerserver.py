@@ -1,0 +1,222 @@
+"""What a broker process serves to the workers: the pub/sub relay and the key/value store.
+
+Each worker holds one connection to every broker, on the broker's unix socket.  The
+link is an :class:`gsc.ipc.Channel` (framed JSON with cid/rid), so commands are events
+``{"type": action, "data": fields, "cid": n}`` answered by ``{"rid": n, ...}``, and a
+channel message is the event ``{"type": "message", "data": {"channel", "data"}}``.
+
+A worker must ``init`` with the cluster's secret key before anything else.  A channel
+is subscribed per worker connection; a publish goes to every connection subscribed to
+it, in the order the broker received the publishes.  A connection that closes releases
+all its subscriptions, so a vanished worker leaves nothing behind.
+"""
+
+import itertools
+import logging
+import os
+
+import gevent
+from gevent import socket as gsocket
+from gevent.server import StreamServer
+
+from . import kv
+from .datamap import DataMap
+from .errors import BrokerError
+from .ipc import Channel
+from .middleware import MIDDLEWARE_PUBLISH_IN, MIDDLEWARE_SUBSCRIBE, MiddlewareChains, Request
+from .protocol import UNDEFINED
+
+log = logging.getLogger(__name__)
+
+
+class WorkerConnection:
+    """One worker's link to this broker: ``id``, ``channel`` (the IPC link), ``initialised``."""
+
+    __slots__ = ('id', 'channel', 'initialised', 'channels')
+
+    def __init__(self, id_):
+        self.id = id_
+        self.channel = None
+        self.initialised = False
+        self.channels = set()
+
+
+class BrokerServer:
+    """The server of one broker.
+
+    ``broker`` is the emitter that gets the events ``subscribe(channel)`` (first
+    subscriber), ``unsubscribe(channel)`` (last one gone), ``publish(channel, value)``,
+    ``message(data, respond)`` and ``warning(err)``.  Attributes: ``data_map``,
+    ``subscriptions`` (connection id -> {channel: connection}), ``middleware``.
+    """
+
+    def __init__(self, broker, socket_path, secret_key=None, expiry_accuracy=5000, ack_timeout=10000):
+        self.broker = broker
+        self.socket_path = socket_path
+        self.secret_key = secret_key
+        self.expiry_accuracy = expiry_accuracy
+        self.ack_timeout = ack_timeout
+        self.data_map = DataMap()
+        self.middleware = MiddlewareChains(lambda err: broker.emit('warning', err),
+                                           types=(MIDDLEWARE_SUBSCRIBE, MIDDLEWARE_PUBLISH_IN))
+        self.connections = {}
+        self._subscribers = {}  # channel -> {connection id: connection}
+        self._ids = itertools.count(1)
+        self._server = None
+        self._purger = None
+
+    @property
+    def subscriptions(self):
+        """connection id -> {channel: connection} (server-api.md §7.1)."""
+        return {conn.id: {name: conn for name in conn.channels} for conn in self.connections.values()}
+
+    def start(self):
+        """Listen on ``socket_path`` (a stale socket file is removed first)."""
+        try:
+            os.unlink(self.socket_path)
+        except FileNotFoundError:
+            pass
+        listener = gsocket.socket(gsocket.AF_UNIX, gsocket.SOCK_STREAM)
+        listener.bind(self.socket_path)
+        listener.listen(128)
+        self._server = StreamServer(listener, self._accept)
+        self._server.start()
+        self._purger = gevent.spawn(self._purge_expired_forever)
+
+    def stop(self):
+        """Stop listening and close every worker connection."""
+        if self._purger is not None:
+            self._purger.kill()
+        if self._server is not None:
+            self._server.stop(timeout=1)
+        for conn in list(self.connections.values()):
+            conn.channel.close('the broker is stopping')
+        try:
+            os.unlink(self.socket_path)
+        except OSError:
+            pass
+
+    def _accept(self, sock, _address):
+        conn = WorkerConnection(next(self._ids))
+        conn.channel = Channel(sock.detach(), lambda message, respond: self._on_command(conn, message, respond),
+                               lambda _channel, _reason: self._on_disconnect(conn),
+                               ack_timeout=self.ack_timeout, name='worker connection %d' % conn.id)
+        self.connections[conn.id] = conn
+        conn.channel.start()
+
+    def _purge_expired_forever(self):
+        while True:
+            gevent.sleep(self.expiry_accuracy / 1000.0)
+            self.data_map.purge_expired()
+
+    # -- commands ---------------------------------------------------------------------
+
+    def _on_command(self, conn, message, respond):
+        action = message['type']
+        fields = message.get('data')
+        if not isinstance(fields, dict):
+            fields = {}
+        if not conn.initialised:
+            if action != 'init':
+                respond(BrokerError('Cannot process command before init handshake'))
+            elif self.secret_key and fields.get('secretKey') != self.secret_key:
+                respond(BrokerError('Invalid password was supplied to the broker'))
+            else:
+                conn.initialised = True
+                respond(None, {'id': self.broker.id, 'pid': os.getpid()})
+            return
+        handler = self._handlers.get(action)
+        if handler is not None:
+            handler(self, conn, fields, respond)
+            return
+        try:
+            value = kv.execute(self.data_map, action, fields)
+        except Exception as exc:
+            respond(exc)
+            return
+        if not fields.get('noAck'):
+            respond(None, None if value is UNDEFINED else value)
+
+    def _subscribe(self, conn, fields, respond):
+        channel = fields.get('channel')
+        if not isinstance(channel, str):
+            respond(BrokerError('Failed to subscribe - the channel name %r is not a string' % (channel,)))
+            return
+
+        def done(err, _extra):
+            if err:
+                respond(err)
+                return
+            if conn.id not in self.connections:
+                return
+            subscribers = self._subscribers.setdefault(channel, {})
+            first = not subscribers
+            subscribers[conn.id] = conn
+            conn.channels.add(channel)
+            if first:
+                self.broker.emit('subscribe', channel)
+            respond(None, {'channel': channel})
+        self.middleware.run(MIDDLEWARE_SUBSCRIBE, Request(socket=conn, channel=channel), done)
+
+    def _unsubscribe(self, conn, fields, respond):
+        channel = fields.get('channel')
+        channels = list(conn.channels) if channel is None else [channel]
+        for name in channels:
+            self._release(conn, name)
+        respond()
+
+    def _release(self, conn, channel):
+        conn.channels.discard(channel)
+        subscribers = self._subscribers.get(channel)
+        if subscribers is not None and subscribers.pop(conn.id, None) is not None and not subscribers:
+            del self._subscribers[channel]
+            self.broker.emit('unsubscribe', channel)
+
+    def _on_disconnect(self, conn):
+        self.connections.pop(conn.id, None)
+        for channel in list(conn.channels):
+            self._release(conn, channel)
+
+    def _is_subscribed(self, conn, fields, respond):
+        respond(None, fields.get('channel') in conn.channels)
+
+    def _publish_command(self, conn, fields, respond):
+        channel = fields.get('channel')
+        if not isinstance(channel, str):
+            respond(BrokerError('Failed to publish - the channel name %r is not a string' % (channel,)))
+            return
+        command = {'channel': channel, 'value': fields.get('value')}
+
+        def done(err, _extra):
+            if err:
+                respond(err)
+                return
+            self.publish(channel, command['value'])
+            self.broker.emit('publish', channel, command['value'])
+            respond(None, command['value'] if fields.get('getValue') else None)
+        if self.middleware.has(MIDDLEWARE_PUBLISH_IN):
+            self.middleware.run(MIDDLEWARE_PUBLISH_IN, Request(socket=conn, channel=channel, command=command), done)
+        else:
+            done(None, None)
+
+    def _send(self, conn, fields, respond):
+        if not self.broker.emit('message', fields.get('value'), lambda err=None, data=None: respond(err, data)):
+            respond(None, None)
+
+    _handlers = {
+        'subscribe': _subscribe,
+        'unsubscribe': _unsubscribe,
+        'isSubscribed': _is_subscribed,
+        'publish': _publish_command,
+        'send': _send,
+    }
+
+    # -- delivery -----------------------------------------------------------------------
+
+    def publish(self, channel, value):
+        """Deliver ``value`` to every worker subscribed to ``channel`` (no ``publish`` event)."""
+        subscribers = self._subscribers.get(channel)
+        if subscribers:
+            message = {'type': 'message', 'data': {'channel': channel, 'data': value}}
+            for conn in list(subscribers.values()):
+                conn.channel.write(message)

@@ -1,0 +1,267 @@
+"""The broker engine: a worker's links to the broker processes of its cluster.
+
+A channel (and a key) belongs to broker ``hash_key(name, brokers)``.  The worker holds
+one :class:`BrokerLink` per broker; a link connects to the broker's unix socket, sends
+``init`` with the secret key, subscribes again to every channel this worker still needs,
+then sends what was queued while it was away.  When a broker dies its link reconnects
+with back-off; channel messages published in the gap are lost, and a warning says so.
+"""
+
+import copy
+import logging
+import random
+
+import gevent
+from gevent import get_hub
+from gevent import socket as gsocket
+
+from .. import kv
+from ..errors import BrokerError, TimeoutError
+from ..hasher import hash_key
+from ..ipc import Channel
+
+log = logging.getLogger(__name__)
+
+MAX_QUEUED = 10000
+RECONNECT = {'initialDelay': 200, 'randomness': 100, 'multiplier': 1.3, 'maxDelay': 1000}
+
+
+class BrokerLink:
+    """The connection of this worker to one broker (sc-broker's client)."""
+
+    def __init__(self, index, socket_path, secret_key, on_message, on_warning, ack_timeout=10000):
+        self.index = index
+        self.socket_path = socket_path
+        self.secret_key = secret_key
+        self.on_message = on_message
+        self.on_warning = on_warning
+        self.ack_timeout = ack_timeout
+        self.channels = set()
+        self.state = 'disconnected'
+        self.channel = None
+        self._queue = []
+        self._ready = None
+        self._connector = None
+        self._closed = False
+        self._was_connected = False
+
+    def connect(self, on_ready=None):
+        """Connect (and keep reconnecting) in the background; ``on_ready()`` the first time."""
+        self._ready = on_ready
+        self._connector = gevent.spawn(self._connect_loop)
+
+    def _connect_loop(self):
+        delay = RECONNECT['initialDelay']
+        attempts = 0
+        while not self._closed:
+            self.state = 'connecting'
+            try:
+                sock = gsocket.socket(gsocket.AF_UNIX, gsocket.SOCK_STREAM)
+                sock.connect(self.socket_path)
+            except OSError as exc:
+                sock.close()
+                attempts += 1
+                if attempts in (1, 20):
+                    self.on_warning(BrokerError('Could not connect to broker %d at %s (attempt %d): %s'
+                                                % (self.index, self.socket_path, attempts, exc)))
+                gevent.sleep((delay + random.random() * RECONNECT['randomness']) / 1000.0)
+                delay = min(delay * RECONNECT['multiplier'], RECONNECT['maxDelay'])
+                continue
+            self.channel = Channel(sock.detach(), self._on_link_message, self._on_link_close,
+                                   ack_timeout=self.ack_timeout, name='broker %d' % self.index).start()
+            self.channel.send('init', {'secretKey': self.secret_key}, self._on_init)
+            return
+
+    def _on_init(self, err, _info):
+        if err:
+            self.on_warning(BrokerError('Broker %d refused this worker: %s' % (self.index, err)))
+            self.channel.close('init refused')
+            return
+        self.state = 'connected'
+        if self._was_connected:
+            log.info('reconnected to broker %d', self.index)
+        self._was_connected = True
+        for name in self.channels:
+            self.channel.send('subscribe', {'channel': name}, self._on_resubscribed)
+        queued, self._queue = self._queue, []
+        for action, fields, callback, timer in queued:
+            if timer is not None:
+                timer.close()
+            self.channel.send(action, fields, callback)
+        if self._ready is not None:
+            ready, self._ready = self._ready, None
+            ready()
+
+    def _on_resubscribed(self, err, _data):
+        if err:
+            self.on_warning(BrokerError('Failed to resubscribe to Broker server channels: %s' % err))
+
+    def _on_link_message(self, message, _respond):
+        if message['type'] == 'message':
+            data = message.get('data') or {}
+            self.on_message(data.get('channel'), data.get('data'))
+
+    def _on_link_close(self, _channel, reason):
+        self.state = 'disconnected'
+        self.channel = None
+        if self._closed:
+            return
+        if self._was_connected:
+            self.on_warning(BrokerError(
+                'Lost the connection to broker %d (%s) - messages published on its channels until '
+                'it is back are lost' % (self.index, reason)))
+        self._connector = gevent.spawn(self._connect_loop)
+
+    def command(self, action, fields, callback=None):
+        """Send a command now, or queue it (by value) until the link is connected."""
+        if self.state == 'connected':
+            self.channel.send(action, fields, callback)
+            return
+        if len(self._queue) >= MAX_QUEUED:
+            if callback is not None:
+                callback(BrokerError('Broker %d is unavailable and %d commands are already queued'
+                                     % (self.index, MAX_QUEUED)), None)
+            return
+        entry = [action, copy.deepcopy(fields), callback, None]
+        if callback is not None:
+            entry[3] = get_hub().loop.timer(self.ack_timeout / 1000.0)
+            entry[3].start(self._expire_queued, entry)
+        self._queue.append(entry)
+
+    def _expire_queued(self, entry):
+        if entry in self._queue:
+            self._queue.remove(entry)
+            entry[3].close()
+            gevent.spawn(entry[2], TimeoutError('Broker Error - The %s action timed out' % entry[0]), None)
+
+    def close(self):
+        """Stop reconnecting and close the link."""
+        self._closed = True
+        if self._connector is not None:
+            self._connector.kill()
+        if self.channel is not None:
+            self.channel.close('the worker is stopping')
+
+
+class BrokerEngine:
+    """The default engine of a cluster: one :class:`BrokerLink` per broker socket path."""
+
+    def __init__(self, socket_paths, secret_key, ack_timeout=10000, on_warning=None):
+        self.on_warning = on_warning or (lambda err: log.warning('%s', err))
+        self.links = [BrokerLink(i, path, secret_key, self._deliver, self._warn, ack_timeout)
+                      for i, path in enumerate(socket_paths)]
+        self._on_message = None
+
+    def _warn(self, err):
+        self.on_warning(err)
+
+    def _deliver(self, channel, data):
+        self._on_message(channel, data)
+
+    def link_for(self, key):
+        """The link of the broker that owns ``key`` (a channel name or a key chain)."""
+        return self.links[hash_key(key, len(self.links))]
+
+    def start(self, on_message, on_ready=None, on_warning=None):
+        """Connect to every broker; ``on_ready()`` once all links are up."""
+        self._on_message = on_message
+        if on_warning is not None:
+            self.on_warning = on_warning
+        remaining = [len(self.links)]
+
+        def one_ready():
+            remaining[0] -= 1
+            if remaining[0] == 0 and on_ready is not None:
+                on_ready()
+        for link in self.links:
+            link.connect(one_ready)
+
+    def subscribe(self, channel, callback=None):
+        """Subscribe this worker to ``channel`` at its broker."""
+        link = self.link_for(channel)
+        link.channels.add(channel)
+
+        def done(err, _data):
+            if err:
+                link.channels.discard(channel)
+            if callback is not None:
+                callback(err)
+        if link.state == 'connected':
+            link.command('subscribe', {'channel': channel}, done)
+        else:
+            done(None, None)  # subscribed as soon as the link (re)connects
+
+    def unsubscribe(self, channel, callback=None):
+        """Release this worker's subscription to ``channel``."""
+        link = self.link_for(channel)
+        link.channels.discard(channel)
+        if link.state == 'connected':
+            link.command('unsubscribe', {'channel': channel})
+        if callback is not None:
+            callback(None)
+
+    def publish(self, channel, data, callback=None):
+        """Publish through the broker that owns ``channel``; ``callback(err)``."""
+        done = None if callback is None else (lambda err, _value: callback(err))
+        self.link_for(channel).command('publish', {'channel': channel, 'value': data}, done)
+
+    def send(self, data, map_index, callback):
+        """``data`` to the broker controllers: '*' every broker, a number that broker, a key or
+        list of keys hashed; ``callback(err, [answer per broker])``."""
+        if map_index == '*' or map_index is None:
+            links = self.links
+        elif isinstance(map_index, int) and not isinstance(map_index, bool):
+            links = [self.links[map_index % len(self.links)]]
+        elif isinstance(map_index, list):
+            links = list({id(link): link for link in map(self.link_for, map_index)}.values())
+        else:
+            links = [self.link_for(map_index)]
+        self._gather(links, 'send', lambda link: {'value': data}, callback, list)
+
+    def kv(self, action, fields, callback):
+        """A key/value command, routed by its key (or to every broker); ``callback(err, value)``."""
+        if action in kv.ROUTED_BY_KEY:
+            self.link_for(fields['key']).command(action, fields, callback)
+        elif action in ('expire', 'unexpire'):
+            groups = {}
+            for key in fields.get('keys') or ():
+                groups.setdefault(self.link_for(key).index, []).append(key)
+            links = [self.links[i] for i in groups]
+            self._gather(links, action, lambda link: dict(fields, keys=groups[link.index]), callback,
+                         lambda answers: None)
+        elif action == 'getAll':
+            self._gather(self.links, action, lambda link: fields, callback, _merge)
+        else:
+            self._gather(self.links, action, lambda link: fields, callback, lambda answers: None)
+
+    @staticmethod
+    def _gather(links, action, fields_for, callback, combine):
+        if not links:
+            callback(None, combine([]))
+            return
+        answers = [None] * len(links)
+        pending = [len(links)]
+        failed = []
+
+        def answered(i, err, value):
+            if err and not failed:
+                failed.append(err)
+            answers[i] = value
+            pending[0] -= 1
+            if pending[0] == 0:
+                callback(failed[0] if failed else None, combine(answers))
+        for i, link in enumerate(links):
+            link.command(action, fields_for(link), lambda err, value, i=i: answered(i, err, value))
+
+    def close(self):
+        """Close every link."""
+        for link in self.links:
+            link.close()
+
+
+def _merge(answers):
+    merged = {}
+    for answer in answers:
+        if isinstance(answer, dict):
+            merged.update(answer)
+    return merged
