@@ -17,6 +17,7 @@ import errno
 import logging
 import os
 import struct
+import traceback
 from functools import partial
 
 import gevent
@@ -47,6 +48,17 @@ def close_inherited(keep=()):
                 os.close(fd)
             except OSError:
                 pass
+
+
+def wire_error(err):
+    """``err`` dehydrated with its stack; an error that was never raised gets the stack of
+    the code that reports it (as a JavaScript error would)."""
+    if isinstance(err, BaseException) and err.__traceback__ is None \
+            and not getattr(err, 'stack', None):
+        err.stack = 'Traceback (most recent call last):\n%s%s' % (
+            ''.join(traceback.format_stack()[:-2]),
+            ''.join(traceback.format_exception_only(type(err), err)))
+    return dehydrate(err, include_stack=True)
 
 
 def _noop_respond(err=None, data=UNDEFINED):
@@ -112,7 +124,7 @@ class Channel:
         """Answer the event whose cid was ``rid``; errors keep their name, message and stack."""
         message = {'rid': rid, 'data': data}
         if err is not None:
-            message['error'] = dehydrate(err, include_stack=True)
+            message['error'] = wire_error(err)
         message.update(fields)
         self.write(message)
 

@@ -25,7 +25,6 @@ import greenlet
 
 from . import ipc
 from .emitter import EventEmitter
-from .errors import dehydrate
 
 log = logging.getLogger(__name__)
 
@@ -322,7 +321,7 @@ class ClusterMember(EventEmitter):
 
     def report(self, kind, err):
         """Send an ``error`` or ``warning`` to the master with this process's origin."""
-        self.channel.send(kind, {'error': dehydrate(err, include_stack=True),
+        self.channel.send(kind, {'error': ipc.wire_error(err),
                                  'origin': self.origin})
 
     def on_uncaught(self, err):

@@ -24,6 +24,7 @@ from .server import attach
 log = logging.getLogger(__name__)
 
 DEFAULT_BACKLOG = 511
+LOCAL_BROKERS = 'sc-broker-cluster'
 
 
 def bind_listener(options):
@@ -84,7 +85,7 @@ class SCWorker(ClusterMember):
         options = self.options
         self._listener = bind_listener(options)
         self.http_server = HTTPServer(self._listener, **ssl_kwargs(options))
-        self.sc_server = attach(self.http_server, options)
+        self.sc_server = attach(self.http_server, self._server_options())
         self.exchange = self.sc_server.exchange
         self.sc_server.on('connection', self._on_connection)
         self.sc_server.on('error', lambda err: self.emit('error', err))
@@ -97,6 +98,17 @@ class SCWorker(ClusterMember):
         self.set_ready()
         self.channel.send('ready', {'id': self.id, 'pid': self.pid})
         self.emit('ready')
+
+    def _server_options(self):
+        """The SCServer's options: the cluster's, with the engine of the local brokers.
+
+        The engine that reaches the broker processes (``brokerEngine`` 'sc-broker-cluster')
+        plugs in here; until it exists each worker keeps its channels in-process.
+        """
+        options = dict(self.options)
+        if options.get('brokerEngine') == LOCAL_BROKERS:
+            options['brokerEngine'] = None
+        return options
 
     def set_wsgi_app(self, app):
         """Serve the WSGI ``app`` (Flask, Django, ...) for every non-realtime request."""

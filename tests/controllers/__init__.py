@@ -1,0 +1,1 @@
+"""Controllers of the process-tree tests (importable as ``tests.controllers.<name>``)."""

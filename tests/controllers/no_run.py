@@ -1,0 +1,1 @@
+"""A controller without a run() function."""
