@@ -416,7 +416,11 @@ class SocketCluster(EventEmitter, Supervisor):
         user = self.options.get('downgradeToUser')
         if user:
             import pwd
-            entry = pwd.getpwnam(user) if isinstance(user, str) else pwd.getpwuid(user)
+            try:
+                entry = pwd.getpwnam(user) if isinstance(user, str) else pwd.getpwuid(user)
+            except KeyError as exc:
+                raise InvalidActionError('Failed to downgrade to user "%s" - %s'
+                                         % (user, exc)) from None
             os.chown(path, entry.pw_uid, entry.pw_gid)
 
     def _watch_controllers(self):

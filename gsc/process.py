@@ -25,6 +25,7 @@ import greenlet
 
 from . import ipc
 from .emitter import EventEmitter
+from .errors import InvalidActionError
 
 log = logging.getLogger(__name__)
 
@@ -93,6 +94,19 @@ def _die_with_parent():
         libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
     except (OSError, AttributeError):
         pass
+
+
+def downgrade_to_user(user):
+    """setgid/setuid to ``user`` (a name or a uid); InvalidActionError when impossible."""
+    import pwd
+    try:
+        entry = pwd.getpwuid(user) if isinstance(user, int) else pwd.getpwnam(user)
+        os.setgid(entry.pw_gid)
+        os.setuid(entry.pw_uid)
+    except (KeyError, OSError):
+        raise InvalidActionError(
+            'Could not downgrade to user "%s" - Either this user does not exist or the current '
+            'process does not have the permission to switch to it' % (user,)) from None
 
 
 def exit_now(code):
@@ -291,6 +305,8 @@ class ClusterMember(EventEmitter):
         hub.handle_error = handle_error
         self.channel.start()
         try:
+            if self.options.get('downgradeToUser'):
+                downgrade_to_user(self.options['downgradeToUser'])
             self.start()
         except Exception as exc:
             self.report('error', exc)
