@@ -15,6 +15,7 @@ from .emitter import EventEmitter
 from .errors import InvalidArgumentsError
 from .middleware import MIDDLEWARE_PUBLISH_OUT, Request
 from .protocol import UNDEFINED
+from .transport import prepare_frame
 
 log = logging.getLogger(__name__)
 
@@ -177,8 +178,8 @@ class Exchange(EventEmitter):
                     self._deliver_through_middleware(socket, channel, data)
             else:
                 try:
-                    frame = server.codec.encode({'event': '#publish',
-                                                 'data': {'channel': channel, 'data': data}})
+                    frame = prepare_frame(server.codec.encode(
+                        {'event': '#publish', 'data': {'channel': channel, 'data': data}}))
                 except ValueError as exc:
                     server.emit_warning(exc)
                     return

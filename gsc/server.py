@@ -234,7 +234,7 @@ class SCServer(EventEmitter):
         transport = WebSocketTransport(
             sock, lambda frame: socket.handle_frame(frame),
             lambda code, reason: socket.handle_close(code, reason),
-            max_payload=self.max_payload, read=handler.rfile.read1)
+            max_payload=self.max_payload, initial=_buffered_bytes(handler.rfile, sock))
         socket = ServerSocket(self.generate_id(), self, transport, request)
         self.pending_clients[socket.id] = socket
         self.emit('handshake', socket)
@@ -264,6 +264,21 @@ class SCServer(EventEmitter):
         for socket in list(self.clients.values()) + list(self.pending_clients.values()):
             socket.disconnect(1001)
         self.exchange.close()
+
+
+def _buffered_bytes(rfile, sock):
+    """What pywsgi's reader already holds past the upgrade request (a client may send
+    frames without waiting for the 101); the transport then reads the socket directly,
+    so an idle connection keeps no read buffer."""
+    timeout = sock.gettimeout()
+    sock.settimeout(0.0)
+    try:
+        data = rfile.peek()
+    except OSError:
+        data = b''
+    finally:
+        sock.settimeout(timeout)
+    return rfile.read(len(data)) if data else b''
 
 
 def attach(http_server, options=None, engine=None):

@@ -611,8 +611,8 @@ class ServerSocket(EventEmitter):
             gevent.spawn(entry[1], err, {'event': entry[0], 'cid': cid})
 
     def send_publish_frame(self, frame):
-        """Send a pre-encoded ``#publish`` frame (the exchange encodes once per worker)."""
-        self.socket.send(frame)
+        """Send a prepared ``#publish`` frame (the exchange encodes once per worker)."""
+        self.socket.send_frame(frame)
 
     # -- closing -----------------------------------------------------------------
 

@@ -41,17 +41,26 @@ def frame_header(opcode, length):
     return _pack_long(0x80 | opcode, 127, length)
 
 
+def prepare_frame(payload):
+    """A complete server frame for ``payload`` (text for str, binary for bytes), to send
+    to many sockets with :meth:`WebSocketTransport.send_frame` (one encoding for all)."""
+    if isinstance(payload, str):
+        data = payload.encode('utf-8')
+        return frame_header(OP_TEXT, len(data)) + data
+    return frame_header(OP_BINARY, len(payload)) + bytes(payload)
+
+
 class WebSocketTransport:
     """A WebSocket over a connected gevent socket, in state OPEN.
 
     ``on_message(payload)`` gets every complete message (``str`` for text frames,
     ``bytes`` for binary ones); ``on_close(code, reason)`` is called once when the
     connection ends, whoever ended it.  ``read`` is the function used to read bytes
-    (a pywsgi handler's ``rfile.read1`` keeps the bytes it has already buffered).
+    (``sock.recv`` by default); ``initial`` holds bytes already read past the upgrade.
     """
 
     def __init__(self, sock, on_message, on_close, side=Side.SERVER, max_payload=None,
-                 read=None, max_outbound=DEFAULT_MAX_OUTBOUND):
+                 read=None, max_outbound=DEFAULT_MAX_OUTBOUND, initial=b''):
         self.sock = sock
         self.protocol = Protocol(side, state=OPEN, max_size=max_payload)
         self.on_message = on_message
@@ -60,6 +69,7 @@ class WebSocketTransport:
         self.max_outbound = max_outbound
         self._masked = side is Side.CLIENT
         self._read = read or sock.recv
+        self._initial = initial
         # a plain socket is written from the flush callback without blocking; TLS records
         # must go through the gevent SSL socket, so TLS writes always use the writer greenlet
         self._raw = None if isinstance(sock, SSLSocket) else sock._sock
@@ -108,6 +118,13 @@ class WebSocketTransport:
                 self._queue(header + data)
             else:
                 self._queue(header, data)
+        return True
+
+    def send_frame(self, frame):
+        """Send a frame made by :func:`prepare_frame` (server side: unmasked)."""
+        if not self.open:
+            return False
+        self._queue(frame)
         return True
 
     def close(self, code=1000, reason=''):
@@ -198,17 +215,20 @@ class WebSocketTransport:
     def run(self):
         """Read and dispatch until the connection ends, then call ``on_close`` once."""
         protocol = self.protocol
+        data, self._initial = self._initial, None
         try:
             while not self._closed:
-                try:
-                    data = self._read(READ_SIZE)
-                except OSError:
-                    data = b''
+                if not data:
+                    try:
+                        data = self._read(READ_SIZE)
+                    except OSError:
+                        data = b''
                 if not data:
                     protocol.receive_eof()
                     break
                 self.bytes_received += len(data)
                 protocol.receive_data(data)
+                data = None
                 for frame in protocol.events_received():
                     self._on_frame(frame)
                 self._queue_protocol_output()

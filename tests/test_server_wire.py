@@ -580,3 +580,27 @@ def test_a_raising_handler_answers_with_its_error_and_the_socket_lives_on(make_s
     assert recv_json(client) == {'rid': 2, 'error': {'message': 'broken handler', 'name': 'ValueError'}}
     client.send('{"event":"echo","data":1,"cid":3}')
     assert recv_json(client) == {'rid': 3, 'data': 1}
+
+
+def test_frames_pipelined_with_the_upgrade_request_are_not_lost(make_server):
+    """A client may send its #handshake in the same write as the upgrade request."""
+    from gevent import socket as gsocket
+    from websockets.client import ClientProtocol
+    from websockets.uri import parse_uri
+    server = make_server()
+    protocol = ClientProtocol(parse_uri('ws://127.0.0.1:%d/socketcluster/' % server.port))
+    protocol.send_request(protocol.connect())
+    request = b''.join(protocol.data_to_send())
+    from websockets.protocol import OPEN, Protocol, Side
+    framer = Protocol(Side.CLIENT, state=OPEN)
+    framer.send_text(b'{"event":"#handshake","data":{},"cid":1}')
+    sock = gsocket.create_connection(('127.0.0.1', server.port))
+    try:
+        sock.sendall(request + b''.join(framer.data_to_send()))
+        received = b''
+        with gevent.Timeout(5):
+            while b'"rid":1' not in received:
+                received += sock.recv(4096)
+        assert received.startswith(b'HTTP/1.1 101 Switching Protocols')
+    finally:
+        sock.close()
