@@ -14,6 +14,8 @@ import ssl
 import tempfile
 import uuid
 
+from gevent import ssl as gevent_ssl
+
 from .errors import InvalidOptionsError
 from .server_options import to_camel
 
@@ -215,7 +217,7 @@ def ssl_kwargs(options):
     if options.get('protocol') != 'https':
         return {}
     protocol_options = options['protocolOptions']
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context = gevent_ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)  # its sockets yield to the hub
     files = []
     try:
         cert = _as_file(protocol_options['cert'], files)

@@ -17,7 +17,6 @@ from socket import SHUT_WR
 
 import gevent
 from gevent import get_hub
-from gevent.ssl import SSLSocket
 from websockets.frames import BINARY as OP_BINARY, CONT as OP_CONT, TEXT as OP_TEXT
 from websockets.protocol import CLOSED, OPEN, SEND_EOF, Protocol, Side
 
@@ -72,7 +71,7 @@ class WebSocketTransport:
         self._initial = initial
         # a plain socket is written from the flush callback without blocking; TLS records
         # must go through the gevent SSL socket, so TLS writes always use the writer greenlet
-        self._raw = None if isinstance(sock, SSLSocket) else sock._sock
+        self._raw = None if hasattr(sock, '_sslobj') else sock._sock
         self._loop = get_hub().loop
         self._out = []
         self._out_bytes = 0

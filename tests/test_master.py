@@ -361,8 +361,6 @@ def self_signed():
     return key_pem, cert.public_bytes(serialization.Encoding.PEM).decode()
 
 
-@pytest.mark.xfail(reason="gsc/transport.py reads sock._sock, which gevent's SSLSocket lacks",
-                   strict=False)
 def test_https_workers(start_master):
     """protocol 'https' with protocolOptions key/cert (PEM text): the workers serve wss://."""
     import ssl
