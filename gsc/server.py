@@ -64,7 +64,7 @@ class SCServer(EventEmitter):
     Attributes: ``options`` (normalised, camelCase), ``path``, ``clients`` and
     ``pending_clients`` (id -> :class:`ServerSocket`), ``exchange``, ``auth``, ``codec``,
     ``signature_key``/``verification_key`` (mutable at run time), ``is_ready``,
-    ``http_server`` (set by :func:`attach`).
+    ``http_server`` (set by :func:`attach`), ``messages_received`` (inbound messages, all sockets).
     """
 
     MIDDLEWARE_HANDSHAKE_WS = 'handshakeWS'
@@ -99,6 +99,7 @@ class SCServer(EventEmitter):
         self.clients = {}
         self.pending_clients = {}
         self.http_server = None
+        self.messages_received = 0
         self._id_counter = 0
         self.exchange = Exchange(self, engine or create_engine(
             opts['brokerEngine'], opts['brokerEngineOptions'], self.emit_warning))

@@ -181,6 +181,7 @@ class ServerSocket(EventEmitter):
     def handle_frame(self, frame):
         """Process one inbound message (text or binary payload) of the WebSocket."""
         self._last_received = self._loop.now()
+        self.server.messages_received += 1
         if 'message' in self._listeners:
             self._emit_local('message', frame)
         packets = parse_frame(frame, self.server.codec.decode)

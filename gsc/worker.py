@@ -12,9 +12,11 @@ import resource
 import socket
 
 import gevent
+import gevent.event
 import gevent.socket
 
 from . import controllers
+from .engines.broker import BrokerEngine
 from .errors import HTTPServerError, ResourceLimitError
 from .http import HTTPServer
 from .options import ssl_kwargs
@@ -24,7 +26,7 @@ from .server import attach
 log = logging.getLogger(__name__)
 
 DEFAULT_BACKLOG = 511
-LOCAL_BROKERS = 'sc-broker-cluster'
+LOCAL_BROKERS = ('sc-broker-cluster', 'broker')
 
 
 def bind_listener(options):
@@ -75,6 +77,7 @@ class SCWorker(ClusterMember):
         self._listener = None
         self._http_requests = 0
         self._ws_requests = 0
+        self._messages_seen = 0
         self._rpm = (0, 0)
         self._status_timer = None
         self.on('error', self._on_error)
@@ -85,11 +88,12 @@ class SCWorker(ClusterMember):
         options = self.options
         self._listener = bind_listener(options)
         self.http_server = HTTPServer(self._listener, **ssl_kwargs(options))
-        self.sc_server = attach(self.http_server, self._server_options())
+        self.sc_server = attach(self.http_server, options, self._broker_engine())
         self.exchange = self.sc_server.exchange
         self.sc_server.on('connection', self._on_connection)
         self.sc_server.on('error', lambda err: self.emit('error', err))
         self.sc_server.on('warning', lambda warning: self.emit('warning', warning))
+        self._wait_for_engine()
         self._status_timer = gevent.spawn(self._watch_status)
         controllers.run('workerController', options['workerController'],
                         options['paths']['appDirPath'], self)
@@ -99,16 +103,21 @@ class SCWorker(ClusterMember):
         self.channel.send('ready', {'id': self.id, 'pid': self.pid})
         self.emit('ready')
 
-    def _server_options(self):
-        """The SCServer's options: the cluster's, with the engine of the local brokers.
+    def _broker_engine(self):
+        """The links to the cluster's broker processes (``brokerEngine`` 'sc-broker-cluster');
+        None for another engine, which the SCServer builds from the options."""
+        options = self.options
+        if options.get('brokerEngine') not in LOCAL_BROKERS:
+            return None
+        return BrokerEngine(options['paths']['brokerSocketPaths'], options['secretKey'],
+                            options['ipcAckTimeout'])
 
-        The engine that reaches the broker processes (``brokerEngine`` 'sc-broker-cluster')
-        plugs in here; until it exists each worker keeps its channels in-process.
-        """
-        options = dict(self.options)
-        if options.get('brokerEngine') == LOCAL_BROKERS:
-            options['brokerEngine'] = None
-        return options
+    def _wait_for_engine(self):
+        """Block until the engine is up (every broker linked): run() comes after that (§2.3)."""
+        ready = gevent.event.Event()
+        self.sc_server.on('ready', ready.set)
+        if not self.sc_server.is_ready:
+            ready.wait()
 
     def set_wsgi_app(self, app):
         """Serve the WSGI ``app`` (Flask, Django, ...) for every non-realtime request."""
@@ -157,8 +166,11 @@ class SCWorker(ClusterMember):
         while True:
             gevent.sleep(interval)
             scale = 60.0 / interval if interval else 0
-            self._rpm = (int(self._http_requests * scale), int(self._ws_requests * scale))
+            messages = self.sc_server.messages_received
+            self._rpm = (int(self._http_requests * scale),
+                         int((self._ws_requests + messages - self._messages_seen) * scale))
             self._http_requests = self._ws_requests = 0
+            self._messages_seen = messages
             if threshold and memory_usage() > threshold:
                 self.emit('warning', ResourceLimitError(
                     'Worker killed itself because its memory usage of %d exceeded the '

@@ -44,7 +44,7 @@ def ask(master, cmd, tag, **fields):
 
 
 def handshake(port, timeout=5):
-    ws = connect('ws://127.0.0.1:%d/socketcluster/' % port, open_timeout=timeout)
+    ws = connect('ws://127.0.0.1:%d/socketcluster/' % port, open_timeout=timeout, legacy=True)
     ws.send(json.dumps({'event': '#handshake', 'data': {}, 'cid': 1}))
     assert json.loads(ws.recv(timeout))['rid'] == 1
     return ws
