@@ -11,6 +11,10 @@ import os
 import socket as stdlib_socket
 from urllib.parse import urlsplit
 
+import gevent
+from gevent.event import AsyncResult
+from gevent.socket import socket as GeventSocket
+
 from . import codec as default_codec
 from .auth import AuthEngine, generate_auth_key
 from .emitter import EventEmitter
@@ -18,8 +22,6 @@ from .engines import create_engine
 from .errors import InvalidOptionsError, ServerProtocolError
 from .exchange import Exchange
 from .http import HTTPServer
-from gevent.event import AsyncResult
-
 from .middleware import MIDDLEWARE_HANDSHAKE_WS, MiddlewareChains, Request
 from .server_options import normalise_server_options
 from .socket import ServerSocket
@@ -29,26 +31,26 @@ log = logging.getLogger(__name__)
 
 
 class UpgradeRequest(Request):
-    """The HTTP upgrade request as gsc code sees it (``socket.request``, handshakeWS ``req``)."""
+    """The HTTP upgrade request as gsc code sees it (``socket.request``, handshakeWS ``req``):
+    ``url``, ``path``, ``query``, ``headers`` (lower-case names), ``remote_address``, ... ;
+    the WSGI ``environ`` too in the handshakeWS middleware."""
 
-    def __init__(self, environ, exchange):
+    def __init__(self, environ, exchange, keep_environ=False):
         query = environ.get('QUERY_STRING')
         path = environ.get('PATH_INFO', '/')
         forwarded = environ.get('HTTP_X_FORWARDED_FOR')
         address = environ.get('REMOTE_ADDR')
         super().__init__(
-            environ=environ, method=environ.get('REQUEST_METHOD'),
+            method=environ.get('REQUEST_METHOD'),
             url=path + ('?' + query if query else ''), path=path, query=query or '',
+            headers={key[5:].replace('_', '-').lower(): value
+                     for key, value in environ.items() if key.startswith('HTTP_')},
             remote_address=address, remote_port=_int(environ.get('REMOTE_PORT')),
             remote_family='IPv6' if address and ':' in address else 'IPv4',
             forwarded_for_address=forwarded.split(',')[0] if forwarded else None,
             exchange=exchange)
-
-    @property
-    def headers(self):
-        """The request headers, lower-case names."""
-        return {key[5:].replace('_', '-').lower(): value
-                for key, value in self.environ.items() if key.startswith('HTTP_')}
+        if keep_environ:
+            self.environ = environ
 
 
 def _int(value):
@@ -200,7 +202,7 @@ class SCServer(EventEmitter):
         if not self.middleware.has(MIDDLEWARE_HANDSHAKE_WS):
             return None
         waiter = AsyncResult()
-        req = UpgradeRequest(environ, self.exchange)
+        req = UpgradeRequest(environ, self.exchange, keep_environ=True)
         self.middleware.run(MIDDLEWARE_HANDSHAKE_WS, req, lambda err, _extra: waiter.set(err))
         err = waiter.get()
         if err:
@@ -224,18 +226,31 @@ class SCServer(EventEmitter):
                 or '*:%s' % port in origins)
 
     def handle_upgraded(self, handler):
-        """Serve one upgraded connection until it closes (runs in the handler's greenlet)."""
+        """Take over an upgraded connection from its pywsgi handler.
+
+        A plain TCP socket is detached and served by a fresh greenlet, so the handler (its
+        environ, header objects and read buffer) is freed at once: an idle connection keeps
+        only what gsc needs.  A TLS socket keeps its handler's greenlet.
+        """
         sock = handler.socket
         try:
             sock.setsockopt(stdlib_socket.IPPROTO_TCP, stdlib_socket.TCP_NODELAY, 1)
         except OSError:
             pass
         request = UpgradeRequest(handler.environ, self.exchange)
+        initial = _buffered_bytes(handler.rfile, sock)
+        if hasattr(sock, '_sslobj'):
+            self._serve(sock, request, initial)
+            return
+        own = GeventSocket(sock.family, sock.type, fileno=sock.detach())
+        gevent.spawn(self._serve, own, request, initial)
+
+    def _serve(self, sock, request, initial):
         socket = None
         transport = WebSocketTransport(
             sock, lambda frame: socket.handle_frame(frame),
             lambda code, reason: socket.handle_close(code, reason),
-            max_payload=self.max_payload, initial=_buffered_bytes(handler.rfile, sock))
+            max_payload=self.max_payload, initial=initial)
         socket = ServerSocket(self.generate_id(), self, transport, request)
         self.pending_clients[socket.id] = socket
         self.emit('handshake', socket)

@@ -99,8 +99,6 @@ class ServerSocket(EventEmitter):
         self._handshake_timer = None
         self._tick_timer = None
         self._next_ping = 0.0
-        self._dispatch = {Event: self._on_event, Response: self._on_response,
-                          Pong: self._on_pong, Ping: self._on_ping, Raw: self._on_raw}
 
     # -- properties --------------------------------------------------------------
 
@@ -195,7 +193,7 @@ class ServerSocket(EventEmitter):
             if self.state == CLOSED:
                 return
             try:
-                dispatch[type(packet)](packet)
+                dispatch[type(packet)](self, packet)
             except Exception as exc:  # a bug must cost one packet, never the connection
                 log.exception('socket %s failed to process %r', self.id, packet)
                 self.server.emit_error(exc)
@@ -534,6 +532,9 @@ class ServerSocket(EventEmitter):
         if self.state != CLOSED:
             self._on_sc_close(code, reason)
         self.socket.close(code if code in VALID_CLOSE_CODES else 1000)
+
+    _dispatch = {Event: _on_event, Response: _on_response, Pong: _on_pong, Ping: _on_ping,
+                 Raw: _on_raw}
 
     _reserved = {
         '#handshake': _on_handshake_event,
