@@ -4,7 +4,8 @@ A name is resolved, in order, as a file path (``'app/worker.py'``), as a module 
 ``controllers/`` directory next to the application (``'worker'`` ->
 ``<appDirPath>/controllers/worker.py``), or as any importable dotted name
 (``'myapp.controllers.worker'``).  Each process imports its own controller after it
-started, then calls its entry point with the process object.
+started, then calls its entry point with the process object.  The ``wsgiApp`` option
+names a WSGI application the same way, followed by its attribute: ``'chat_app:app'``.
 """
 
 import importlib
@@ -15,6 +16,8 @@ import sys
 from .errors import InvalidOptionsError
 
 ENTRY_POINT = 'run'
+WSGI_ATTRIBUTE = 'application'
+"""The attribute of a ``wsgiApp`` named without ``:attr`` (as gunicorn and Django use)."""
 
 
 class ControllerError(InvalidOptionsError):
@@ -64,6 +67,17 @@ def run(option, name, app_dir, process):
         raise ControllerError('The %s %r has no %s(%s) function'
                               % (option, name, ENTRY_POINT, process.type))
     return entry(process)
+
+
+def wsgi_app(name, app_dir):
+    """The WSGI application ``'module:attr'`` (option ``wsgiApp``); ControllerError names it."""
+    module_name, _, attribute = name.partition(':')
+    module = load('wsgiApp', module_name, app_dir)
+    app = getattr(module, attribute or WSGI_ATTRIBUTE, None)
+    if not callable(app):
+        raise ControllerError('The wsgiApp %r is not a WSGI application: %s has no callable %r'
+                              % (name, module_name, attribute or WSGI_ATTRIBUTE))
+    return app
 
 
 def watched_files(app_dir):

@@ -400,6 +400,8 @@ class SocketCluster(EventEmitter, Supervisor):
             log.info('   %s Launching SocketCluster', self.color_text('[Busy]', 'yellow'))
         for broker_id in range(self.options['brokers']):
             self.spawn_broker(broker_id)
+        if not self.options['brokers']:  # another engine (Redis) carries pub/sub
+            self.call_in_loop(self.spawn_worker_cluster)
         if self.options['environment'] == 'dev':
             self._watcher = gevent.spawn(self._watch_controllers)
 
@@ -483,7 +485,7 @@ class SocketCluster(EventEmitter, Supervisor):
 
     def _broker_count(self):
         brokers = self.options.get('brokers')
-        return brokers if isinstance(brokers, int) and brokers > 0 else 1
+        return brokers if isinstance(brokers, int) and brokers >= 0 else 1
 
     def _origin(self, type_='Master', pid=None):
         return {'type': type_, 'pid': self.pid if pid is None else pid}

@@ -20,6 +20,8 @@ from .errors import InvalidOptionsError
 from .server_options import to_camel
 
 MAX_DURATION = 2147483647
+LOCAL_BROKER_ENGINES = ('sc-broker-cluster', 'broker')
+"""The engine names meaning "the cluster's own broker processes" (SocketCluster's default)."""
 
 DEFAULTS = {
     'port': 8000,
@@ -63,6 +65,7 @@ DEFAULTS = {
     'brokerController': None,
     'brokerConnectRetryErrorThreshold': None,
     'workerClusterController': None,
+    'wsgiApp': None,
     'rebootOnSignal': True,
     'downgradeToUser': False,
     'path': '/socketcluster/',
@@ -100,11 +103,11 @@ def merge(options):
     return merged
 
 
-def _count(options, key):
+def _count(options, key, minimum=1):
     value = options.get(key)
     if value and not isinstance(value, bool) and not isinstance(value, (int, float)):
         raise InvalidOptionsError('The %s option must be a number' % key)
-    if not value or isinstance(value, bool) or value < 1:
+    if value is None or isinstance(value, bool) or value < minimum:
         return 1
     return int(value)
 
@@ -127,7 +130,15 @@ def validate(options):
     for key in ('workerController', 'brokerController', 'workerClusterController'):
         if options.get(key) is not None and not isinstance(options[key], str):
             raise InvalidOptionsError('The %s option must be a controller name' % key)
-    options['brokers'] = _count(options, 'brokers')
+    if options.get('wsgiApp') is not None and not (isinstance(options['wsgiApp'], str)
+                                                   and options['wsgiApp']):
+        raise InvalidOptionsError("The wsgiApp option must be a 'module:attr' name")
+    if options.get('brokerEngine') not in LOCAL_BROKER_ENGINES + ('redis', 'simple'):
+        raise InvalidOptionsError("The brokerEngine option must be 'sc-broker-cluster' (the broker "
+                                  "processes), 'redis' or 'simple', not %r" % (options.get('brokerEngine'),))
+    # brokers: 0 is allowed when another engine (Redis) carries pub/sub between workers
+    options['brokers'] = _count(options, 'brokers',
+                                minimum=1 if options.get('brokerEngine') in LOCAL_BROKER_ENGINES else 0)
     options['workers'] = _count(options, 'workers')
     port = options.get('port')
     if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:

@@ -1,9 +1,10 @@
 """The worker process: an HTTP server with an SCServer, run by the worker controller.
 
-Start-up (server-api.md §2.3): the HTTP server and the SCServer are built, the worker
-controller's ``run(worker)`` is called, then the worker starts listening on the shared
-port (its own socket with SO_REUSEPORT, so the kernel balances connections between the
-workers) and tells the worker cluster it is ready.
+Start-up (server-api.md §2.3): the HTTP server and the SCServer are built, the ``wsgiApp``
+of the options is imported and served beside the realtime path, the worker controller's
+``run(worker)`` is called (it may set another app: ``worker.set_wsgi_app``), then the worker
+starts listening on the shared port (its own socket with SO_REUSEPORT, so the kernel
+balances connections between the workers) and tells the worker cluster it is ready.
 """
 
 import logging
@@ -19,14 +20,13 @@ from . import controllers
 from .engines.broker import BrokerEngine
 from .errors import HTTPServerError, ResourceLimitError
 from .http import HTTPServer
-from .options import ssl_kwargs
+from .options import LOCAL_BROKER_ENGINES, ssl_kwargs
 from .process import ClusterMember
 from .server import attach
 
 log = logging.getLogger(__name__)
 
 DEFAULT_BACKLOG = 511
-LOCAL_BROKERS = ('sc-broker-cluster', 'broker')
 
 
 def bind_listener(options):
@@ -93,6 +93,9 @@ class SCWorker(ClusterMember):
         self.sc_server.on('connection', self._on_connection)
         self.sc_server.on('error', lambda err: self.emit('error', err))
         self.sc_server.on('warning', lambda warning: self.emit('warning', warning))
+        if options.get('wsgiApp'):
+            self.set_wsgi_app(controllers.wsgi_app(options['wsgiApp'],
+                                                   options['paths']['appDirPath']))
         self._wait_for_engine()
         self._status_timer = gevent.spawn(self._watch_status)
         controllers.run('workerController', options['workerController'],
@@ -107,7 +110,7 @@ class SCWorker(ClusterMember):
         """The links to the cluster's broker processes (``brokerEngine`` 'sc-broker-cluster');
         None for another engine, which the SCServer builds from the options."""
         options = self.options
-        if options.get('brokerEngine') not in LOCAL_BROKERS:
+        if options.get('brokerEngine') not in LOCAL_BROKER_ENGINES:
             return None
         return BrokerEngine(options['paths']['brokerSocketPaths'], options['secretKey'],
                             options['ipcAckTimeout'])

@@ -96,6 +96,15 @@ class RedisEngine:
         elif err is not None:
             self.on_warning(err)
 
+    def send(self, data, map_index, callback):
+        """There are no broker controllers behind Redis."""
+        callback(BrokerError('exchange.send needs the broker processes; the Redis engine has none'))
+
+    def kv(self, action, fields, callback):
+        """The key/value store lives in the broker processes, not in Redis."""
+        callback(BrokerError('The key/value store needs the broker engine (brokerEngine '
+                             '"sc-broker-cluster"); the Redis engine only carries pub/sub'))
+
     def close(self):
         """Stop listening and drop the connections."""
         self._closed = True
