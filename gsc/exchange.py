@@ -288,6 +288,19 @@ class Exchange(EventEmitter):
 
     # -- messages to brokers and the key/value store ----------------------------------------
 
+    def set_mapper(self, mapper):
+        """Choose the broker of each key/value key: ``mapper(key, broker_count) -> index``
+        (channels keep the default hash)."""
+        self.engine.mapper = mapper
+
+    def get_mapper(self):
+        """The custom key mapper, or None for the default hash."""
+        return getattr(self.engine, 'mapper', None)
+
+    def map(self, key, method, *args, **kwargs):
+        """Call the key/value ``method`` (e.g. ``'get'``) on ``key``: ``exchange.map(k, 'get')``."""
+        return getattr(self, method)(key, *args, **kwargs)
+
     def send(self, data, map_index='*', callback=None):
         """Send ``data`` to the broker controllers (``'*'`` all, a key or list of keys hashed,
         a number: that broker); ``callback(err, [answer per broker])``, or block and return."""

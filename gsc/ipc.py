@@ -88,6 +88,7 @@ class Channel:
         self.close_reason = None
         self._calls = CallTable()
         self._out = bytearray()
+        self._corked = False
         self._pump = None
         self._write_watcher = None
         os.set_blocking(fd, False)
@@ -134,7 +135,7 @@ class Channel:
             return
         payload = codec.encode(message).encode('utf-8')
         frame = HEADER.pack(len(payload)) + payload
-        if self._out:
+        if self._out or self._corked:
             self._out += frame
         else:
             try:
@@ -149,6 +150,16 @@ class Channel:
                 self._watch_writable()
         if len(self._out) > MAX_OUTBOUND:
             self.close('the peer stopped reading (%d bytes unsent)' % len(self._out))
+
+    def cork(self):
+        """Hold writes in the buffer (batching) until :meth:`uncork`."""
+        self._corked = True
+
+    def uncork(self):
+        """Send what :meth:`cork` held, in as few writes as the kernel allows."""
+        self._corked = False
+        if self._out and not self.closed:
+            self._watch_writable()
 
     def drain(self, timeout=1.0):
         """Wait (cooperatively) up to ``timeout`` seconds until every queued byte is written."""

@@ -113,7 +113,7 @@ class SCWorker(ClusterMember):
         if options.get('brokerEngine') not in LOCAL_BROKER_ENGINES:
             return None
         return BrokerEngine(options['paths']['brokerSocketPaths'], options['secretKey'],
-                            options['ipcAckTimeout'])
+                            options['ipcAckTimeout'], batch_duration=options.get('pubSubBatchDuration'))
 
     def _wait_for_engine(self):
         """Block until the engine is up (every broker linked): run() comes after that (§2.3)."""

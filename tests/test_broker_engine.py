@@ -185,3 +185,26 @@ def test_a_restarted_broker_gets_the_subscriptions_back(brokers, make_server, ra
     wait_until(lambda: restarted.subscriptions and 'foo' in list(restarted.subscriptions.values())[0])
     w.exchange.publish('foo', 'after restart')
     assert recv_json(client)['data']['data'] == 'after restart'
+
+
+def test_a_custom_mapper_chooses_the_broker_of_each_key(brokers, make_server):
+    """server-api.md §5.1 setMapper/getMapper/map: key/value keys follow the mapper."""
+    servers = brokers(2)
+    ex = worker(make_server, servers).exchange
+    ex.set_mapper(lambda key, count: 1)
+    assert ex.get_mapper() is not None
+    ex.set('foo', 'on broker 1')             # the hash would put 'foo' on broker 0
+    assert servers[1].data_map.get('foo') == 'on broker 1'
+    assert ex.map('foo', 'get') == 'on broker 1'
+
+
+def test_pub_sub_batch_duration_still_delivers_in_order(brokers, make_server, raw):
+    """pubSubBatchDuration: pub/sub commands leave in batches, in order."""
+    servers = brokers(1)
+    engine = BrokerEngine([servers[0].socket_path], 's3cret', batch_duration=20)
+    w = make_server({}, engine=engine)
+    wait_until(lambda: w.is_ready)
+    client = subscribed_client(raw, w, 'batched')
+    for n in range(20):
+        w.exchange.publish('batched', n)
+    assert [recv_json(client)['data']['data'] for _ in range(20)] == list(range(20))

@@ -23,14 +23,18 @@ from ..ipc import Channel
 log = logging.getLogger(__name__)
 
 MAX_QUEUED = 10000
+BATCHED_ACTIONS = frozenset(('subscribe', 'unsubscribe', 'publish'))
 RECONNECT = {'initialDelay': 200, 'randomness': 100, 'multiplier': 1.3, 'maxDelay': 1000}
 
 
 class BrokerLink:
     """The connection of this worker to one broker (sc-broker's client)."""
 
-    def __init__(self, index, socket_path, secret_key, on_message, on_warning, ack_timeout=10000):
+    def __init__(self, index, socket_path, secret_key, on_message, on_warning, ack_timeout=10000,
+                 batch_duration=None):
         self.index = index
+        self.batch_duration = batch_duration
+        self._batch_timer = None
         self.socket_path = socket_path
         self.secret_key = secret_key
         self.on_message = on_message
@@ -113,8 +117,14 @@ class BrokerLink:
         self._connector = gevent.spawn(self._connect_loop)
 
     def command(self, action, fields, callback=None):
-        """Send a command now, or queue it (by value) until the link is connected."""
+        """Send a command now, or queue it (by value) until the link is connected.
+
+        With ``pubSubBatchDuration``, pub/sub commands written within that many ms leave
+        together (one write to the broker's socket).
+        """
         if self.state == 'connected':
+            if self.batch_duration and action in BATCHED_ACTIONS:
+                self._batch()
             self.channel.send(action, fields, callback)
             return
         if len(self._queue) >= MAX_QUEUED:
@@ -127,6 +137,17 @@ class BrokerLink:
             entry[3] = get_hub().loop.timer(self.ack_timeout / 1000.0)
             entry[3].start(self._expire_queued, entry)
         self._queue.append(entry)
+
+    def _batch(self):
+        if self._batch_timer is None:
+            self.channel.cork()
+            self._batch_timer = get_hub().loop.timer(self.batch_duration / 1000.0)
+            self._batch_timer.start(self._flush_batch, self.channel)
+
+    def _flush_batch(self, channel):
+        self._batch_timer.close()
+        self._batch_timer = None
+        channel.uncork()
 
     def _expire_queued(self, entry):
         if entry in self._queue:
@@ -146,10 +167,13 @@ class BrokerLink:
 class BrokerEngine:
     """The default engine of a cluster: one :class:`BrokerLink` per broker socket path."""
 
-    def __init__(self, socket_paths, secret_key, ack_timeout=10000, on_warning=None):
+    def __init__(self, socket_paths, secret_key, ack_timeout=10000, on_warning=None,
+                 batch_duration=None):
         self.on_warning = on_warning or (lambda err: log.warning('%s', err))
-        self.links = [BrokerLink(i, path, secret_key, self._deliver, self._warn, ack_timeout)
+        self.links = [BrokerLink(i, path, secret_key, self._deliver, self._warn, ack_timeout,
+                                 batch_duration)
                       for i, path in enumerate(socket_paths)]
+        self.mapper = None
         self._on_message = None
 
     def _warn(self, err):
@@ -161,6 +185,13 @@ class BrokerEngine:
     def link_for(self, key):
         """The link of the broker that owns ``key`` (a channel name or a key chain)."""
         return self.links[hash_key(key, len(self.links))]
+
+    def link_for_data(self, key):
+        """The link of the broker that stores ``key``: the custom mapper's choice when set
+        (``exchange.set_mapper``), else the hash of the key."""
+        if self.mapper is None:
+            return self.link_for(key)
+        return self.links[self.mapper(key, len(self.links)) % len(self.links)]
 
     def start(self, on_message, on_ready=None, on_warning=None):
         """Connect to every broker; ``on_ready()`` once all links are up."""
@@ -221,11 +252,11 @@ class BrokerEngine:
     def kv(self, action, fields, callback):
         """A key/value command, routed by its key (or to every broker); ``callback(err, value)``."""
         if action in kv.ROUTED_BY_KEY:
-            self.link_for(fields['key']).command(action, fields, callback)
+            self.link_for_data(fields['key']).command(action, fields, callback)
         elif action in ('expire', 'unexpire'):
             groups = {}
             for key in fields.get('keys') or ():
-                groups.setdefault(self.link_for(key).index, []).append(key)
+                groups.setdefault(self.link_for_data(key).index, []).append(key)
             links = [self.links[i] for i in groups]
             self._gather(links, action, lambda link: dict(fields, keys=groups[link.index]), callback,
                          lambda answers: None)
