@@ -22,7 +22,7 @@ from .engines import create_engine
 from .errors import InvalidOptionsError, ServerProtocolError
 from .exchange import Exchange
 from .http import HTTPServer
-from .middleware import MIDDLEWARE_HANDSHAKE_WS, MiddlewareChains, Request
+from .middleware import MIDDLEWARE_HANDSHAKE_WS, MiddlewareChains, MiddlewareTypes, Request
 from .server_options import normalise_server_options
 from .socket import ServerSocket
 from .transport import WebSocketTransport
@@ -60,7 +60,7 @@ def _int(value):
         return None
 
 
-class SCServer(EventEmitter):
+class SCServer(EventEmitter, MiddlewareTypes):
     """The SocketCluster server of a worker.
 
     Attributes: ``options`` (normalised, camelCase), ``path``, ``clients`` and
@@ -68,15 +68,6 @@ class SCServer(EventEmitter):
     ``signature_key``/``verification_key`` (mutable at run time), ``is_ready``,
     ``http_server`` (set by :func:`attach`), ``messages_received`` (inbound messages, all sockets).
     """
-
-    MIDDLEWARE_HANDSHAKE_WS = 'handshakeWS'
-    MIDDLEWARE_HANDSHAKE_SC = 'handshakeSC'
-    MIDDLEWARE_AUTHENTICATE = 'authenticate'
-    MIDDLEWARE_SUBSCRIBE = 'subscribe'
-    MIDDLEWARE_PUBLISH_IN = 'publishIn'
-    MIDDLEWARE_PUBLISH_OUT = 'publishOut'
-    MIDDLEWARE_EMIT = 'emit'
-    MIDDLEWARE_PUBLISH = 'publishIn'
 
     def __init__(self, options=None, engine=None):
         EventEmitter.__init__(self)

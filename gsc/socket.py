@@ -34,6 +34,9 @@ LOCAL_EVENTS = frozenset((
     'authStateChange', 'authTokenSigned', 'authenticate', 'deauthenticate', 'badAuthToken',
     'raw'))
 
+# What a closing socket reports, by the state it was in (protocol.md §12.3).
+CLOSE_EVENTS = {OPEN: ('disconnection', 'disconnect'), CONNECTING: ('connectionAbort', 'connectAbort')}
+
 VALID_CLOSE_CODES = frozenset(range(1000, 1004)) | frozenset(range(1007, 1012)) | \
     frozenset(range(3000, 5000))
 
@@ -51,6 +54,12 @@ def js_string(value):
     if isinstance(value, list):
         return ','.join('' if v is None or v is UNDEFINED else js_string(v) for v in value)
     return str(value)
+
+
+def _aborted(event):
+    """The error of a call to the client that its connection's end cut short."""
+    return BadConnectionError("Event '%s' was aborted due to a bad connection" % event,
+                              type='disconnect')
 
 
 def _data(value):
@@ -595,8 +604,7 @@ class ServerSocket(EventEmitter):
         cid = None
         if callback is not None:
             if self.state == CLOSED:
-                callback(BadConnectionError(
-                    "Event '%s' was aborted due to a bad connection" % event, type='disconnect'), None)
+                callback(_aborted(event), None)
                 return
             cid = self._calls.next_cid()
             entry = self._calls.add(cid, event, callback)
@@ -649,27 +657,16 @@ class ServerSocket(EventEmitter):
         for entry in self._calls.pop_all():
             if entry[2] is not None:
                 entry[2].close()
-            entry[1](BadConnectionError("Event '%s' was aborted due to a bad connection" % entry[0],
-                                        type='disconnect'), None)
+            entry[1](_aborted(entry[0]), None)
         server = self.server
         for channel in list(self.channel_subscriptions):
             self._unsubscribe(channel)
-        if previous == OPEN:
-            server.remove_socket(self)
-            server.emit('disconnection', self, code, data)
-            server.emit('_disconnection', self, code, data)
-            server.emit('closure', self, code, data)
-            server.emit('_closure', self, code, data)
-            self._emit_local('disconnect', code, data)
-            self._emit_local('_disconnect', code, data)
-        else:
-            server.remove_socket(self)
-            server.emit('connectionAbort', self, code, data)
-            server.emit('_connectionAbort', self, code, data)
-            server.emit('closure', self, code, data)
-            server.emit('_closure', self, code, data)
-            self._emit_local('connectAbort', code, data)
-            self._emit_local('_connectAbort', code, data)
+        server.remove_socket(self)
+        server_event, socket_event = CLOSE_EVENTS[previous]
+        for event in (server_event, '_' + server_event, 'closure', '_closure'):
+            server.emit(event, self, code, data)
+        self._emit_local(socket_event, code, data)
+        self._emit_local('_' + socket_event, code, data)
         self._emit_local('close', code, data)
         self._emit_local('_close', code, data)
         err = close_error(code, data)
