@@ -1,0 +1,51 @@
+"""Floods: a client that sends without reading never stalls the others, and is closed with
+1013 once its unread answers pass the outbound bound (DESIGN.md: bounded outbound buffer)."""
+
+import json
+import sys
+import time
+
+from gevent import subprocess
+
+from conftest import handshake, recv_json
+
+FLOODER = '''
+import json, sys, time
+from websockets.sync.client import connect
+with connect("ws://127.0.0.1:%s/socketcluster/" % sys.argv[1]) as ws:
+    ws.send('{"event":"#handshake","data":{},"cid":1}')
+    ws.recv(5)
+    batch = "[" + ",".join([json.dumps({"event": "echo", "data": "x" * 100, "cid": 2})] * 100) + "]"
+    deadline = time.time() + float(sys.argv[2])
+    try:
+        while time.time() < deadline:
+            ws.send(batch)
+    except Exception as exc:
+        print(json.dumps({"closed": ws.protocol.close_code}), flush=True)
+'''
+
+
+def test_a_flooding_client_is_closed_with_1013_and_others_are_served(make_server, raw):
+    server = make_server()
+    server.on('connection', lambda socket, status: socket.on('echo', lambda d, respond: respond(None, d)))
+    warnings = []
+    server.on('warning', warnings.append)
+    flooder = subprocess.Popen([sys.executable, '-c', FLOODER, str(server.port), '8'],
+                               stdout=subprocess.PIPE, text=True)
+    try:
+        client = raw(server)
+        handshake(client)
+        answered_during_flood = 0
+        deadline = time.time() + 8
+        while flooder.poll() is None and time.time() < deadline:
+            client.send(json.dumps({'event': 'echo', 'data': answered_during_flood, 'cid': 2}))
+            assert recv_json(client, timeout=5) == {'rid': 2, 'data': answered_during_flood}
+            answered_during_flood += 1
+        output, _ = flooder.communicate(timeout=10)
+    finally:
+        if flooder.poll() is None:
+            flooder.kill()
+            flooder.wait()
+    assert answered_during_flood > 10
+    assert json.loads(output) == {'closed': 1013}
+    assert any('Outbound buffer full' in str(w) for w in warnings)
