@@ -3,16 +3,28 @@
 Options come, by increasing priority, from the defaults, the ``SOCKETCLUSTER_*``
 environment variables, the command line, then the JSON object ``SOCKETCLUSTER_OPTIONS``
 (any option of the master, custom keys included).  With no flags, the sample controllers
-of ``controllers/`` are served on port 8000.
+of ``controllers/`` and the sample chat page (``wsgiApp`` 'chat_app:app') are served on
+port 8000.
+
+gevent's monkey patching comes first, before any other import: every process of the
+cluster is forked from this one and inherits it, so the blocking libraries of a legacy
+WSGI app (socket-based database drivers, HTTP clients, ``time.sleep``) yield to the other
+greenlets.  ``os`` stays unpatched: gsc forks and waits with ``gevent.os`` itself, and
+gevent's ``os.close`` defers the close to the hub, which a freshly forked child destroys
+(the link fds it closes would stay open).
 """
 
-import argparse
-import json
-import logging
-import os
-import sys
+from gevent import monkey
 
-from gsc import SocketCluster
+monkey.patch_all(os=False)
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import logging  # noqa: E402
+import os  # noqa: E402
+import sys  # noqa: E402
+
+from gsc import SocketCluster  # noqa: E402
 
 ENVIRONMENT = (
     # (option, variable, type, flags, help)
@@ -27,13 +39,17 @@ ENVIRONMENT = (
      'broker controller: a name in controllers/ or a dotted module name'),
     ('workerClusterController', 'SOCKETCLUSTER_WORKERCLUSTER_CONTROLLER', str, ('--wcc',),
      'worker cluster controller: a name in controllers/ or a dotted module name'),
+    ('wsgiApp', 'SOCKETCLUSTER_WSGI_APP', str, ('--app',),
+     "WSGI app served beside the realtime path: 'module:attr', the module in controllers/ "
+     "or a dotted name"),
     ('environment', 'ENV', str, ('-e', '--environment'), "'dev' (hot reboot) or 'prod'"),
     ('logLevel', 'SOCKETCLUSTER_LOG_LEVEL', int, ('--log-level',), '0 silent, 1 errors, 2 all'),
     ('socketChannelLimit', 'SOCKETCLUSTER_SOCKET_CHANNEL_LIMIT', int, ('--channel-limit',),
      'channels a socket may subscribe to'),
     ('path', 'SOCKETCLUSTER_PATH', str, ('--path',), 'URL path of the WebSocket endpoint'),
 )
-SAMPLE_OPTIONS = {'workerController': 'worker', 'brokerController': 'broker'}
+SAMPLE_OPTIONS = {'workerController': 'worker', 'brokerController': 'broker',
+                  'wsgiApp': 'chat_app:app'}
 
 
 def parse_args(argv=None):

@@ -1,0 +1,67 @@
+"""The sample chat in a real browser: headless Chromium (Debian's ``chromium``) driven by
+playwright-core (tests/js/browser.js) against ``python run.py -w 2``: two pages on two
+different workers log in, join a room, chat, send a private message and get an rpc ack."""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+
+import pytest
+
+from master_harness import ROOT, free_port
+from test_run import run_py, wait_for_line  # noqa: F401 (run_py is a fixture)
+
+CHROMIUM = '/usr/bin/chromium'
+JS = os.path.join(ROOT, 'tests', 'js')
+DRIVER_TIMEOUT = 90
+
+pytestmark = [
+    pytest.mark.timeout(150),
+    pytest.mark.skipif(not os.path.exists(CHROMIUM),
+                       reason='%s is missing (apt-get install chromium; .ci/run does)' % CHROMIUM),
+    pytest.mark.skipif(not os.path.isdir(os.path.join(JS, 'node_modules', 'playwright-core'))
+                       or shutil.which('node') is None,
+                       reason='playwright-core is missing (npm ci --prefix tests/js)'),
+]
+
+
+def run_driver(args, tmp_path):
+    """Run ``node browser.js ARGS`` in its own session; its JSON lines.  Chromium's profile
+    goes under ``tmp_path`` (TMPDIR); the whole group is killed by id at the end."""
+    proc = subprocess.Popen(['node', 'browser.js'] + args, cwd=JS, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True,
+                            env=dict(os.environ, TMPDIR=str(tmp_path), CHROMIUM=CHROMIUM,
+                                     BROWSER_TIMEOUT=str(DRIVER_TIMEOUT - 10)))
+    try:
+        out, err = proc.communicate(timeout=DRIVER_TIMEOUT)
+    finally:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        proc.wait(5)
+    lines = [json.loads(line) for line in out.splitlines() if line.startswith('{')]
+    assert proc.returncode == 0, 'driver exited %s: %s\n%s' % (proc.returncode, lines[-5:], err[-2000:])
+    return lines
+
+
+def test_two_browsers_chat_across_workers(run_py, tmp_path):  # noqa: F811
+    port = free_port()
+    proc = run_py('-w', '2', '-p', str(port))
+    lines = wait_for_line(proc, 'Broker count')
+    assert any('Worker count: 2' in line for line in lines), lines
+    screenshot = tmp_path / 'chat.png'
+    events = run_driver(['http://127.0.0.1:%d/' % port, str(screenshot)], tmp_path)
+    result = events[-1]
+    assert result['event'] == 'result', events
+    assert sorted(result['workers']) == ['0', '1']
+    alice, bob = result['alice'], result['bob']
+    assert (alice['user'], bob['user']) == ('alice', 'bob')
+    assert alice['messages'] == ['[room/lobby] alice: hello from alice', '[room/lobby] bob: hi alice']
+    assert bob['messages'] == alice['messages'] + ['[private/bob] alice: psst']
+    assert alice['ack'] in ['rpc ack: alice rolled %d' % n for n in range(1, 7)]
+    assert alice['errors'] == bob['errors'] == ''
+    assert not [e for e in events if e['event'] == 'pageerror']
+    assert screenshot.read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
