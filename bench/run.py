@@ -1,10 +1,12 @@
-"""Benchmark one gsc worker over loopback with the Node loadgen in a separate process.
+"""Benchmark gsc over loopback with the Node loadgen in a separate process.
 
-    npm ci --prefix bench/loadgen && python bench/run.py [--quick] [--only rpc,fanout] [--repeat N]
+    npm ci --prefix bench/loadgen && python bench/run.py [--quick] [--only rpc,fanout] [--repeat N] [--cluster]
 
-For each scenario and server: start ``bench/servers.py SERVER`` as its own process, wait
-until it accepts, run ``bench/loadgen/loadgen.js``, keep its JSON line, stop the server by
-pid. Prints a markdown table and writes bench/results/latest.json (server stderr logs beside it).
+For each scenario and server: start the server (``bench/servers.py SERVER``, or with
+--cluster whole ``run.py`` trees, see bench/cluster.py) in its own session, wait until it
+accepts, run ``bench/loadgen/loadgen.js``, keep its JSON line, stop the tree by process group.
+The startup and respawn scenarios (--cluster) are timed from here, without the loadgen.
+Prints a markdown table and writes bench/results/latest.json (server logs beside it).
 """
 
 import argparse
@@ -18,21 +20,23 @@ import subprocess
 import sys
 import time
 
+import cluster
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 SERVERS = os.path.join(HERE, 'servers.py')
 LOADGEN = os.path.join(HERE, 'loadgen', 'loadgen.js')
 RESULTS = os.path.join(HERE, 'results')
 HOST = '127.0.0.1'
 START_TIMEOUT = 15.0
-STOP_TIMEOUT = 5.0
 MAX_REPEAT = 10
 
-# scenario -> (servers, headline metric, unit, loadgen args full, loadgen args --quick)
+# scenario -> (servers, headline metric, unit, loadgen args full, loadgen args --quick);
+# startup and respawn take {'n': runs} / {'kills': kills} instead of loadgen args.
 SCENARIOS = {
-    'rpc': (('gsc', 'bare'), 'acks_per_s', 'acks/s',
+    'rpc': (('gsc', 'bare', 'cluster2w'), 'acks_per_s', 'acks/s',
             ['--conns', '100', '--window', '10', '--duration', '10', '--warmup', '2'],
             ['--conns', '50', '--window', '10', '--duration', '3', '--warmup', '1']),
-    'fanout': (('gsc',), 'deliveries_per_s', 'deliveries/s',
+    'fanout': (('gsc', 'cluster2w', 'redis2i'), 'deliveries_per_s', 'deliveries/s',
                ['--subs', '1000', '--pub-window', '50', '--duration', '10', '--warmup', '2'],
                ['--subs', '200', '--pub-window', '50', '--duration', '3', '--warmup', '1', '--drain', '3']),
     'connect': (('gsc', 'bare'), 'handshakes_per_s', 'handshakes/s',
@@ -41,7 +45,13 @@ SCENARIOS = {
     'idle': (('gsc', 'bare'), 'kib_per_conn_rss', 'KiB/conn',
              ['--idle-n', '5000', '--concurrency', '100', '--settle', '5'],
              ['--idle-n', '1000', '--concurrency', '100', '--settle', '2']),
+    'startup': (('cluster2w',), 'ready_ms', 'ms', {'n': 5}, {'n': 3}),
+    'respawn': (('cluster2w',), 'serving_ms', 'ms', {'kills': 6}, {'kills': 4}),
 }
+# servers that are run.py trees (only with --cluster); scenarios that need no loadgen
+CLUSTER_SERVERS = ('cluster2w', 'redis2i')
+TIMED = ('startup', 'respawn')
+CLUSTER_LOG_LEVEL = 1  # under load: errors only (not one propagated warning per dropped socket)
 # loadgen fields that count something that went wrong
 FAILURE_FIELDS = ('errors', 'conn_fail', 'sub_fail', 'failures', 'undelivered_after_drain')
 
@@ -73,17 +83,6 @@ def wait_accepting(proc, port):
     raise RuntimeError('server did not accept within %.0f s' % START_TIMEOUT)
 
 
-def stop(proc):
-    """SIGTERM the server by pid, SIGKILL it if it lingers."""
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(STOP_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(STOP_TIMEOUT)
-
-
 def loadgen_timeout(args):
     """Seconds after which the loadgen is killed: its own hard cap plus a margin."""
     opts = dict(zip(args[::2], args[1::2]))
@@ -91,35 +90,74 @@ def loadgen_timeout(args):
             + float(opts.get('--drain', 5)) + 120 + 30)
 
 
+def start_server(stack, server, port, log_path):
+    """Start ``server`` listening on ``port``: (the pid whose tree the loadgen measures, extra
+    loadgen args). Every process tree is in its own session, in ``stack``."""
+    if server in ('gsc', 'bare'):
+        tree = stack.add(cluster.Tree([sys.executable, SERVERS, server, '--port', str(port)], log_path))
+        wait_accepting(tree.proc, port)
+        return tree.pid, []
+    quiet = {'logLevel': CLUSTER_LOG_LEVEL}
+    if server == 'cluster2w':  # 2 workers + 1 broker
+        tree = cluster.start_cluster(stack, port, log_path, workers=2, extra=quiet)
+        cluster.wait_serving(tree, port)
+        return tree.pid, []
+    if server == 'redis2i':  # two instances of 1 worker each, through a private redis-server
+        _, url = cluster.start_redis(stack, log_path.replace('.stderr.log', '-redis.stderr.log'))
+        extra = dict(quiet, brokerEngine='redis', brokerEngineOptions={'url': url}, brokers=0)
+        tree_a = cluster.start_cluster(stack, port, log_path, workers=1, extra=extra)
+        port_b = free_port()
+        tree_b = cluster.start_cluster(stack, port_b, log_path.replace('.stderr.log', '-B.stderr.log'),
+                                       workers=1, extra=extra)
+        cluster.wait_serving(tree_a, port)
+        cluster.wait_serving(tree_b, port_b)
+        return tree_a.pid, ['--pub-url', 'ws://%s:%d/socketcluster/' % (HOST, port_b)]
+    raise ValueError(server)
+
+
 def run_once(scenario, server, args, tag):
-    """One server process + one loadgen run: the loadgen's JSON result plus what we saw."""
+    """One server (tree) + one loadgen run: the loadgen's JSON result plus what we saw."""
     port = free_port()
     url = 'ws://%s:%d/socketcluster/' % (HOST, port)
     log_path = os.path.join(RESULTS, '%s-%s-%s.stderr.log' % (scenario, server, tag))
     result = {}
-    with open(log_path, 'wb') as log:
-        proc = subprocess.Popen([sys.executable, SERVERS, server, '--port', str(port)],
-                                stdout=log, stderr=log, stdin=subprocess.DEVNULL)
+    stack = cluster.Stack()
+    try:
+        pid, extra = start_server(stack, server, port, log_path)
+        cmd = ['node', LOADGEN, '--url', url, '--scenario', scenario, '--pid', str(pid),
+               '--label', server] + extra + args
         try:
-            wait_accepting(proc, port)
-            cmd = ['node', LOADGEN, '--url', url, '--scenario', scenario, '--pid', str(proc.pid),
-                   '--label', server] + args
-            try:
-                done = subprocess.run(cmd, capture_output=True, text=True, timeout=loadgen_timeout(args))
-                lines = [line for line in done.stdout.splitlines() if line.startswith('{')]
-                result = json.loads(lines[-1]) if lines else {'fatal': 'no JSON from loadgen: %s' % done.stderr[-500:]}
-            except subprocess.TimeoutExpired:
-                result = {'fatal': 'loadgen killed after %.0f s' % loadgen_timeout(args)}
-            if proc.poll() is not None:
-                result['server_died'] = 'exit code %s' % proc.returncode
-        except RuntimeError as err:
-            result = {'fatal': str(err)}
-        finally:
-            stop(proc)
-    with open(log_path, errors='replace') as log:
-        result['server_stderr'] = log.read()[-3000:]
+            done = subprocess.run(cmd, capture_output=True, text=True, timeout=loadgen_timeout(args))
+            lines = [line for line in done.stdout.splitlines() if line.startswith('{')]
+            result = json.loads(lines[-1]) if lines else {'fatal': 'no JSON from loadgen: %s' % done.stderr[-500:]}
+        except subprocess.TimeoutExpired:
+            result = {'fatal': 'loadgen killed after %.0f s' % loadgen_timeout(args)}
+        dead = [t.log_path for t in stack.trees if t.poll() is not None]
+        if dead:
+            result['server_died'] = 'exited: %s' % ', '.join(os.path.relpath(p, HERE) for p in dead)
+    except RuntimeError as err:
+        result = {'fatal': str(err)}
+    finally:
+        stack.stop()
+    text = ''.join(tree.output() for tree in stack.trees if tree.log_path.startswith(log_path[:-len('.stderr.log')]))
+    result['server_stderr'] = text[-3000:]
     result['server_stderr_log'] = os.path.relpath(log_path, HERE)
     return result
+
+
+def run_timed(scenario, args, tag):
+    """startup (one run per call) or respawn (one tree, several kills): a list of results."""
+    log_path = os.path.join(RESULTS, '%s-cluster2w-%s.stderr.log' % (scenario, tag))
+    if scenario == 'startup':
+        results = [cluster.measure_startup(log_path)]
+    else:
+        results = cluster.measure_respawn(log_path, kills=args['kills'])
+    with open(log_path, errors='replace') as log:
+        text = log.read()
+    for result in results:
+        result['server_stderr'] = text[-3000:]
+        result['server_stderr_log'] = os.path.relpath(log_path, HERE)
+    return results
 
 
 def median_of(runs):
@@ -127,6 +165,26 @@ def median_of(runs):
     keys = {k for run in runs for k, v in run.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
     return {k: statistics.median(run[k] for run in runs if isinstance(run.get(k), (int, float)))
             for k in sorted(keys)}
+
+
+def notes(scenario, runs):
+    """Extra figures of the timed scenarios, for the table's last column."""
+    ok = [run for run in runs if not run.get('fatal')]
+    if not ok:
+        return ''
+    if scenario == 'startup':
+        ready = [run['ready_ms'] for run in ok]
+        banner = [run['banner_ms'] for run in ok if run.get('banner_ms') is not None]
+        return 'n=%d, min %s max %s; banner median %s ms' % (
+            len(ok), fmt(min(ready)), fmt(max(ready)), fmt(statistics.median(banner)) if banner else '-')
+    if scenario == 'respawn':
+        return ('n=%d kills, each (ms): %s; respawn logged median %s ms, new controller %s ms; '
+                'probe failures %d of %d' % (
+                    len(ok), ' / '.join(fmt(run['serving_ms']) for run in ok),
+                    fmt(statistics.median(run['respawned_ms'] for run in ok if run.get('respawned_ms') is not None)),
+                    fmt(statistics.median(run['controller_ms'] for run in ok if run.get('controller_ms') is not None)),
+                    sum(run['probe_failures'] for run in ok), sum(run['probes'] for run in ok)))
+    return ''
 
 
 def problems(runs):
@@ -139,7 +197,7 @@ def problems(runs):
         for key in ('fatal', 'server_died'):
             if run.get(key):
                 found.append('run %d: %s: %s' % (i + 1, key, run[key]))
-        if any(mark in run.get('server_stderr', '') for mark in ('ERROR', 'Traceback')):
+        if any(mark in run.get('server_stderr', '') for mark in ('ERROR', 'Traceback', '[Error]')):
             found.append('run %d: server stderr (%s):\n%s' % (i + 1, run['server_stderr_log'], run['server_stderr']))
     return found
 
@@ -157,33 +215,51 @@ def fmt_metric(value, unit):
 
 
 def table(rows):
-    """The markdown table of ``rows`` (ratios against the bare server of the same scenario)."""
-    out = ['| scenario | server | result | p50 ms | p99 ms | server CPU % | loadgen CPU % | failures | gsc/bare |',
-           '| --- | --- | --- | --- | --- | --- | --- | --- | --- |']
+    """The markdown table of ``rows`` (ratios against the bare server and the one gsc worker of
+    the same scenario and command)."""
+    out = ['| scenario | server | result | p50 ms | p99 ms | server CPU % | loadgen CPU % | failures | ÷ bare | ÷ gsc | notes |',
+           '| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |']
     for row in rows:
         med, unit = row['median'], row['unit']
         value = med.get(row['metric'])
         failures = sum(med.get(k, 0) for k in FAILURE_FIELDS)
-        ratio = row.get('ratio_vs_bare')
-        out.append('| %s | %s | %s | %s | %s | %s | %s | %s | %s |' % (
+        ratios = ['-' if row.get(key) is None else '%.2f' % row[key] for key in ('ratio_vs_bare', 'ratio_vs_gsc')]
+        out.append('| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |' % (
             row['scenario'], row['server'], fmt_metric(value, unit),
             fmt(med.get('p50_ms'), 2), fmt(med.get('p99_ms'), 1), fmt(med.get('server_cpu_pct')),
-            fmt(med.get('loadgen_cpu_pct')), fmt(failures), '-' if ratio is None else '%.2f' % ratio))
+            fmt(med.get('loadgen_cpu_pct')), fmt(failures), ratios[0], ratios[1], row.get('notes', '')))
     return '\n'.join(out)
+
+
+def git(args):
+    """Output of a git command in the repository ('' when git fails): what was measured."""
+    try:
+        return subprocess.run(['git'] + args, cwd=HERE, capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.TimeoutExpired):
+        return ''
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--quick', action='store_true', help='short runs with fewer connections (smoke run)')
-    parser.add_argument('--only', default=','.join(SCENARIOS), help='comma-separated scenarios: %(default)s')
+    parser.add_argument('--only', default=None, help='comma-separated scenarios: %s (default: all; '
+                        'startup and respawn only with --cluster)' % ','.join(SCENARIOS))
+    parser.add_argument('--cluster', action='store_true',
+                        help='also run.py trees: 2 workers + 1 broker (rpc, fanout, startup, respawn) '
+                             'and two 1-worker instances through a private redis-server (fanout)')
     parser.add_argument('--repeat', type=int, default=1, help='runs per scenario and server; medians are reported')
     args = parser.parse_args()
-    only = [s.strip() for s in args.only.split(',') if s.strip()]
+    if args.only is None:
+        only = [s for s in SCENARIOS if args.cluster or s not in TIMED]
+    else:
+        only = [s.strip() for s in args.only.split(',') if s.strip()]
     unknown = [s for s in only if s not in SCENARIOS]
     if unknown or not only:
         parser.error('unknown scenario(s) %s; choose from %s' % (unknown, ', '.join(SCENARIOS)))
     if not 1 <= args.repeat <= MAX_REPEAT:
         parser.error('--repeat must be 1..%d' % MAX_REPEAT)
+    if not args.cluster and any(s in TIMED for s in only):
+        parser.error('startup and respawn need --cluster')
     if not os.path.isdir(os.path.join(HERE, 'loadgen', 'node_modules', 'ws')):
         parser.error('run `npm ci --prefix bench/loadgen` first')
     raise_nofile()
@@ -191,28 +267,35 @@ def main():
 
     started = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds')
     loadavg = os.getloadavg()
-    print('gsc bench: %s, %s, repeat %d, load average %s' % (
-        'quick' if args.quick else 'full', ','.join(only), args.repeat,
+    print('gsc bench: %s%s, %s, repeat %d, load average %s' % (
+        'quick' if args.quick else 'full', ' +cluster' if args.cluster else '', ','.join(only), args.repeat,
         ' '.join('%.2f' % x for x in loadavg)), flush=True)
     rows = []
     for scenario in only:
         servers, metric, unit, full, quick = SCENARIOS[scenario]
+        servers = [server for server in servers if args.cluster or server not in CLUSTER_SERVERS]
         runs = {server: [] for server in servers}
-        for rep in range(args.repeat):
-            for server in servers:  # interleaved, so drift on the machine hits both alike
-                result = run_once(scenario, server, quick if args.quick else full, str(rep + 1))
-                runs[server].append(result)
-                print('  %s %s run %d: %s' % (scenario, server, rep + 1, fmt_metric(result.get(metric), unit)), flush=True)
+        repeat = args.repeat * (quick if args.quick else full).get('n', 1) if scenario in TIMED else args.repeat
+        for rep in range(repeat):
+            for server in servers:  # interleaved, so drift on the machine hits all alike
+                if scenario in TIMED:
+                    results = run_timed(scenario, quick if args.quick else full, str(rep + 1))
+                else:
+                    results = [run_once(scenario, server, quick if args.quick else full, str(rep + 1))]
+                runs[server].extend(results)
+                print('  %s %s run %d: %s' % (scenario, server, rep + 1, ', '.join(
+                    fmt_metric(result.get(metric), unit) for result in results)), flush=True)
         for server in servers:
             rows.append({'scenario': scenario, 'server': server, 'metric': metric, 'unit': unit,
                          'median': median_of(runs[server]), 'runs': runs[server],
-                         'problems': problems(runs[server])})
-        if 'bare' in runs:
-            scenario_rows = rows[-len(servers):]
-            bare = next(row for row in scenario_rows if row['server'] == 'bare')['median'].get(metric)
-            for row in scenario_rows:
-                value = row['median'].get(metric)
-                row['ratio_vs_bare'] = value / bare if value is not None and bare else None
+                         'notes': notes(scenario, runs[server]), 'problems': problems(runs[server])})
+        scenario_rows = rows[-len(servers):]
+        for base in ('bare', 'gsc'):
+            if base in runs and len(servers) > 1:
+                base_value = next(row for row in scenario_rows if row['server'] == base)['median'].get(metric)
+                for row in scenario_rows:
+                    value = row['median'].get(metric)
+                    row['ratio_vs_' + base] = value / base_value if value is not None and base_value else None
 
     print()
     print(table(rows))
@@ -221,7 +304,8 @@ def main():
             print('\n%s %s: %s' % (row['scenario'], row['server'], problem))
     path = os.path.join(RESULTS, 'latest.json')
     with open(path, 'w') as f:
-        json.dump({'started': started, 'quick': args.quick, 'repeat': args.repeat,
+        json.dump({'started': started, 'quick': args.quick, 'repeat': args.repeat, 'cluster': args.cluster,
+                   'git_head': git(['rev-parse', 'HEAD']), 'git_dirty': git(['status', '--short', '--', '../gsc', '../run.py']),
                    'loadavg_at_start': loadavg, 'ncpu': os.cpu_count(), 'rows': rows}, f, indent=1)
     print('\nwrote %s' % os.path.relpath(path))
 
