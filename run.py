@@ -9,14 +9,14 @@ port 8000.
 gevent's monkey patching comes first, before any other import: every process of the
 cluster is forked from this one and inherits it, so the blocking libraries of a legacy
 WSGI app (socket-based database drivers, HTTP clients, ``time.sleep``) yield to the other
-greenlets.  ``os`` stays unpatched: gsc forks and waits with ``gevent.os`` itself, and
-gevent's ``os.close`` defers the close to the hub, which a freshly forked child destroys
-(the link fds it closes would stay open).
+greenlets.  ``os`` and ``signal`` stay unpatched: gsc forks, waits and handles signals
+with gevent's own APIs, and gevent's ``os.close`` defers the close to the hub, which a
+freshly forked child destroys (the link fds it closes would stay open).
 """
 
 from gevent import monkey
 
-monkey.patch_all(os=False)
+monkey.patch_all(os=False, signal=False)
 
 import argparse  # noqa: E402
 import json  # noqa: E402

@@ -11,6 +11,7 @@ import logging
 import os
 import resource
 import socket
+import sys
 
 import gevent
 import gevent.event
@@ -126,7 +127,14 @@ class SCWorker(ClusterMember):
         """Serve the WSGI ``app`` (Flask, Django, ...) for every non-realtime request."""
         def counted(environ, start_response):
             self._http_requests += 1
-            return app(environ, start_response)
+            try:
+                return app(environ, start_response)
+            except Exception:  # the app's bug costs one request (500), never the worker
+                log.exception('The WSGI app failed on %s %s', environ.get('REQUEST_METHOD'),
+                              environ.get('PATH_INFO'))
+                start_response('500 Internal Server Error',
+                               [('Content-Type', 'text/plain; charset=utf-8')], sys.exc_info())
+                return [b'Internal Server Error']
         self.http_server.set_wsgi_app(counted)
 
     def get_status(self):
