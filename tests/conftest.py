@@ -112,3 +112,22 @@ def redis_server():
         yield server.start()
     finally:
         server.stop()
+
+
+FAST_RECONNECT = {'initialDelay': 20, 'randomness': 0, 'multiplier': 1.5, 'maxDelay': 1000}
+
+
+@pytest.fixture
+def clients():
+    """``clients(port, **options) -> gsc client`` with fast reconnects; all destroyed at teardown."""
+    from gsc.client import create
+    made = []
+
+    def make(port, **options):
+        options.setdefault('auto_reconnect_options', FAST_RECONNECT)
+        client = create(port=port, **options)
+        made.append(client)
+        return client
+    yield make
+    for client in made:
+        client.destroy()

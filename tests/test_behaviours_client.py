@@ -12,13 +12,12 @@ import jwt
 import pytest
 
 from conftest import wait_until
-from gsc.client import PENDING, SUBSCRIBED, create
+from gsc.client import PENDING, SUBSCRIBED
 from gsc.errors import SCError
 
 pytestmark = pytest.mark.timeout(15)
 
 KEY = 'testkey'
-FAST_RECONNECT = {'initialDelay': 20, 'randomness': 0, 'multiplier': 1.5, 'maxDelay': 1000}
 FAR = 3163758979080310
 
 
@@ -59,20 +58,6 @@ def server(make_server):
             next_()
     sc.add_middleware(sc.MIDDLEWARE_AUTHENTICATE, block_alice)
     return sc
-
-
-@pytest.fixture
-def clients():
-    made = []
-
-    def make(port, **options):
-        options.setdefault('auto_reconnect_options', FAST_RECONNECT)
-        client = create(port=port, **options)
-        made.append(client)
-        return client
-    yield make
-    for client in made:
-        client.destroy()
 
 
 def record(client, *names):

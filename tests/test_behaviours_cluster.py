@@ -12,14 +12,13 @@ import gevent
 import pytest
 
 from conftest import wait_until
-from gsc.client import create
 from master_harness import MasterProcess, free_port
 
 pytestmark = [pytest.mark.timeout(90), pytest.mark.filterwarnings('ignore::DeprecationWarning')]
 
 IPC = {'ipcAckTimeout': 1000, 'workerController': 'tests.controllers.ipc_worker',
        'brokerController': 'tests.controllers.ipc_broker'}
-FAST_RECONNECT = {'initialDelay': 100, 'randomness': 0, 'multiplier': 1.5, 'maxDelay': 500}
+CLUSTER_RECONNECT = {'initialDelay': 100, 'randomness': 0, 'multiplier': 1.5, 'maxDelay': 500}
 
 
 @pytest.fixture
@@ -38,20 +37,6 @@ def start_master(request):
     return start
 
 
-@pytest.fixture
-def clients():
-    made = []
-
-    def make(port, **options):
-        options.setdefault('auto_reconnect_options', FAST_RECONNECT)
-        client = create(port=port, **options)
-        made.append(client)
-        return client
-    yield make
-    for client in made:
-        client.destroy()
-
-
 def ask(master, cmd, tag, **fields):
     master.send(cmd, tag=tag, **fields)
     return master.expect('callback', tag=tag)
@@ -63,7 +48,7 @@ def test_a_killed_worker_drops_the_client_which_resubscribes_on_the_respawn(star
     respawned and the client, reconnecting on its own, is subscribed to foo again without an
     explicit subscribe, and publishes reach it."""
     master = start_master(dict(IPC, workers=1, brokers=1))
-    client = clients(master.port)
+    client = clients(master.port, auto_reconnect_options=CLUSTER_RECONNECT)
     errors, events = [], []
     client.on('error', errors.append)
     client.subscribe('foo')
@@ -106,7 +91,7 @@ def test_hundred_clients_and_clean_brokers(start_master, clients):
     states = []
     made = []
     for _ in range(100):
-        client = clients(master.port, auto_reconnect=False)
+        client = clients(master.port, auto_reconnect=False, auto_reconnect_options=CLUSTER_RECONNECT)
         client.once('connect', lambda status, c=client: states.append(c.state))
         made.append(client)
     wait_until(lambda: len(states) == 100, timeout=20)

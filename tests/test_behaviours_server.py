@@ -14,33 +14,16 @@ import jwt
 import pytest
 
 from conftest import handshake, recv_json, wait_until
-from gsc.client import create
 from gsc.engines.simple import SimpleEngine
 from gsc.errors import SCError
 
 pytestmark = pytest.mark.timeout(15)
 
 KEY = 'testkey'
-FAST_RECONNECT = {'initialDelay': 20, 'randomness': 0, 'multiplier': 1.5, 'maxDelay': 1000}
 
 
 def token(payload, key=KEY, **claims):
     return jwt.encode(dict(payload, **claims), key, algorithm='HS256')
-
-
-@pytest.fixture
-def clients():
-    """``clients(port, **options)`` -> a gsc client; all destroyed at teardown."""
-    made = []
-
-    def make(port, **options):
-        options.setdefault('auto_reconnect_options', FAST_RECONNECT)
-        client = create(port=port, **options)
-        made.append(client)
-        return client
-    yield make
-    for client in made:
-        client.destroy()
 
 
 def record(emitter, *names):

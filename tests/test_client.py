@@ -14,12 +14,11 @@ from websockets.protocol import Side
 from websockets.server import ServerProtocol
 
 from conftest import wait_until
-from gsc.client import PENDING, SUBSCRIBED, UNSUBSCRIBED, create
+from gsc.client import PENDING, SUBSCRIBED, UNSUBSCRIBED
 from gsc.transport import WebSocketTransport, frame_header
 
 pytestmark = pytest.mark.timeout(10)
 
-FAST_RECONNECT = {'initialDelay': 20, 'randomness': 0, 'multiplier': 1.5, 'maxDelay': 1000}
 STATUS = {'id': 'fake-id', 'pingTimeout': 20000, 'isAuthenticated': False}
 HANDSHAKE_OK = {'data': STATUS}  # the handshake answer without its rid
 
@@ -106,21 +105,6 @@ def fake():
     yield make
     for server in servers:
         server.stop()
-
-
-@pytest.fixture
-def clients():
-    """``clients(port, **options) -> client`` with fast reconnects; all destroyed at teardown."""
-    made = []
-
-    def make(port, **options):
-        options.setdefault('auto_reconnect_options', FAST_RECONNECT)
-        client = create(port=port, **options)
-        made.append(client)
-        return client
-    yield make
-    for client in made:
-        client.destroy()
 
 
 class Recorder:

@@ -4,7 +4,6 @@ import json
 import time
 
 import gevent
-import jwt
 import pytest
 from gevent import queue
 
