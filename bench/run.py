@@ -5,7 +5,9 @@
 For each scenario and server: start the server (``bench/servers.py SERVER``, or with
 --cluster whole ``run.py`` trees, see bench/cluster.py) in its own session, wait until it
 accepts, run ``bench/loadgen/loadgen.js``, keep its JSON line, stop the tree by process group.
-The startup and respawn scenarios (--cluster) are timed from here, without the loadgen.
+The startup and respawn scenarios (--cluster) are timed from here, without the loadgen; the
+http scenario measures a WSGI route with ``wrk`` (Debian's package) while the loadgen holds
+idle sockets.
 Prints a markdown table and writes bench/results/latest.json (server logs beside it).
 """
 
@@ -13,7 +15,9 @@ import argparse
 import datetime
 import json
 import os
+import re
 import resource
+import shutil
 import socket
 import statistics
 import subprocess
@@ -47,10 +51,15 @@ SCENARIOS = {
              ['--idle-n', '1000', '--concurrency', '100', '--settle', '2']),
     'startup': (('cluster2w',), 'ready_ms', 'ms', {'n': 5}, {'n': 3}),
     'respawn': (('cluster2w',), 'serving_ms', 'ms', {'kills': 6}, {'kills': 4}),
+    'http': (('gsc', 'bare'), 'requests_per_s', 'req/s',
+             {'idle': 1000, 'connections': 50, 'duration': 10},
+             {'idle': 200, 'connections': 50, 'duration': 3}),
 }
 # servers that are run.py trees (only with --cluster); scenarios that need no loadgen
 CLUSTER_SERVERS = ('cluster2w', 'redis2i')
 TIMED = ('startup', 'respawn')
+WRK = shutil.which('wrk')
+WRK_WARMUP = 2
 CLUSTER_LOG_LEVEL = 1  # under load: errors only (not one propagated warning per dropped socket)
 # loadgen fields that count something that went wrong
 FAILURE_FIELDS = ('errors', 'conn_fail', 'sub_fail', 'failures', 'undelivered_after_drain')
@@ -160,6 +169,88 @@ def run_timed(scenario, args, tag):
     return results
 
 
+def established(port):
+    """How many TCP connections to ``port`` are established (server side, /proc/net/tcp)."""
+    with open('/proc/net/tcp') as f:
+        rows = [line.split() for line in f.readlines()[1:]]
+    return sum(1 for row in rows if row[1].endswith(':%04X' % port) and row[3] == '01')
+
+
+def cpu_seconds(pid):
+    """User + system CPU seconds used so far by process ``pid``."""
+    with open('/proc/%d/stat' % pid) as f:
+        fields = f.read().rsplit(')', 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf('SC_CLK_TCK')
+
+
+def parse_wrk(text):
+    """requests/s, latency p50/p99 (ms) and errors from wrk's --latency report."""
+    scale = {'us': 0.001, 'ms': 1.0, 's': 1000.0}
+    result = {}
+    match = re.search(r'Requests/sec:\s+([\d.]+)', text)
+    if match:
+        result['requests_per_s'] = round(float(match.group(1)))
+    for pct, key in (('50', 'p50_ms'), ('99', 'p99_ms')):
+        match = re.search(r'^\s+%s%%\s+([\d.]+)(us|ms|s)$' % pct, text, re.M)
+        if match:
+            result[key] = round(float(match.group(1)) * scale[match.group(2)], 3)
+    errors = [int(n) for n in re.findall(r'(?:connect|read|write|timeout) (\d+)', text)]
+    match = re.search(r'Non-2xx or 3xx responses: (\d+)', text)
+    result['errors'] = sum(errors) + (int(match.group(1)) if match else 0)
+    return result
+
+
+def run_http(server, args, tag):
+    """The http scenario: wrk against ``servers.py http-SERVER``; for gsc, while the loadgen
+    holds ``args['idle']`` idle handshaken sockets on the same worker."""
+    port = free_port()
+    log_path = os.path.join(RESULTS, 'http-%s-%s.stderr.log' % (server, tag))
+    url = 'http://%s:%d/' % (HOST, port)
+    stack = cluster.Stack()
+    result = {}
+    try:
+        tree = stack.add(cluster.Tree([sys.executable, SERVERS, 'http-' + server, '--port', str(port)],
+                                      log_path))
+        wait_accepting(tree.proc, port)
+        if server == 'gsc':
+            hold = WRK_WARMUP + args['duration'] + 30
+            stack.add(cluster.Tree(
+                ['node', LOADGEN, '--url', 'ws://%s:%d/socketcluster/' % (HOST, port), '--scenario', 'idle',
+                 '--pid', str(tree.pid), '--idle-n', str(args['idle']), '--concurrency', '100',
+                 '--settle', str(hold), '--label', 'idle'], log_path.replace('.stderr.log', '-idle.stderr.log')))
+            deadline = time.monotonic() + START_TIMEOUT
+            while established(port) < args['idle'] and time.monotonic() < deadline:
+                time.sleep(0.2)
+            time.sleep(1)  # handshakes done
+        wrk = [WRK, '-t1', '-c%d' % args['connections'], '--latency', url]
+        subprocess.run(wrk[:1] + ['-d%ds' % WRK_WARMUP] + wrk[1:], capture_output=True,
+                       timeout=WRK_WARMUP + 30)
+        idle_sockets = established(port)
+        cpu0, children0, t0 = cpu_seconds(tree.pid), resource.getrusage(resource.RUSAGE_CHILDREN), time.monotonic()
+        done = subprocess.run(wrk[:1] + ['-d%ds' % args['duration']] + wrk[1:], capture_output=True,
+                              text=True, timeout=args['duration'] + 30)
+        elapsed, children1 = time.monotonic() - t0, resource.getrusage(resource.RUSAGE_CHILDREN)
+        result = parse_wrk(done.stdout)
+        result.update({
+            'idle_sockets': idle_sockets if server == 'gsc' else 0,
+            'server_cpu_pct': round(100 * (cpu_seconds(tree.pid) - cpu0) / elapsed, 1),
+            'loadgen_cpu_pct': round(100 * (children1.ru_utime + children1.ru_stime
+                                            - children0.ru_utime - children0.ru_stime) / elapsed, 1),
+            'command': ' '.join(wrk[:1] + ['-d%ds' % args['duration']] + wrk[1:]),
+        })
+        if 'requests_per_s' not in result:
+            result['fatal'] = 'no figure from wrk: %s' % (done.stdout + done.stderr)[-500:]
+        if tree.poll() is not None:
+            result['server_died'] = 'exit code %s' % tree.poll()
+    except (RuntimeError, subprocess.TimeoutExpired) as err:
+        result = {'fatal': str(err)}
+    finally:
+        stack.stop()
+    result['server_stderr'] = stack.trees[0].output()[-3000:] if stack.trees else ''
+    result['server_stderr_log'] = os.path.relpath(log_path, HERE)
+    return result
+
+
 def median_of(runs):
     """The median of every numeric field over ``runs`` (one run: itself)."""
     keys = {k for run in runs for k, v in run.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
@@ -260,6 +351,11 @@ def main():
         parser.error('--repeat must be 1..%d' % MAX_REPEAT)
     if not args.cluster and any(s in TIMED for s in only):
         parser.error('startup and respawn need --cluster')
+    if 'http' in only and WRK is None:
+        if args.only is not None:
+            parser.error('the http scenario needs wrk: apt-get install -y wrk')
+        only.remove('http')
+        print('http scenario skipped: wrk is not installed (apt-get install -y wrk)')
     if not os.path.isdir(os.path.join(HERE, 'loadgen', 'node_modules', 'ws')):
         parser.error('run `npm ci --prefix bench/loadgen` first')
     raise_nofile()
@@ -280,6 +376,8 @@ def main():
             for server in servers:  # interleaved, so drift on the machine hits all alike
                 if scenario in TIMED:
                     results = run_timed(scenario, quick if args.quick else full, str(rep + 1))
+                elif scenario == 'http':
+                    results = [run_http(server, quick if args.quick else full, str(rep + 1))]
                 else:
                     results = [run_once(scenario, server, quick if args.quick else full, str(rep + 1))]
                 runs[server].extend(results)

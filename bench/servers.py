@@ -1,12 +1,15 @@
-"""Benchmark servers, each run as its own process: ``python bench/servers.py {gsc,bare} --port P``.
+"""Benchmark servers, each run as its own process: ``python bench/servers.py KIND --port P``.
 
 * ``gsc``: one standalone gsc worker with an ``echo`` RPC that answers its data; client
   publish allowed; pings too rare to matter.
 * ``bare``: gevent-websocket + ujson with no framework, speaking just enough of the
   SocketCluster protocol for the loadgen: ``#handshake`` is answered, every other event
   with a cid is acked with its own data. The ceiling of FINDINGS.md.
+* ``http-gsc`` and ``http-bare`` (the http scenario): :func:`hello_app`, a trivial WSGI
+  route, served by one gsc worker beside its realtime path (default pings, so the idle
+  sockets of the scenario cost what they cost) or by gevent's pywsgi alone.
 
-Both listen on 127.0.0.1 only and run until killed.
+All listen on 127.0.0.1 only and run until killed.
 """
 
 import argparse
@@ -106,14 +109,52 @@ def serve_bare(port):
     NoDelayServer((HOST, port), app, handler_class=WebSocketHandler, log=None).serve_forever()
 
 
+def hello_app(environ, start_response):
+    """The WSGI route of the http scenario, the same for both servers."""
+    start_response('200 OK', [('Content-Type', 'text/plain'), ('Content-Length', '13')])
+    return [b'Hello, World!']
+
+
+def http_listener(port):
+    """A gsc worker's listening socket (TCP_NODELAY, SO_REUSEPORT), for both http servers."""
+    from gsc.worker import DEFAULT_BACKLOG, bind_listener
+
+    sock = bind_listener({'host': HOST, 'port': port})
+    sock.listen(DEFAULT_BACKLOG)
+    return sock
+
+
+def serve_http_gsc(port):
+    """A gsc worker's servers (HTTPServer + SCServer) with :func:`hello_app` beside the
+    realtime path."""
+    from gsc.http import HTTPServer
+    from gsc.server import attach
+
+    http_server = HTTPServer(http_listener(port), app=hello_app)
+    sc = attach(http_server, {})
+    sc.on('error', lambda err: logging.error('server error: %r', err))
+    http_server.start()
+    gevent.signal_handler(signal.SIGTERM, sys.exit, 0)
+    gevent.wait()
+
+
+def serve_http_bare(port):
+    """gevent's pywsgi serving :func:`hello_app` alone (no access log, as gsc)."""
+    pywsgi.WSGIServer(http_listener(port), hello_app, log=None).serve_forever()
+
+
+SERVERS = {'gsc': serve_gsc, 'bare': serve_bare, 'http-gsc': serve_http_gsc,
+           'http-bare': serve_http_bare}
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument('kind', choices=('gsc', 'bare'))
+    parser.add_argument('kind', choices=sorted(SERVERS))
     parser.add_argument('--port', type=int, required=True)
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING, format='%(asctime)s %(name)s %(levelname)s %(message)s')
     raise_nofile()
-    {'gsc': serve_gsc, 'bare': serve_bare}[args.kind](args.port)
+    SERVERS[args.kind](args.port)
 
 
 if __name__ == '__main__':
