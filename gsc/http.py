@@ -11,7 +11,7 @@ import binascii
 import hashlib
 import logging
 
-from gevent import pywsgi
+from gevent import GreenletExit, pywsgi
 from gevent.pywsgi import LoggingLogAdapter
 from geventwebsocket.handler import WebSocketHandler
 
@@ -104,6 +104,14 @@ class SCHandler(WebSocketHandler):
                                      ('Connection', 'close')])
         self.write(data)
         self.result = None
+
+    def _log_error(self, t, v, tb):
+        """A WSGI app that raises (also while streaming its body): a logged traceback and a
+        500 for that request only.  pywsgi would hand it to the hub as an uncaught error,
+        which a worker treats as fatal."""
+        if not issubclass(t, GreenletExit):
+            log.error('the WSGI app failed on %s %s', self.environ.get('REQUEST_METHOD'),
+                      self.environ.get('PATH_INFO'), exc_info=(t, v, tb))
 
     def log_request(self):
         if self.server.log is not None and not str(self.status).startswith('101'):

@@ -22,6 +22,7 @@ import gevent.event
 import gevent.os
 import gevent.queue
 import greenlet
+from gevent import monkey
 
 from . import ipc
 from .emitter import EventEmitter
@@ -67,6 +68,13 @@ def signal_number(name):
         return name
     name = str(name).upper()
     return int(getattr(signal, name if name.startswith('SIG') else 'SIG' + name))
+
+
+def _close_now(fd):
+    """``os.close`` itself, even in a monkey-patched process (gevent's patched close waits for
+    the next turn of the loop, which a freshly forked child destroys: the fd would leak into
+    the child, keep the link open, and hide its EOF from the parent)."""
+    monkey.get_original('os', 'close')(fd)
 
 
 def reset_after_fork(keep_fds=()):
@@ -159,7 +167,7 @@ class ChildProcess:
         parent_fd, child_fd = parent_sock.detach(), child_sock.detach()
         pid = gevent.os.fork_and_watch()
         if pid == 0:
-            os.close(parent_fd)
+            _close_now(parent_fd)
             code = 1
             try:
                 reset_after_fork(keep_fds=(child_fd,))
@@ -169,7 +177,7 @@ class ChildProcess:
             except BaseException:
                 log.exception('%s %s failed', self.kind, self.id)
             exit_now(code or 0)
-        os.close(child_fd)
+        _close_now(child_fd)
         self.pid = pid
         self.channel = ipc.Channel(parent_fd, self._on_message, ack_timeout=self.ack_timeout,
                                    name='%s %s (pid %d)' % (self.kind, self.id, pid)).start()

@@ -23,6 +23,8 @@ from websockets.protocol import CLOSED, OPEN, SEND_EOF, Protocol, Side
 log = logging.getLogger(__name__)
 
 READ_SIZE = 65536
+YIELD_EVERY = 4
+DRAIN_CHUNK = 256 * 1024
 CLOSE_TIMEOUT = 2.0
 DEFAULT_MAX_OUTBOUND = 16 * 1024 * 1024
 TRY_AGAIN_LATER = 1013
@@ -153,14 +155,22 @@ class WebSocketTransport:
             self._out.append(more)
             self._out_bytes += len(more)
         if self._out_bytes > self.max_outbound and self.protocol.state is OPEN:
-            log.warning('closing a connection whose outbound backlog passed %d bytes', self.max_outbound)
-            self._out.clear()
-            self._out_bytes = 0
-            self.close(TRY_AGAIN_LATER, 'Outbound buffer full')
+            self._overflow()
             return
         if not self._flush_scheduled and self._writer is None:
             self._flush_scheduled = True
             self._loop.run_callback(self._flush)
+
+    def _overflow(self):
+        """The peer stopped reading: drop the backlog, close with 1013, and tell the owner at
+        once (the closing handshake may never finish with a peer that does not read)."""
+        log.warning('closing a connection whose outbound backlog passed %d bytes', self.max_outbound)
+        self._out.clear()
+        self._out_bytes = 0
+        self.close(TRY_AGAIN_LATER, 'Outbound buffer full')
+        on_close, self.on_close = self.on_close, None
+        if on_close is not None:
+            gevent.spawn(on_close, TRY_AGAIN_LATER, 'Outbound buffer full')
 
     def _queue_protocol_output(self):
         for data in self.protocol.data_to_send():
@@ -197,17 +207,24 @@ class WebSocketTransport:
             self._out_bytes = 0
 
     def _drain(self):
+        """Write the backlog in bounded chunks, so that a close frame queued after a
+        dropped backlog leaves without waiting behind megabytes."""
         try:
             while self._out and not self._closed:
-                data = b''.join(self._out)
-                self._out.clear()
+                count = size = 0
+                for size_of in map(len, self._out):
+                    count += 1
+                    size += size_of
+                    if size >= DRAIN_CHUNK:
+                        break
+                data = b''.join(self._out[:count])
+                del self._out[:count]
                 self.sock.sendall(data)
-                self._out_bytes -= len(data)
+                self._out_bytes = max(self._out_bytes - len(data), 0)
         except OSError:
             self.abort()
         finally:
             self._writer = None
-            self._out_bytes = max(self._out_bytes, 0)
 
     # -- receiving ---------------------------------------------------------------
 
@@ -215,6 +232,7 @@ class WebSocketTransport:
         """Read and dispatch until the connection ends, then call ``on_close`` once."""
         protocol = self.protocol
         data, self._initial = self._initial, None
+        chunks = 0
         try:
             while not self._closed:
                 if not data:
@@ -233,6 +251,11 @@ class WebSocketTransport:
                 self._queue_protocol_output()
                 if protocol.state is CLOSED or self._eof_pending:
                     break
+                chunks += 1
+                if chunks % YIELD_EVERY == 0:
+                    # a peer that always has data ready never blocks in recv: let the
+                    # writes (loop callbacks) and the other connections run
+                    gevent.sleep(0)
         finally:
             self._finish()
 

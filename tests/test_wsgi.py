@@ -111,3 +111,26 @@ def test_a_server_without_app_answers_501(make_server):
     """server-api.md §3.1: a standalone server answers plain HTTP with 501."""
     server = make_server()
     assert http_request(server, 'GET', '/')[0] == 501
+
+
+def test_an_app_failing_while_streaming_its_body_costs_only_that_request(make_server, raw, caplog):
+    """A plain WSGI app whose body generator raises: the request fails, the server does not."""
+    def app(environ, start_response):
+        start_response('200 OK', [('Content-Type', 'text/plain')])
+
+        def body():
+            yield b'first part\n'
+            raise RuntimeError('failed while streaming')
+        return body()
+    server = make_server(app=app)
+    server.on('connection', lambda socket, status: socket.on('echo', lambda d, respond: respond(None, d)))
+    client = raw(server)
+    handshake(client)
+    with caplog.at_level(logging.ERROR):
+        try:
+            http_request(server, 'GET', '/stream')
+        except Exception:
+            pass  # the body is cut short; what matters is the server
+    assert 'failed while streaming' in caplog.text
+    client.send('{"event":"echo","data":"alive","cid":2}')
+    assert recv_json(client) == {'rid': 2, 'data': 'alive'}

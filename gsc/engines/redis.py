@@ -158,3 +158,6 @@ class RedisEngine:
                 self.on_warning(BrokerError('Dropped a message on %s that is not JSON' % channel))
                 continue
             self._on_message(channel[prefix_length:], data)
+            # a busy subscription never blocks in recv: yield so that the sockets' writes
+            # (loop callbacks) and the other greenlets run between messages
+            gevent.sleep(0)
