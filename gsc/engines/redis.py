@@ -22,6 +22,7 @@ log = logging.getLogger(__name__)
 DEFAULT_URL = 'redis://127.0.0.1:6379/0'
 DEFAULT_PREFIX = 'gsc:'
 RECONNECT_DELAYS = (0.1, 0.2, 0.5, 1.0, 2.0)
+YIELD_EVERY = 32
 
 
 class GeventConnection(redis.Connection):
@@ -147,6 +148,7 @@ class RedisEngine:
     def _read_messages(self):
         prefix_length = len(self.key_prefix)
         pubsub = self._pubsub
+        received = 0
         while not self._closed:
             message = pubsub.parse_response(block=True)
             if message is None or message[0] not in (b'message', 'message'):
@@ -158,6 +160,9 @@ class RedisEngine:
                 self.on_warning(BrokerError('Dropped a message on %s that is not JSON' % channel))
                 continue
             self._on_message(channel[prefix_length:], data)
-            # a busy subscription never blocks in recv: yield so that the sockets' writes
-            # (loop callbacks) and the other greenlets run between messages
-            gevent.sleep(0)
+            received += 1
+            if received % YIELD_EVERY == 0:
+                # a busy subscription never blocks in recv: yield so that the sockets' writes
+                # (loop callbacks, each carrying all the messages queued since) and the other
+                # greenlets run
+                gevent.sleep(0)
