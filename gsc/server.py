@@ -22,7 +22,8 @@ from .engines import create_engine
 from .errors import InvalidOptionsError, ServerProtocolError
 from .exchange import Exchange
 from .http import HTTPServer
-from .middleware import MIDDLEWARE_HANDSHAKE_WS, MiddlewareChains, MiddlewareTypes, Request
+from .middleware import (MIDDLEWARE_AUTHENTICATE, MIDDLEWARE_HANDSHAKE_SC, MIDDLEWARE_HANDSHAKE_WS,
+                         MiddlewareChains, MiddlewareTypes, Request)
 from .server_options import normalise_server_options
 from .socket import ServerSocket
 from .transport import WebSocketTransport
@@ -126,6 +127,13 @@ class SCServer(EventEmitter, MiddlewareTypes):
         algorithms = opts['authVerifyAlgorithms'] or (
             [opts['authAlgorithm']] if opts['authAlgorithm'] else None)
         self.default_verify_options = {'algorithms': algorithms} if algorithms else {}
+
+    def handshake_may_wait(self):
+        """True when a ``#handshake`` may take time: handshake or authenticate middleware,
+        or an auth engine other than gsc's own (which verifies in microseconds)."""
+        middleware = self.middleware
+        return (middleware.has(MIDDLEWARE_HANDSHAKE_SC) or middleware.has(MIDDLEWARE_AUTHENTICATE)
+                or type(self.auth) is not AuthEngine)
 
     def verify_options(self, socket):
         """The options given to ``auth.verify_token`` for ``socket``."""

@@ -289,7 +289,12 @@ class ServerSocket(EventEmitter):
         if self._handshake_timer is not None:
             self._handshake_timer.close()
             self._handshake_timer = None
-        gevent.spawn(self._handshake, packet)
+        if self.server.handshake_may_wait():
+            # a slow middleware or verifier must not stop this socket's reader: the close of a
+            # client that leaves meanwhile is read, and the socket aborts (B-059)
+            gevent.spawn(self._handshake, packet)
+        else:
+            self._handshake(packet)
 
     def _handshake(self, packet):
         respond = Responder(packet.cid, self.send_object)
