@@ -105,8 +105,16 @@ def _die_with_parent():
 
 
 def downgrade_to_user(user):
-    """setgid/setuid to ``user`` (a name or a uid); InvalidActionError when impossible."""
+    """setgid/setuid to ``user`` (a name or a uid); InvalidActionError when impossible.
+
+    What the process may import lazily later is imported first: the interpreter's own files
+    may not be readable by ``user`` (e.g. a Python installed under /root).
+    """
+    import encodings.idna  # noqa: F401  (the resolver and TLS)
+    import encodings.latin_1  # noqa: F401  (HTTP headers)
+    import encodings.utf_16_le  # noqa: F401  (the channel hash)
     import pwd
+    gevent.get_hub().resolver  # noqa: B018  (imports the resolver while it still can)
     try:
         entry = pwd.getpwuid(user) if isinstance(user, int) else pwd.getpwnam(user)
         os.setgid(entry.pw_gid)
