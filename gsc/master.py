@@ -35,6 +35,10 @@ KILL_GRACE = 2.0
 """Seconds the master waits past processTermTimeout before it SIGKILLs a child."""
 
 
+WEBSOCKET_ENGINE = 'gevent-websocket (upgrade) + websockets (frames)'
+"""What carries the WebSockets in every gsc worker (the ``wsEngine`` option has no effect)."""
+
+
 def _version():
     from . import __version__
     return __version__
@@ -508,9 +512,9 @@ class SocketCluster(EventEmitter, Supervisor):
             options = self.options
             log.info('   %s SocketCluster started\n'
                      '            Version: %s\n            Environment: %s\n'
-                     '            WebSocket engine: %s\n            Port: %s\n'
-                     '            Master PID: %s\n            Worker count: %s\n'
-                     '            Broker count: %s\n',
+                     '            WebSocket engine: %s\n            Broker engine: %s\n'
+                     '            Port: %s\n            Master PID: %s\n'
+                     '            Worker count: %s\n            Broker count: %s\n',
                      self.color_text('[Active]', 'green'), _version(), options['environment'],
-                     options['wsEngine'], options['port'], self.pid, options['workers'],
-                     options['brokers'])
+                     WEBSOCKET_ENGINE, options['brokerEngine'], options['port'], self.pid,
+                     options['workers'], options['brokers'])
