@@ -223,21 +223,19 @@ class SocketCluster(EventEmitter, Supervisor):
 
     def emit_fail(self, err, origin):
         """Emit ``fail`` with ``err`` normalised and tagged with ``origin`` and ``time``."""
-        err = normalise_error(err)
-        err.origin = origin
-        err.time = int(time.time() * 1000)
-        self.emit('fail', err)
-        if self.options.get('logLevel', 0) > 0 and not self.is_shutting_down:
-            self._log_report('Error', err, origin)
+        self._emit_report('fail', err, origin, 'Error', 0)
 
     def emit_warning(self, warning, origin):
         """Emit ``warning`` with ``warning`` normalised and tagged with ``origin`` and ``time``."""
-        warning = normalise_error(warning)
-        warning.origin = origin
-        warning.time = int(time.time() * 1000)
-        self.emit('warning', warning)
-        if self.options.get('logLevel', 0) > 1 and not self.is_shutting_down:
-            self._log_report('Warning', warning, origin)
+        self._emit_report('warning', warning, origin, 'Warning', 1)
+
+    def _emit_report(self, event, err, origin, label, quiet_level):
+        err = normalise_error(err)
+        err.origin = origin
+        err.time = int(time.time() * 1000)
+        self.emit(event, err)
+        if self.options.get('logLevel', 0) > quiet_level and not self.is_shutting_down:
+            self._log_report(label, err, origin)
 
     def broker_socket_path(self, broker_id):
         """The unix socket of broker ``broker_id``."""
