@@ -192,7 +192,7 @@ class Exchange(EventEmitter):
                     handler(data)
                 except Exception as exc:
                     log.exception('a watcher of channel %r raised', channel)
-                    self.server.emit_error(exc)
+                    self.server.emit_warning(exc)
 
     def _deliver_through_middleware(self, socket, channel, data):
         req = Request(socket=socket, channel=channel, data=data)

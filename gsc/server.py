@@ -268,11 +268,6 @@ class SCServer(EventEmitter, MiddlewareTypes):
         if not self.emit('warning', warning):
             log.warning('%s', warning)
 
-    def emit_error(self, err):
-        """The server ``error`` event (logged when nobody listens)."""
-        if not self.emit('error', err):
-            log.error('%s', err, exc_info=isinstance(err, BaseException) and err.__traceback__ is not None)
-
     def close(self):
         """Stop accepting upgrades and disconnect every socket (1001)."""
         self.is_ready = False

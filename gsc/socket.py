@@ -205,7 +205,7 @@ class ServerSocket(EventEmitter):
                 dispatch[type(packet)](self, packet)
             except Exception as exc:  # a bug must cost one packet, never the connection
                 log.exception('socket %s failed to process %r', self.id, packet)
-                self.server.emit_error(exc)
+                self.server.emit_warning(exc)
 
     def handle_close(self, code, reason):
         """The WebSocket ended (``code`` from the peer's close frame, 1006 without one)."""
@@ -267,10 +267,12 @@ class ServerSocket(EventEmitter):
             try:
                 listener(data, respond)
             except Exception as exc:
+                # the caller gets the error; the worker lives on (a client must not be able to
+                # crash a worker by sending data a handler did not expect)
                 log.exception('the handler of %r raised', name)
                 if cid and not respond.sent:
                     respond(exc)
-                self.server.emit_error(exc)
+                self.server.emit_warning(exc)
 
     def _expired_token_error(self):
         """Deauthenticate an expired token; the AuthTokenExpiredError, or None if still valid."""

@@ -127,3 +127,18 @@ def test_a_killed_broker_is_respawned_and_subscribers_keep_receiving(cluster):
     finally:
         for client in clients:
             client.close()
+
+
+def test_a_raising_handler_answers_the_caller_and_the_worker_lives_on(cluster):
+    """Bad input: data a handler did not expect must not crash the worker of everyone else."""
+    clients = clients_on_both_workers(cluster.port, per_worker=1)
+    try:
+        answer = clients[0].call('boom', {})
+        assert answer['error'] == {'message': "'missing'", 'name': 'KeyError'}
+        assert clients[0].call('kv', {'method': 'get', 'args': ['x']}) == {'rid': clients[0].cid, 'data': None}
+        warning = cluster.expect('warning', timeout=10)
+        assert "'missing'" in json.dumps(warning)
+        assert not [e for e in cluster.events if e.get('event') == 'workerExit']
+    finally:
+        for client in clients:
+            client.close()

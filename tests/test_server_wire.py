@@ -566,7 +566,7 @@ def test_double_respond_raises_in_the_handler(make_server, raw):
 def test_a_raising_handler_answers_with_its_error_and_the_socket_lives_on(make_server, raw):
     """Bad input: a handler that raises gives the client its error; the server keeps serving."""
     server = echo_server(make_server)
-    server.on('error', lambda err: None)
+    warnings = events_of(server, 'warning')
 
     def on_connection(socket, status):
         def broken(data, respond):
@@ -579,6 +579,7 @@ def test_a_raising_handler_answers_with_its_error_and_the_socket_lives_on(make_s
     assert recv_json(client) == {'rid': 2, 'error': {'message': 'broken handler', 'name': 'ValueError'}}
     client.send('{"event":"echo","data":1,"cid":3}')
     assert recv_json(client) == {'rid': 3, 'data': 1}
+    assert [str(w[1][0]) for w in warnings] == ['broken handler']
 
 
 def test_frames_pipelined_with_the_upgrade_request_are_not_lost(make_server):

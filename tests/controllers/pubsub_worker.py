@@ -15,4 +15,5 @@ def run(worker):
                 respond(exc)
         socket.on('kv', kv)
         socket.on('send', lambda data, respond: respond(None, worker.exchange.send(data, 1)))
+        socket.on('boom', lambda data, respond: data['missing'])  # a handler bug: KeyError
     worker.on('connection', on_connection)
