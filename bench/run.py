@@ -25,6 +25,7 @@ import sys
 import time
 
 import cluster
+from cluster import free_port
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SERVERS = os.path.join(HERE, 'servers.py')
@@ -69,13 +70,6 @@ def raise_nofile():
     """Raise this process's soft fd limit to the hard one (inherited by the server and loadgen)."""
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-
-
-def free_port():
-    """A port that was free on 127.0.0.1 a moment ago."""
-    with socket.socket() as s:
-        s.bind((HOST, 0))
-        return s.getsockname()[1]
 
 
 def wait_accepting(proc, port):

@@ -11,6 +11,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from gsc.server import listen  # noqa: E402
+from master_harness import free_port  # noqa: E402
 from wsraw import RawClient  # noqa: E402
 
 
@@ -60,14 +61,6 @@ def wait_until(predicate, timeout=5, interval=0.01):
     with gevent.Timeout(timeout, AssertionError('condition not met in %ss' % timeout)):
         while not predicate():
             gevent.sleep(interval)
-
-
-def free_port():
-    """A TCP port that was free a moment ago on 127.0.0.1."""
-    import socket
-    with socket.socket() as sock:
-        sock.bind(('127.0.0.1', 0))
-        return sock.getsockname()[1]
 
 
 class RedisServer:
