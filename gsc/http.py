@@ -75,8 +75,11 @@ class SCHandler(WebSocketHandler):
             self.start_response('400 Bad Request', [])
             return [b'Invalid Sec-WebSocket-Key']
         accept = base64.b64encode(hashlib.sha1((key + self.GUID).encode('latin-1')).digest())
+        answer, self.ws_extensions = self.server.sc_server.negotiate_extensions(self.environ)
+        extensions = b'' if answer is None else b'Sec-WebSocket-Extensions: ' + answer.encode() + b'\r\n'
         self.socket.sendall(b'HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n'
-                            b'Connection: Upgrade\r\nSec-WebSocket-Accept: ' + accept + b'\r\n\r\n')
+                            b'Connection: Upgrade\r\nSec-WebSocket-Accept: ' + accept + b'\r\n'
+                            + extensions + b'\r\n')
         self.status = '101 Switching Protocols'
         self.headers_sent = True
         self.close_connection = True

@@ -14,6 +14,9 @@ from urllib.parse import urlsplit
 import gevent
 from gevent.event import AsyncResult
 from gevent.socket import socket as GeventSocket
+from websockets.exceptions import InvalidHeader, NegotiationError
+from websockets.extensions.permessage_deflate import ServerPerMessageDeflateFactory
+from websockets.headers import build_extension, parse_extension
 
 from . import codec as default_codec
 from .auth import AuthEngine, generate_auth_key
@@ -24,7 +27,7 @@ from .exchange import Exchange
 from .http import HTTPServer
 from .middleware import (MIDDLEWARE_AUTHENTICATE, MIDDLEWARE_HANDSHAKE_SC, MIDDLEWARE_HANDSHAKE_WS,
                          MiddlewareChains, MiddlewareTypes, Request)
-from .server_options import normalise_server_options
+from .server_options import DEFLATE_OPTIONS, normalise_server_options
 from .socket import ServerSocket
 from .transport import WebSocketTransport
 
@@ -87,6 +90,7 @@ class SCServer(EventEmitter, MiddlewareTypes):
         self.app_name = opts['appName']
         self.origins = opts['origins']
         self.middleware = MiddlewareChains(self.emit_warning, opts['middlewareEmitWarnings'])
+        self.deflate = _deflate_factory(opts['perMessageDeflate'])
         self.auth = opts['authEngine'] or AuthEngine()
         self.codec = opts['codecEngine'] or default_codec
         self._configure_keys(opts)
@@ -208,6 +212,26 @@ class SCServer(EventEmitter, MiddlewareTypes):
             return '401 Unauthorized', getattr(err, 'message', None) or str(err)
         return None
 
+    def negotiate_extensions(self, environ):
+        """``(Sec-WebSocket-Extensions answer, [extension])`` for an upgrade: permessage-deflate
+        when the option is on and the client offers it; ``(None, None)`` otherwise."""
+        offer = environ.get('HTTP_SEC_WEBSOCKET_EXTENSIONS')
+        if self.deflate is None or not offer:
+            return None, None
+        try:
+            offers = parse_extension(offer)
+        except InvalidHeader:
+            return None, None
+        for name, params in offers:
+            if name != self.deflate.name:
+                continue
+            try:
+                answer, extension = self.deflate.process_request_params(params, [])
+            except NegotiationError:
+                continue
+            return build_extension([(name, answer)]), [extension]
+        return None, None
+
     def origin_allowed(self, origin):
         """The ``origins`` check of protocol.md §1 (exact elements; no substring matching)."""
         origins = self.origins
@@ -238,18 +262,19 @@ class SCServer(EventEmitter, MiddlewareTypes):
             pass
         request = UpgradeRequest(handler.environ, self.exchange)
         initial = _buffered_bytes(handler.rfile, sock)
+        extensions = getattr(handler, 'ws_extensions', None)
         if hasattr(sock, '_sslobj'):
-            self._serve(sock, request, initial)
+            self._serve(sock, request, initial, extensions)
             return
         own = GeventSocket(sock.family, sock.type, fileno=sock.detach())
-        gevent.spawn(self._serve, own, request, initial)
+        gevent.spawn(self._serve, own, request, initial, extensions)
 
-    def _serve(self, sock, request, initial):
+    def _serve(self, sock, request, initial, extensions):
         socket = None
         transport = WebSocketTransport(
             sock, lambda frame: socket.handle_frame(frame),
             lambda code, reason: socket.handle_close(code, reason),
-            max_payload=self.max_payload, initial=initial)
+            max_payload=self.max_payload, initial=initial, extensions=extensions)
         socket = ServerSocket(self.generate_id(), self, transport, request)
         self.pending_clients[socket.id] = socket
         self.emit('handshake', socket)
@@ -274,6 +299,15 @@ class SCServer(EventEmitter, MiddlewareTypes):
         for socket in list(self.clients.values()) + list(self.pending_clients.values()):
             socket.disconnect(1001)
         self.exchange.close()
+
+
+def _deflate_factory(option):
+    """websockets' permessage-deflate factory for the ``perMessageDeflate`` option (None: off)."""
+    if not option:
+        return None
+    settings = option if isinstance(option, dict) else {}
+    return ServerPerMessageDeflateFactory(
+        **{DEFLATE_OPTIONS[key]: value for key, value in settings.items()})
 
 
 def _buffered_bytes(rfile, sock):

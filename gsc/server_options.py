@@ -40,6 +40,12 @@ SERVER_DEFAULTS = {
     'brokerEngineOptions': None,
 }
 
+DEFLATE_OPTIONS = {'serverNoContextTakeover': 'server_no_context_takeover',
+                   'clientNoContextTakeover': 'client_no_context_takeover',
+                   'serverMaxWindowBits': 'server_max_window_bits',
+                   'clientMaxWindowBits': 'client_max_window_bits'}
+"""perMessageDeflate settings (ws's names) and the arguments of websockets' deflate factory."""
+
 DURATIONS = ('ackTimeout', 'handshakeTimeout', 'pingInterval', 'pingTimeout')
 BOOLEANS = ('pingTimeoutDisabled', 'allowClientPublish', 'middlewareEmitWarnings', 'strictHandshake')
 _SNAKE = re.compile(r'_([a-z0-9])')
@@ -90,6 +96,11 @@ def normalise_server_options(options):
     for key in BOOLEANS:
         if not isinstance(merged[key], bool):
             raise InvalidOptionsError('The %s option must be true or false, not %r' % (key, merged[key]))
+    deflate = merged['perMessageDeflate']
+    if deflate not in (None, False, True) and not (
+            isinstance(deflate, dict) and set(deflate) <= set(DEFLATE_OPTIONS)):
+        raise InvalidOptionsError('The perMessageDeflate option must be true, false or a dict of %s'
+                                  % ', '.join(DEFLATE_OPTIONS))
     if not isinstance(merged['path'], str):
         raise InvalidOptionsError('The path option must be a string, not %r' % (merged['path'],))
     merged['path'] = normalise_path(merged['path'])

@@ -627,9 +627,9 @@ class ServerSocket(EventEmitter):
             err = TimeoutError("Event response for '%s' timed out" % entry[0])
             gevent.spawn(entry[1], err, {'event': entry[0], 'cid': cid})
 
-    def send_publish_frame(self, frame):
+    def send_publish_frame(self, prepared):
         """Send a prepared ``#publish`` frame (the exchange encodes once per worker)."""
-        self.socket.send_frame(frame)
+        self.socket.send_frame(prepared)
 
     # -- closing -----------------------------------------------------------------
 

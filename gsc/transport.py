@@ -13,6 +13,7 @@ This module only reads, writes and keeps the close timer:
 
 import logging
 import struct
+from collections import namedtuple
 from socket import SHUT_WR
 
 import gevent
@@ -42,13 +43,17 @@ def frame_header(opcode, length):
     return _pack_long(0x80 | opcode, 127, length)
 
 
+PreparedFrame = namedtuple('PreparedFrame', 'payload frame')
+
+
 def prepare_frame(payload):
-    """A complete server frame for ``payload`` (text for str, binary for bytes), to send
-    to many sockets with :meth:`WebSocketTransport.send_frame` (one encoding for all)."""
+    """``payload`` (text for str, binary for bytes) with its complete server frame, to send to
+    many sockets with :meth:`WebSocketTransport.send_frame`: one encoding for all of them
+    (a connection that compresses its frames sends the payload itself)."""
     if isinstance(payload, str):
         data = payload.encode('utf-8')
-        return frame_header(OP_TEXT, len(data)) + data
-    return frame_header(OP_BINARY, len(payload)) + bytes(payload)
+        return PreparedFrame(payload, frame_header(OP_TEXT, len(data)) + data)
+    return PreparedFrame(payload, frame_header(OP_BINARY, len(payload)) + bytes(payload))
 
 
 class WebSocketTransport:
@@ -61,14 +66,18 @@ class WebSocketTransport:
     """
 
     def __init__(self, sock, on_message, on_close, side=Side.SERVER, max_payload=None,
-                 read=None, max_outbound=DEFAULT_MAX_OUTBOUND, initial=b''):
+                 read=None, max_outbound=DEFAULT_MAX_OUTBOUND, initial=b'', extensions=None):
         self.sock = sock
         self.protocol = Protocol(side, state=OPEN, max_size=max_payload)
+        if extensions:
+            self.protocol.extensions = list(extensions)
         self.on_message = on_message
         self.on_close = on_close
         self.bytes_received = 0
         self.max_outbound = max_outbound
-        self._masked = side is Side.CLIENT
+        # masked (client) and compressed frames are made by the protocol; a server's plain
+        # frames by frame_header, which is cheaper
+        self._framed_by_protocol = side is Side.CLIENT or bool(extensions)
         self._read = read or sock.recv
         self._initial = initial
         # a plain socket is written from the flush callback without blocking; TLS records
@@ -107,7 +116,7 @@ class WebSocketTransport:
         else:
             data = bytes(payload)
             opcode = OP_BINARY
-        if self._masked:
+        if self._framed_by_protocol:
             if opcode is OP_TEXT:
                 self.protocol.send_text(data)
             else:
@@ -121,11 +130,13 @@ class WebSocketTransport:
                 self._queue(header, data)
         return True
 
-    def send_frame(self, frame):
-        """Send a frame made by :func:`prepare_frame` (server side: unmasked)."""
+    def send_frame(self, prepared):
+        """Send a :class:`PreparedFrame` (its shared frame, or its payload when compressing)."""
+        if self._framed_by_protocol:
+            return self.send(prepared.payload)
         if not self.open:
             return False
-        self._queue(frame)
+        self._queue(prepared.frame)
         return True
 
     def close(self, code=1000, reason=''):

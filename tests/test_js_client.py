@@ -299,3 +299,16 @@ def test_reconnect_resubscribes(server):
     assert sorted(subscriptions) == sorted(
         [(first_id, 'a'), (first_id, 'b'), (second_id, 'a'), (second_id, 'b')])
     assert sorted(args_of(obs, 'watch')) == [['a', 'to a'], ['b', 'to b']]
+
+
+def test_compressed_connection_with_the_official_client(make_server):
+    """perMessageDeflate: the Node client (ws) offers permessage-deflate; with the option on,
+    gsc accepts it and the emit/ack round trips of the 'emit' scenario are unchanged."""
+    server = make_server({'authKey': 'testkey', 'perMessageDeflate': True})
+    extensions = []
+    server.on('connection', lambda socket, status: extensions.append(
+        [type(e).__name__ for e in socket.socket.protocol.extensions]))
+    on_connection(server, echo=lambda socket, data, respond: respond(None, data), login=login)
+    obs = run_scenario(server, 'emit')
+    assert extensions == [['PerMessageDeflate']]
+    assert args_of(obs, 'echo') == [[None, {'a': 1, 'b': [1, 'two', None]}]]

@@ -32,8 +32,8 @@ class HandshakeRefused(Exception):
 class RawClient:
     """``send(text)``, ``recv(timeout) -> str``, ``close(code)``; Closed when the peer closes."""
 
-    def __init__(self, url, headers=None, timeout=5):
-        self.protocol = ClientProtocol(parse_uri(url))
+    def __init__(self, url, headers=None, timeout=5, extensions=None):
+        self.protocol = ClientProtocol(parse_uri(url), extensions=extensions)
         self.sock = socket.create_connection((self.protocol.uri.host, self.protocol.uri.port), timeout=timeout)
         request = self.protocol.connect()
         for name, value in (headers or {}).items():
