@@ -238,27 +238,35 @@ class ClientChannel(EventEmitter):
             self.priority = priority
 
     def subscribe(self, **options):
+        """Subscribe to this channel (options as :meth:`SCClientSocket.subscribe`)."""
         return self.client.subscribe(self.name, **options)
 
     def unsubscribe(self):
+        """Unsubscribe from this channel."""
         self.client.unsubscribe(self.name)
 
     def is_subscribed(self, include_pending=False):
+        """True when subscribed (or pending, with ``include_pending``)."""
         return self.client.is_subscribed(self.name, include_pending)
 
     def publish(self, data, callback=None):
+        """Publish ``data`` to this channel; ``callback(err, ack_data)``."""
         self.client.publish(self.name, data, callback)
 
     def watch(self, fn):
+        """Call ``fn(data)`` for every message of this channel."""
         self.client.watch(self.name, fn)
 
     def unwatch(self, fn=None):
+        """Remove one watcher, or all."""
         self.client.unwatch(self.name, fn)
 
     def watchers(self):
+        """The watchers of this channel."""
         return self.client.watchers(self.name)
 
     def destroy(self):
+        """Unsubscribe, unwatch and forget this channel."""
         self.client.destroy_channel(self.name)
 
     def __repr__(self):
@@ -328,6 +336,7 @@ class SCClientSocket:
 
     @property
     def uri(self):
+        """The WebSocket URL this client connects to."""
         host = '[%s]' % self.hostname if ':' in self.hostname else self.hostname
         uri = '%s://%s:%s%s' % ('wss' if self.secure else 'ws', host, self.port, self.path)
         return uri + '?' + self.query if self.query else uri
@@ -335,15 +344,19 @@ class SCClientSocket:
     # -- local events --------------------------------------------------------------
 
     def on(self, event, fn):
+        """Call ``fn`` on every local ``event`` (or server event of that name)."""
         return self._emitter.on(event, fn)
 
     def once(self, event, fn):
+        """Call ``fn`` on the next ``event`` only."""
         return self._emitter.once(event, fn)
 
     def off(self, event=None, fn=None):
+        """Remove one listener, all listeners of ``event``, or all."""
         self._emitter.off(event, fn)
 
     def listeners(self, event):
+        """The listeners of ``event``."""
         return self._emitter.listeners(event)
 
     def _report_error(self, err):
@@ -384,6 +397,7 @@ class SCClientSocket:
             self._cancel_reconnect()
 
     def reconnect(self, code=None, data=None):
+        """Disconnect (with ``code`` and ``data``), then connect again."""
         self.disconnect(code, data)
         self.connect()
 
@@ -891,10 +905,12 @@ class SCClientSocket:
             del self._channels[name]
 
     def subscriptions(self, include_pending=False):
+        """Names of the subscribed channels (and pending ones, with ``include_pending``)."""
         states = (SUBSCRIBED, PENDING) if include_pending else (SUBSCRIBED,)
         return [name for name, chan in self._channels.items() if chan.state in states]
 
     def is_subscribed(self, channel, include_pending=False):
+        """True when ``channel`` is subscribed (or pending, with ``include_pending``)."""
         chan = self._channels.get(channel)
         states = (SUBSCRIBED, PENDING) if include_pending else (SUBSCRIBED,)
         return chan is not None and chan.state in states
@@ -906,19 +922,23 @@ class SCClientSocket:
         self._channel_emitter.on(channel, fn)
 
     def unwatch(self, channel, fn=None):
+        """Remove one watcher of ``channel``, or all."""
         self._channel_emitter.off(channel, fn)
 
     def watchers(self, channel):
+        """The watchers of ``channel``."""
         return self._channel_emitter.listeners(channel)
 
     # -- utilities -----------------------------------------------------------------
 
     @staticmethod
     def encode_base64(text):
+        """``text`` (UTF-8) as base64 (B-130)."""
         return base64.b64encode(text.encode('utf-8')).decode('ascii')
 
     @staticmethod
     def decode_base64(text):
+        """The text encoded by :meth:`encode_base64`."""
         return base64.b64decode(text).decode('utf-8')
 
     def wait_for(self, state_or_event, timeout=5.0):

@@ -32,6 +32,7 @@ class SCHandler(WebSocketHandler):
     """A pywsgi handler that routes each request to gsc or to the WSGI app."""
 
     def run_application(self):
+        """Route the request: an upgrade at the realtime path to gsc, anything else to the app."""
         sc_server = self.server.sc_server
         environ = self.environ
         if sc_server is None or environ.get('PATH_INFO') != sc_server.path:
@@ -117,6 +118,7 @@ class SCHandler(WebSocketHandler):
                       self.environ.get('PATH_INFO'), exc_info=(t, v, tb))
 
     def log_request(self):
+        """The access log line (when ``log`` is set), not for upgrades."""
         if self.server.log is not None and not str(self.status).startswith('101'):
             pywsgi.WSGIHandler.log_request(self)
 
