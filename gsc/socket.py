@@ -17,6 +17,7 @@ from . import protocol
 from .errors import (AuthTokenExpiredError, AuthTokenNotBeforeError, BadConnectionError,
                      BrokerError, InvalidActionError, InvalidArgumentsError, SCError,
                      TimeoutError, close_error, dehydrate, hydrate)
+from .auth import AuthEngine
 from .emitter import EventEmitter
 from .middleware import (MIDDLEWARE_AUTHENTICATE, MIDDLEWARE_EMIT, MIDDLEWARE_HANDSHAKE_SC,
                          MIDDLEWARE_PUBLISH_IN, MIDDLEWARE_SUBSCRIBE, Request)
@@ -310,7 +311,10 @@ class ServerSocket(EventEmitter):
                 respond(err, {'code': code})
                 self.disconnect(code)
                 return
-            self._process_auth_token(signed_token, after_auth)
+            if signed_token is None and type(server.auth) is AuthEngine:
+                after_auth(None, False)  # gsc's own engine would only say "jwt must be provided"
+            else:
+                self._process_auth_token(signed_token, after_auth)
 
         def after_auth(auth_error, is_bad):
             if self.state == CLOSED:
@@ -336,7 +340,10 @@ class ServerSocket(EventEmitter):
                 self._trigger_authentication_events(UNAUTHENTICATED)
             respond(None, client_status)
 
-        server.middleware.run(MIDDLEWARE_HANDSHAKE_SC, Request(socket=self), after_middleware)
+        if server.middleware.has(MIDDLEWARE_HANDSHAKE_SC):
+            server.middleware.run(MIDDLEWARE_HANDSHAKE_SC, Request(socket=self), after_middleware)
+        else:
+            after_middleware(None, None)
 
     def _process_auth_token(self, signed_token, done):
         """Verify ``signed_token`` and run the authenticate middleware; ``done(err, is_bad)``."""
