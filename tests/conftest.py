@@ -56,6 +56,16 @@ def handshake(client, token=None, cid=1):
     return recv_json(client)
 
 
+def open_socket(server, raw_connect):
+    """A handshaken raw client of ``server`` and the server's ServerSocket for it."""
+    sockets = []
+    server.on('connection', lambda socket, status: sockets.append(socket))
+    client = raw_connect(server)
+    handshake(client)
+    wait_until(lambda: sockets)
+    return client, sockets[0]
+
+
 def wait_until(predicate, timeout=5, interval=0.01):
     """Sleep (cooperatively) until ``predicate()`` is true; AssertionError after ``timeout``."""
     with gevent.Timeout(timeout, AssertionError('condition not met in %ss' % timeout)):

@@ -13,7 +13,7 @@ import gevent
 import jwt
 import pytest
 
-from conftest import handshake, recv_json, wait_until
+from conftest import handshake, open_socket, recv_json, wait_until
 from gsc.engines.simple import SimpleEngine
 from gsc.errors import SCError
 
@@ -250,14 +250,11 @@ def test_a_blocked_subscribe_warns_and_a_silent_block_does_not(make_server, raw)
 def test_invalid_subscribe_and_unsubscribe_names(make_server, raw):
     """X-35 (the cases test_server_wire leaves out): `#subscribe [null]` and `#unsubscribe null`."""
     server = make_server()
-    sockets = []
-    server.on('connection', lambda socket, status: sockets.append(socket))
-    client = raw(server)
-    handshake(client)
+    client, server_socket = open_socket(server, raw)
     client.send('{"event":"#subscribe","data":[null],"cid":2}')
     client.send('{"event":"#unsubscribe","data":null,"cid":3}')
     first, second = recv_json(client), recv_json(client)
-    socket_id = sockets[0].id
+    socket_id = server_socket.id
     assert first['rid'] == 2 and first['error']['message'] == (
         'Failed to subscribe socket to the undefined channel - Socket %s provided an invalid '
         'channel name' % socket_id)

@@ -7,7 +7,7 @@ import gevent
 import pytest
 from gevent import queue
 
-from conftest import handshake, recv_json, wait_until
+from conftest import handshake, open_socket, recv_json, wait_until
 from wsraw import Closed, HandshakeRefused
 
 
@@ -377,10 +377,7 @@ def test_origins_and_handshake_ws_middleware(make_server, raw):
 def test_subscribe_unsubscribe_publish_and_kick_out(make_server, raw):
     """X-12, X-14, X-16, X-17: the pub/sub packets of one socket."""
     server = make_server()
-    sockets = []
-    server.on('connection', lambda socket, status: sockets.append(socket))
-    client = raw(server)
-    handshake(client)
+    client, server_socket = open_socket(server, raw)
     client.send('{"event":"#subscribe","data":{"channel":"foo"},"cid":2}')
     client.send('{"event":"#subscribe","data":{"channel":"foo"},"cid":3}')
     client.send('{"event":"#subscribe","data":"strchan","cid":4}')
@@ -394,13 +391,13 @@ def test_subscribe_unsubscribe_publish_and_kick_out(make_server, raw):
     error = recv_json(client)['error']
     assert error['name'] == 'BrokerError' and error['message'] == (
         'Failed to unsubscribe socket from the nope channel - Socket %s tried to unsubscribe '
-        'from a channel which it is not subscribed to' % sockets[0].id)
-    sockets[0].kick_out('foo', 'kicked!')
+        'from a channel which it is not subscribed to' % server_socket.id)
+    server_socket.kick_out('foo', 'kicked!')
     assert recv_json(client) == {'event': '#kickOut', 'data': {'message': 'kicked!', 'channel': 'foo'}}
-    sockets[0].kick_out(None, 'kicked all')
+    server_socket.kick_out(None, 'kicked all')
     kicked = sorted(recv_json(client)['data']['channel'] for _ in range(2))
     assert kicked == ['b1', 'strchan']
-    assert sockets[0].channel_subscriptions_count == 0
+    assert server_socket.channel_subscriptions_count == 0
     server.exchange.publish('foo', 'after kick')
     client.send('{"event":"#subscribe","data":{"channel":"x"},"cid":20}')
     assert recv_json(client) == {'rid': 20}
@@ -421,10 +418,7 @@ def test_subscribe_middleware_limit_and_invalid_channels(make_server, raw):
         else:
             next_()
     server.add_middleware(server.MIDDLEWARE_SUBSCRIBE, middleware)
-    sockets = []
-    server.on('connection', lambda socket, status: sockets.append(socket))
-    client = raw(server)
-    handshake(client)
+    client, server_socket = open_socket(server, raw)
     client.send('{"event":"#subscribe","data":{"channel":"blocked"},"cid":6}')
     assert recv_json(client) == {'rid': 6, 'error': {'message': 'nope', 'name': 'BlockedSubError'}}
     client.send('{"event":"#subscribe","data":{"channel":"quiet"},"cid":7}')
@@ -432,14 +426,14 @@ def test_subscribe_middleware_limit_and_invalid_channels(make_server, raw):
     client.send('{"event":"#subscribe","data":null,"cid":8}')
     assert recv_json(client)['error']['message'] == (
         'Failed to subscribe socket to the undefined channel - Socket %s provided an invalid channel name'
-        % sockets[0].id)
+        % server_socket.id)
     for cid, channel in ((9, 'a'), (10, 'b')):
         client.send(json.dumps({'event': '#subscribe', 'data': {'channel': channel}, 'cid': cid}))
         assert recv_json(client) == {'rid': cid}
     client.send('{"event":"#subscribe","data":{"channel":"c"},"cid":11}')
     assert recv_json(client)['error']['message'] == (
         'Failed to subscribe socket to the c channel - Socket %s tried to exceed the channel '
-        'subscription limit of 2' % sockets[0].id)
+        'subscription limit of 2' % server_socket.id)
     invalid = ['{"event":"#publish","data":null,"cid":12}',
                '{"event":"#publish","data":{"channel":{"hello":123}},"cid":13}',
                '{"event":"#unsubscribe","data":[null],"cid":14}']
@@ -447,10 +441,10 @@ def test_subscribe_middleware_limit_and_invalid_channels(make_server, raw):
         client.send(frame)
     messages = [recv_json(client)['error']['message'] for _ in invalid]
     assert messages == [
-        'Socket %s tried to publish to an invalid undefined channel' % sockets[0].id,
-        'Socket %s tried to publish to an invalid [object Object] channel' % sockets[0].id,
+        'Socket %s tried to publish to an invalid undefined channel' % server_socket.id,
+        'Socket %s tried to publish to an invalid [object Object] channel' % server_socket.id,
         'Failed to unsubscribe socket from the  channel - Socket %s tried to unsubscribe from an '
-        'invalid channel name' % sockets[0].id]
+        'invalid channel name' % server_socket.id]
 
 
 def test_subscribe_before_handshake_is_refused(make_server, raw):
@@ -510,12 +504,7 @@ def test_server_emit_with_ack_answer_error_and_timeout(make_server, raw):
     """X-20."""
     server = make_server({'ackTimeout': 200})
     results = []
-    sockets = []
-    server.on('connection', lambda socket, status: sockets.append(socket))
-    client = raw(server)
-    handshake(client)
-    wait_until(lambda: sockets)
-    socket = sockets[0]
+    client, socket = open_socket(server, raw)
     socket.emit('fromServer', {'a': 1}, lambda err, data: results.append((err, data)))
     assert recv_json(client) == {'event': 'fromServer', 'data': {'a': 1}, 'cid': 1}
     client.send('{"rid":1,"data":{"ack":true}}')
