@@ -66,6 +66,15 @@ def open_socket(server, raw_connect):
     return client, sockets[0]
 
 
+def subscribe_then_leave(server, raw_connect, channel='foo'):
+    """A raw client that handshakes, subscribes to ``channel`` and closes with 1000."""
+    client = raw_connect(server)
+    handshake(client)
+    client.send(json.dumps({'event': '#subscribe', 'data': {'channel': channel}, 'cid': 2}))
+    assert recv_json(client) == {'rid': 2}
+    client.close(1000)
+
+
 def wait_until(predicate, timeout=5, interval=0.01):
     """Sleep (cooperatively) until ``predicate()`` is true; AssertionError after ``timeout``."""
     with gevent.Timeout(timeout, AssertionError('condition not met in %ss' % timeout)):

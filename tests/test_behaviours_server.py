@@ -13,7 +13,7 @@ import gevent
 import jwt
 import pytest
 
-from conftest import handshake, open_socket, recv_json, wait_until
+from conftest import handshake, open_socket, recv_json, subscribe_then_leave, wait_until
 from gsc.engines.simple import SimpleEngine
 from gsc.errors import SCError
 
@@ -90,11 +90,7 @@ def test_unsubscribe_precedes_disconnect_even_with_a_slow_engine(make_server, ra
         socket.on('unsubscribe', lambda channel: order.append('unsubscribe:' + channel))
         socket.on('disconnect', lambda code, data: order.append('disconnect'))
     server.on('connection', on_connection)
-    client = raw(server)
-    handshake(client)
-    client.send('{"event":"#subscribe","data":{"channel":"foo"},"cid":2}')
-    assert recv_json(client) == {'rid': 2}
-    client.close(1000)
+    subscribe_then_leave(server, raw)
     wait_until(lambda: 'disconnect' in order)
     assert order == ['unsubscribe:foo', 'disconnect']
     wait_until(lambda: engine.unsubscribed == ['foo'])

@@ -7,7 +7,7 @@ import gevent
 import pytest
 from gevent import queue
 
-from conftest import handshake, open_socket, recv_json, wait_until
+from conftest import handshake, open_socket, recv_json, subscribe_then_leave, wait_until
 from wsraw import Closed, HandshakeRefused
 
 
@@ -244,11 +244,7 @@ def test_close_events_come_in_the_documented_order(make_server, raw):
         socket.on('disconnect', lambda code, data: order.append('disconnect'))
         socket.on('close', lambda code, data: order.append('close'))
     server.on('connection', on_connection)
-    client = raw(server)
-    handshake(client)
-    client.send('{"event":"#subscribe","data":{"channel":"foo"},"cid":2}')
-    assert recv_json(client) == {'rid': 2}
-    client.close(1000)
+    subscribe_then_leave(server, raw)
     wait_until(lambda: 'close' in order)
     assert order == ['unsubscribe:foo', 'unsubscription', 'disconnection', 'closure:closed',
                      'disconnect', 'close']
