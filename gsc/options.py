@@ -81,7 +81,9 @@ DEFAULTS = {
     'brokerEngine': 'sc-broker-cluster',
 }
 
-OTHER_KNOWN = ('run', 'perMessageDeflate', 'maxPayload', 'wsEngineServerOptions', 'paths')
+OTHER_KNOWN = ('run', 'perMessageDeflate', 'maxPayload', 'wsEngineServerOptions', 'paths',
+               'maxBatchPackets', 'maxChannelNameLength', 'maxOutboundBytes', 'maxConnections',
+               'headersTimeout', 'maxHeaderSize', 'maxBrokerQueueBytes')
 
 DURATIONS = ('ackTimeout', 'ipcAckTimeout', 'pingInterval', 'pingTimeout',
              'workerStatusInterval', 'processTermTimeout', 'forceKillTimeout')

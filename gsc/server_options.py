@@ -33,7 +33,13 @@ SERVER_DEFAULTS = {
     'socketChannelLimit': None,
     'pubSubBatchDuration': None,
     'middlewareEmitWarnings': True,
-    'maxPayload': 100 * 1024 * 1024,
+    'maxPayload': 1024 * 1024,
+    'maxBatchPackets': 1000,
+    'maxChannelNameLength': 1024,
+    'maxOutboundBytes': 16 * 1024 * 1024,
+    'maxConnections': None,
+    'headersTimeout': 10000,
+    'maxHeaderSize': 16 * 1024,
     'perMessageDeflate': None,
     'strictHandshake': True,
     'brokerEngine': 'simple',
@@ -46,7 +52,9 @@ DEFLATE_OPTIONS = {'serverNoContextTakeover': 'server_no_context_takeover',
                    'clientMaxWindowBits': 'client_max_window_bits'}
 """perMessageDeflate settings (ws's names) and the arguments of websockets' deflate factory."""
 
-DURATIONS = ('ackTimeout', 'handshakeTimeout', 'pingInterval', 'pingTimeout')
+DURATIONS = ('ackTimeout', 'handshakeTimeout', 'pingInterval', 'pingTimeout', 'headersTimeout')
+LIMITS = ('maxBatchPackets', 'maxChannelNameLength', 'maxOutboundBytes', 'maxHeaderSize')
+"""Positive whole-number limits (packets, characters, bytes)."""
 BOOLEANS = ('pingTimeoutDisabled', 'allowClientPublish', 'middlewareEmitWarnings', 'strictHandshake')
 _SNAKE = re.compile(r'_([a-z0-9])')
 
@@ -93,6 +101,9 @@ def normalise_server_options(options):
     check_number(merged, 'socketChannelLimit', minimum=0, maximum=float('inf'), allow_none=True)
     check_number(merged, 'pubSubBatchDuration', allow_none=True)
     check_number(merged, 'maxPayload', minimum=1, maximum=float('inf'), allow_none=True)
+    for key in LIMITS:
+        check_number(merged, key, minimum=1, maximum=float('inf'))
+    check_number(merged, 'maxConnections', minimum=1, maximum=float('inf'), allow_none=True)
     for key in BOOLEANS:
         if not isinstance(merged[key], bool):
             raise InvalidOptionsError('The %s option must be true or false, not %r' % (key, merged[key]))
