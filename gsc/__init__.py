@@ -3,18 +3,31 @@
 The public face: the master (:class:`SocketCluster`), the worker's realtime server
 (:class:`SCServer`, :func:`attach`, :func:`listen`, :class:`ServerSocket`), its HTTP
 server, the exchange, SocketCluster's error classes, and the version.  The Python client
-is :mod:`gsc.client`.
+is :mod:`gsc.client`; the command line is :mod:`gsc.cli`.
+
+Everything but the errors is imported on first use, so ``python -m gsc`` can apply
+gevent's monkey patching before gsc's modules import the standard library.
 """
+
+import importlib
 
 from . import errors
 from .errors import *  # noqa: F401,F403  (SocketCluster's error names are public API)
-from .exchange import Exchange, SCChannel
-from .http import HTTPServer
-from .master import SocketCluster
-from .server import SCServer, attach, listen
-from .socket import ServerSocket
 
 __version__ = '0.1.0'
 
+_LAZY = {'SocketCluster': 'master', 'SCServer': 'server', 'attach': 'server', 'listen': 'server',
+         'ServerSocket': 'socket', 'HTTPServer': 'http', 'Exchange': 'exchange',
+         'SCChannel': 'exchange'}
+
 __all__ = ['SocketCluster', 'SCServer', 'attach', 'listen', 'ServerSocket', 'HTTPServer',
            'Exchange', 'SCChannel', '__version__'] + errors.__all__
+
+
+def __getattr__(name):
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError('module %r has no attribute %r' % (__name__, name))
+    value = getattr(importlib.import_module('.' + module, __name__), name)
+    globals()[name] = value
+    return value

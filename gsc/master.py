@@ -120,6 +120,8 @@ class SocketCluster(EventEmitter, Supervisor):
         self.on('error', lambda err: self.emit_fail(err, self._origin()))
         try:
             options_module.validate(self.options)
+            for hint in options_module.misspelt_keys(self.options):
+                log.warning(hint)
             options_module.generate_secrets(self.options)
             self.socket_dir_path = options_module.socket_dir(self.options, self.app_dir_path)
             self.options['paths'] = {

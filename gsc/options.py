@@ -6,6 +6,7 @@ reaches every process unchanged.
 """
 
 import binascii
+import difflib
 import hashlib
 import os
 import re
@@ -17,9 +18,10 @@ import uuid
 from gevent import ssl as gevent_ssl
 
 from .errors import InvalidOptionsError
-from .server_options import to_camel
+from .server_options import SERVER_DEFAULTS, to_camel
 
 MAX_DURATION = 2147483647
+ENVIRONMENTS = ('dev', 'prod')
 LOCAL_BROKER_ENGINES = ('sc-broker-cluster', 'broker')
 """The engine names meaning "the cluster's own broker processes" (SocketCluster's default)."""
 
@@ -105,13 +107,29 @@ def merge(options):
     return merged
 
 
-def _count(options, key, minimum=1):
+def _count(options, key, minimum):
+    """``options[key]`` as a process count of at least ``minimum`` (None: the default, 1)."""
     value = options.get(key)
-    if value and not isinstance(value, bool) and not isinstance(value, (int, float)):
-        raise InvalidOptionsError('The %s option must be a number' % key)
-    if value is None or isinstance(value, bool) or value < minimum:
+    if value is None:
         return 1
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != int(value):
+        raise InvalidOptionsError('The %s option must be a number' % key)
+    if value < minimum:
+        raise InvalidOptionsError('The %s option must be at least %d, not %r' % (key, minimum, value))
     return int(value)
+
+
+def misspelt_keys(options):
+    """A hint for each unknown key that is close to a known one (``wrokers`` -> ``workers``)."""
+    known = sorted(KNOWN.union(SERVER_DEFAULTS))
+    hints = []
+    for key in options:
+        if key in KNOWN or key in SERVER_DEFAULTS:
+            continue
+        close = difflib.get_close_matches(key, known, n=1, cutoff=0.8)
+        if close:
+            hints.append("Unknown option '%s' - did you mean '%s'?" % (key, close[0]))
+    return hints
 
 
 def validate(options):
@@ -140,8 +158,11 @@ def validate(options):
                                   "processes), 'redis' or 'simple', not %r" % (options.get('brokerEngine'),))
     # brokers: 0 is allowed when another engine (Redis) carries pub/sub between workers
     options['brokers'] = _count(options, 'brokers',
-                                minimum=1 if options.get('brokerEngine') in LOCAL_BROKER_ENGINES else 0)
-    options['workers'] = _count(options, 'workers')
+                                1 if options.get('brokerEngine') in LOCAL_BROKER_ENGINES else 0)
+    options['workers'] = _count(options, 'workers', 1)
+    if options.get('environment') not in ENVIRONMENTS:
+        raise InvalidOptionsError("The environment option must be 'dev' or 'prod', not %r"
+                                  % (options.get('environment'),))
     port = options.get('port')
     if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
         raise InvalidOptionsError('The port option must be an integer between 0 and 65535')

@@ -2,6 +2,8 @@
 
 import json
 import os
+import signal
+import subprocess
 import sys
 
 import gevent
@@ -11,8 +13,33 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from gsc.server import listen  # noqa: E402
-from master_harness import free_port  # noqa: E402
+from master_harness import ROOT, free_port  # noqa: E402
 from wsraw import RawClient  # noqa: E402
+
+
+@pytest.fixture
+def spawn(request):
+    """``spawn(argv, cwd=ROOT, env=None)`` -> a running process (text stdout, stderr merged)
+    in its own session; its whole process group is killed at teardown, by its id."""
+    started = []
+
+    def start(argv, cwd=ROOT, env=None):
+        proc = subprocess.Popen(argv, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                text=True, start_new_session=True,
+                                env=dict(os.environ, **(env or {})))
+        started.append(proc)
+        return proc
+
+    def cleanup():
+        for proc in started:
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            proc.wait(5)
+            proc.stdout.close()
+    request.addfinalizer(cleanup)
+    return start
 
 
 @pytest.fixture

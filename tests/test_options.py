@@ -56,7 +56,7 @@ def test_singleton():
 
 def test_defaults_spellings_and_generated_values():
     options = options_module.merge({'worker_controller': 'w', 'my_custom_key': 1,
-                                    'workers': 0})
+                                    'workers': 1})
     options_module.validate(options)
     options_module.generate_secrets(options)
     assert options['workerController'] == 'w' and options['my_custom_key'] == 1

@@ -15,27 +15,9 @@ pytestmark = pytest.mark.timeout(60)
 
 
 @pytest.fixture
-def run_py(request):
+def run_py(spawn):
     """``run_py(*args, env=...)`` -> a running ``python run.py`` in its own process group."""
-    started = []
-
-    def start(*args, env=None):
-        proc = subprocess.Popen([sys.executable, 'run.py'] + list(args), cwd=ROOT,
-                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                start_new_session=True, env=dict(os.environ, **(env or {})))
-        started.append(proc)
-        return proc
-
-    def cleanup():
-        for proc in started:
-            try:
-                os.killpg(proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            proc.wait(5)
-            proc.stdout.close()
-    request.addfinalizer(cleanup)
-    return start
+    return lambda *args, env=None: spawn([sys.executable, 'run.py'] + list(args), env=env)
 
 
 def wait_for_line(proc, text, limit=200):
