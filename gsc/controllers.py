@@ -34,6 +34,61 @@ def controller_path(name, app_dir):
     return candidate if os.path.isfile(candidate) else None
 
 
+def source_path(name, app_dir):
+    """The file that controller (or ``module:attr`` app) ``name`` would be loaded from; None
+    when it cannot be found (loading it will say why)."""
+    module = name.partition(':')[0]
+    path = controller_path(module, app_dir)
+    if path is not None:
+        return path
+    if app_dir not in sys.path:
+        sys.path.insert(0, app_dir)
+    try:
+        spec = importlib.util.find_spec(module)
+    except (ImportError, ValueError):
+        return None
+    return getattr(spec, 'origin', None) if spec is not None else None
+
+
+def unreadable_part(path, uid, groups):
+    """The first part of ``path`` that user ``uid`` (member of ``groups``) cannot read (a
+    directory it cannot enter, or the file itself); None when it can read the file."""
+    parts = []
+    head = os.path.abspath(path)
+    while True:
+        parts.append(head)
+        parent = os.path.dirname(head)
+        if parent == head:
+            break
+        head = parent
+    for part in reversed(parts):
+        try:
+            info = os.stat(part)
+        except OSError:
+            return part
+        need = 0o4 if part == parts[0] else 0o1
+        if info.st_uid == uid:
+            need <<= 6
+        elif info.st_gid in groups:
+            need <<= 3
+        if uid != 0 and not info.st_mode & need:
+            return part
+    return None
+
+
+def check_readable_by(options, app_dir, user_entry):
+    """ControllerError when a controller or the WSGI app of ``options`` cannot be read by the
+    user of ``user_entry`` (a ``pwd`` entry), naming the user and the path."""
+    groups = set(os.getgrouplist(user_entry.pw_name, user_entry.pw_gid))
+    for option in ('workerController', 'brokerController', 'workerClusterController', 'wsgiApp'):
+        name = options.get(option)
+        path = source_path(name, app_dir) if name else None
+        blocked = path and unreadable_part(path, user_entry.pw_uid, groups)
+        if blocked:
+            raise ControllerError('The %s %r cannot be read by the user %r (downgradeToUser): '
+                                  'no access to %s' % (option, name, user_entry.pw_name, blocked))
+
+
 def load(option, name, app_dir):
     """Import controller ``name`` (the value of option ``option``); ControllerError names both."""
     path = controller_path(name, app_dir)

@@ -10,6 +10,7 @@ work; the run loop in the main greenlet dispatches it to ``handle_<signal>``,
 import functools
 import logging
 import os
+import pwd
 import shutil
 import signal
 import sys
@@ -419,15 +420,20 @@ class SocketCluster(EventEmitter, Supervisor):
             raise InvalidActionError('Failed to remove old socket directory %s - Try removing '
                                      'it manually' % path) from None
         os.makedirs(path, exist_ok=True)
+        user = self._downgrade_user()
+        if user is not None:
+            controllers.check_readable_by(self.options, self.app_dir_path, user)
+            os.chown(path, user.pw_uid, user.pw_gid)
+
+    def _downgrade_user(self):
+        """The ``pwd`` entry of ``downgradeToUser``, None without one."""
         user = self.options.get('downgradeToUser')
-        if user:
-            import pwd
-            try:
-                entry = pwd.getpwnam(user) if isinstance(user, str) else pwd.getpwuid(user)
-            except KeyError as exc:
-                raise InvalidActionError('Failed to downgrade to user "%s" - %s'
-                                         % (user, exc)) from None
-            os.chown(path, entry.pw_uid, entry.pw_gid)
+        if not user:
+            return None
+        try:
+            return pwd.getpwnam(user) if isinstance(user, str) else pwd.getpwuid(user)
+        except KeyError as exc:
+            raise InvalidActionError('Failed to downgrade to user "%s" - %s' % (user, exc)) from None
 
     def _watch_controllers(self):
         """Reboot the workers when a file of controllers/ changes (dev environment)."""

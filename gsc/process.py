@@ -117,8 +117,10 @@ def downgrade_to_user(user):
     gevent.get_hub().resolver  # noqa: B018  (imports the resolver while it still can)
     try:
         entry = pwd.getpwuid(user) if isinstance(user, int) else pwd.getpwnam(user)
-        os.setgid(entry.pw_gid)
-        os.setuid(entry.pw_uid)
+        if os.getuid() != entry.pw_uid:  # a worker's parent may have switched already
+            os.initgroups(entry.pw_name, entry.pw_gid)
+            os.setgid(entry.pw_gid)
+            os.setuid(entry.pw_uid)
     except (KeyError, OSError):
         raise InvalidActionError(
             'Could not downgrade to user "%s" - Either this user does not exist or the current '
