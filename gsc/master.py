@@ -11,8 +11,8 @@ import functools
 import logging
 import os
 import pwd
-import shutil
 import signal
+import socket
 import sys
 import time
 
@@ -23,6 +23,7 @@ from . import cluster as cluster_module
 from . import codec
 from . import controllers
 from . import options as options_module
+from . import rundir
 from .emitter import EventEmitter
 from .errors import (BadConnectionError, BrokerError, InvalidActionError, ProcessExitError,
                      UnknownError, hydrate)
@@ -61,6 +62,27 @@ def normalise_error(value):
         except ValueError:
             return UnknownError('[object NotJSON]')
     return UnknownError(str(value))
+
+
+def check_port_free(host, port):
+    """InvalidActionError when something already listens on ``host:port``.
+
+    The workers bind with SO_REUSEPORT, which would let a second cluster share the port with
+    the first (the kernel would split the connections between two unrelated clusters); a
+    probe without it fails with EADDRINUSE while any other socket listens there.
+    """
+    if not port:
+        return
+    host = host or '0.0.0.0'
+    probe = socket.socket(socket.AF_INET6 if ':' in host else socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        probe.bind((host, port))
+    except OSError as exc:
+        raise InvalidActionError('Cannot listen on %s:%d - %s (another gsc or another program '
+                                 'serves it)' % (host, port, exc.strerror or exc)) from None
+    finally:
+        probe.close()
 
 
 class SocketCluster(EventEmitter, Supervisor):
@@ -105,6 +127,7 @@ class SocketCluster(EventEmitter, Supervisor):
         self.app_dir_path = paths.get('appDirPath') or os.path.dirname(
             os.path.abspath(sys.argv[0] or '.'))
         self.socket_dir_path = None
+        self._run_user = None
         self.worker_cluster = None
         self.brokers = {}
         self.is_worker_cluster_ready = False
@@ -124,7 +147,10 @@ class SocketCluster(EventEmitter, Supervisor):
             for hint in options_module.misspelt_keys(self.options):
                 log.warning(hint)
             options_module.generate_secrets(self.options)
-            self.socket_dir_path = options_module.socket_dir(self.options, self.app_dir_path)
+            self._run_user = self._downgrade_user()
+            self.socket_dir_path = os.path.join(rundir.run_dir(
+                rundir.base_dir(self.options.get('socketRoot'), self._owner()[0]),
+                self.options['appName'], self.pid), '')
             self.options['paths'] = {
                 'appDirPath': self.app_dir_path, 'statusURL': '/~status',
                 'socketDirPath': self.socket_dir_path,
@@ -396,6 +422,7 @@ class SocketCluster(EventEmitter, Supervisor):
     # -- internals -------------------------------------------------------------------
 
     def _start(self):
+        check_port_free(self.options.get('host'), self.options['port'])
         self._make_socket_dir()
         self._signal_watchers = [self.install_signal(signal.SIGTERM, self.handle_term),
                                  self.install_signal(signal.SIGINT, self.handle_int)]
@@ -411,19 +438,16 @@ class SocketCluster(EventEmitter, Supervisor):
             self._watcher = gevent.spawn(self._watch_controllers)
 
     def _make_socket_dir(self):
-        path = self.socket_dir_path
-        try:
-            shutil.rmtree(path)
-        except FileNotFoundError:
-            pass
-        except OSError:
-            raise InvalidActionError('Failed to remove old socket directory %s - Try removing '
-                                     'it manually' % path) from None
-        os.makedirs(path, exist_ok=True)
-        user = self._downgrade_user()
-        if user is not None:
-            controllers.check_readable_by(self.options, self.app_dir_path, user)
-            os.chown(path, user.pw_uid, user.pw_gid)
+        if self._run_user is not None:
+            controllers.check_readable_by(self.options, self.app_dir_path, self._run_user)
+        uid, gid = self._owner()
+        rundir.create(self.options.get('socketRoot'), self.options['appName'], self.pid, uid, gid)
+
+    def _owner(self):
+        """``(uid, gid)`` of the children: the downgradeToUser's, else this process's."""
+        if self._run_user is not None:
+            return self._run_user.pw_uid, self._run_user.pw_gid
+        return os.getuid(), os.getgid()
 
     def _downgrade_user(self):
         """The ``pwd`` entry of ``downgradeToUser``, None without one."""
@@ -478,7 +502,8 @@ class SocketCluster(EventEmitter, Supervisor):
     def _finish_if_done(self):
         if not self.is_shutting_down or not all(c.exited for c in self._children()):
             return
-        shutil.rmtree(self.socket_dir_path or '', ignore_errors=True)
+        if self.socket_dir_path:
+            rundir.remove_tree(self.socket_dir_path)
         self._release()
         callbacks, self._destroy_callbacks = self._destroy_callbacks, []
         self.off()

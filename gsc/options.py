@@ -7,9 +7,7 @@ reaches every process unchanged.
 
 import binascii
 import difflib
-import hashlib
 import os
-import re
 import signal
 import ssl
 import tempfile
@@ -235,15 +233,6 @@ def generate_secrets(options):
         if isinstance(options.get(key), bytes):
             options[key] = options[key].decode('utf-8')
     return options
-
-
-def socket_dir(options, app_dir):
-    """The directory of the brokers' unix sockets (with a trailing slash)."""
-    if options.get('socketRoot'):
-        return os.path.join(options['socketRoot'], '')
-    digest = hashlib.md5(app_dir.encode('utf-8')).hexdigest()[:10]
-    name = '%s_%s' % (re.sub(r'[^\w.-]', '_', options['appName'][:13]), digest)
-    return os.path.join(tempfile.gettempdir(), 'socketcluster', name, '')
 
 
 def ssl_kwargs(options):

@@ -2,9 +2,11 @@
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 
 import gevent
 import pytest
@@ -20,13 +22,16 @@ from wsraw import RawClient  # noqa: E402
 @pytest.fixture
 def spawn(request):
     """``spawn(argv, cwd=ROOT, env=None)`` -> a running process (text stdout, stderr merged)
-    in its own session; its whole process group is killed at teardown, by its id."""
+    in its own session; its whole process group is killed at teardown, by its id, and its
+    runtime directory (XDG_RUNTIME_DIR: where a master puts its socket directories) removed."""
     started = []
+    runtime = tempfile.mkdtemp(prefix='gsc-test-')
+    request.addfinalizer(lambda: shutil.rmtree(runtime, ignore_errors=True))
 
     def start(argv, cwd=ROOT, env=None):
         proc = subprocess.Popen(argv, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                 text=True, start_new_session=True,
-                                env=dict(os.environ, **(env or {})))
+                                env=dict(os.environ, XDG_RUNTIME_DIR=runtime, **(env or {})))
         started.append(proc)
         return proc
 

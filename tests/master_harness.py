@@ -9,8 +9,10 @@ import os
 import queue
 import signal
 import socket
+import shutil
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 
@@ -45,7 +47,12 @@ class MasterProcess:
     """A master started from ``options``; ``events`` is everything it reported so far."""
 
     def __init__(self, options, env=None):
-        base = {'paths': {'appDirPath': ROOT}, 'logLevel': 1, 'socketRoot': None}
+        # the tree's socket directories live in a directory of this test, removed at cleanup
+        # (entered by a downgradeToUser too: the master makes the private part inside)
+        self.socket_parent = tempfile.mkdtemp(prefix='gsc-test-')
+        os.chmod(self.socket_parent, 0o755)
+        base = {'paths': {'appDirPath': ROOT}, 'logLevel': 1,
+                'socketRoot': os.path.join(self.socket_parent, 'run')}
         base.update(options)
         self.proc = subprocess.Popen(
             [sys.executable, DRIVER, json.dumps(base)], cwd=ROOT, stdin=subprocess.PIPE,
@@ -134,6 +141,7 @@ class MasterProcess:
             self.proc.wait(5)
         except subprocess.TimeoutExpired:
             pass
+        shutil.rmtree(self.socket_parent, ignore_errors=True)
         for stream in (self.proc.stdin, self.proc.stdout):
             try:
                 stream.close()

@@ -3,6 +3,7 @@ project that ``gsc`` (and ``python -m gsc``) serves from its directory; options 
 
 import json
 import os
+import socket
 import subprocess
 import sys
 import urllib.error
@@ -115,3 +116,22 @@ def test_misspelt_option_is_named_and_environment_comes_from_its_variable(spawn)
     assert any("Unknown option 'wrokers' - did you mean 'workers'?" in line for line in lines)
     lines += wait_for_line(proc, 'Broker count')
     assert any('Environment: prod' in line for line in lines), lines
+
+
+def test_one_cluster_per_port(spawn):
+    port = free_port()
+    wait_for_line(spawn([sys.executable, 'run.py', '-p', str(port)]), 'SocketCluster started')
+    second = spawn([sys.executable, 'run.py', '-p', str(port)])
+    assert second.wait(30) == 1
+    assert 'Cannot listen on 0.0.0.0:%d - Address already in use' % port in second.stdout.read()
+    assert rpc(port, 'roll', None)[1]['data']['roll'] in range(1, 7)
+
+
+def test_a_port_another_program_serves_is_refused(spawn):
+    with socket.socket() as other:
+        other.bind(('127.0.0.1', 0))
+        other.listen()
+        port = other.getsockname()[1]
+        proc = spawn([sys.executable, 'run.py', '-p', str(port)])
+        assert proc.wait(30) == 1
+        assert 'Address already in use' in proc.stdout.read()
