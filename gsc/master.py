@@ -64,6 +64,11 @@ def normalise_error(value):
     return UnknownError(str(value))
 
 
+def _child_name(kind, child_id):
+    names = {'workerCluster': 'worker cluster'}
+    return names.get(kind, kind) + ('' if child_id is None else ' %s' % child_id)
+
+
 def check_port_free(host, port):
     """InvalidActionError when something already listens on ``host:port``.
 
@@ -136,6 +141,8 @@ class SocketCluster(EventEmitter, Supervisor):
         self.init_error = None
         self._broker_buffers = {}
         self._ready_once = False
+        self.start_failure = None
+        self._start_timer = None
         self._destroy_callbacks = []
         self._signal_watchers = []
         self._watcher = None
@@ -170,7 +177,9 @@ class SocketCluster(EventEmitter, Supervisor):
     def serve_forever(self):
         """Start the process tree and supervise it until it is shut down (main greenlet).
 
-        Returns False when the options were invalid (the ``fail`` was emitted), else True.
+        Returns False when the options were invalid (the ``fail`` was emitted) or the start
+        failed (``start_failure`` says why: a child exited, or not every worker listened
+        within ``startTimeout``), else True.
         """
         if self.init_error is not None:
             gevent.sleep(0)
@@ -183,7 +192,7 @@ class SocketCluster(EventEmitter, Supervisor):
             self._release()
             return False
         self.run_loop()
-        return True
+        return self.start_failure is None
 
     def send_to_worker(self, worker_id, data, callback=None):
         """Send ``data`` to worker ``worker_id``; ``callback(err, data, worker_id)`` answers.
@@ -229,6 +238,8 @@ class SocketCluster(EventEmitter, Supervisor):
         if self.is_shutting_down:
             return
         self.is_shutting_down = True
+        if self._start_timer is not None:
+            self._start_timer.kill(block=False)
         self._drop_worker_messages('the master is shutting down')
         if self._watcher is not None:
             self._watcher.kill(block=False)
@@ -321,11 +332,15 @@ class SocketCluster(EventEmitter, Supervisor):
         self.emit('workerClusterStart', {'pid': child.pid, 'childProcess': child})
 
     def reap(self, child):
-        """Report an exited child; respawn it unless shutting down or its controller is broken."""
+        """Report an exited child; respawn it unless shutting down or its controller is broken.
+        A child that exits before the first ``ready`` fails the start."""
         if child.kind == 'broker':
             self._reap_broker(child)
         else:
             self._reap_worker_cluster(child)
+        if not self._ready_once and not self.is_shutting_down:
+            self.fail_start('the %s exited with code %s while starting'
+                            % (_child_name(child.kind, child.id), child.code))
         if self.is_shutting_down:
             self._finish_if_done()
         elif child.code == EXIT_BAD_CONTROLLER:
@@ -337,12 +352,13 @@ class SocketCluster(EventEmitter, Supervisor):
             self.respawn(child, self.spawn_worker_cluster, True)
 
     def _reap_broker(self, child):
-        text = 'Broker server at socket path %s exited with code %s' % (
-            self.broker_socket_path(child.id), child.code)
-        if child.signal:
-            text += ' and signal %s' % child.signal
-        self.emit_fail(ProcessExitError(text, code=child.code, signal=child.signal),
-                       self._origin('BrokerEngine'))
+        if not (self.is_shutting_down and child.code == 0):
+            text = 'Broker server at socket path %s exited with code %s' % (
+                self.broker_socket_path(child.id), child.code)
+            if child.signal:
+                text += ' and signal %s' % child.signal
+            self.emit_fail(ProcessExitError(text, code=child.code, signal=child.signal),
+                           self._origin('BrokerEngine'))
         self.emit('brokerExit', {'id': child.id, 'pid': child.pid, 'code': child.code,
                                  'signal': child.signal})
 
@@ -385,6 +401,9 @@ class SocketCluster(EventEmitter, Supervisor):
         elif kind == 'workerExit':
             self._log_worker_exit(data)
             self.emit('workerExit', data)
+            if not self._ready_once and not self.is_shutting_down:
+                self.fail_start('the %s exited with code %s while starting'
+                                % (_child_name('worker', data.get('id')), data.get('code')))
         elif kind == 'ready':
             self._on_worker_cluster_ready(child)
         elif kind == 'workerMessage':
@@ -396,6 +415,7 @@ class SocketCluster(EventEmitter, Supervisor):
         self.is_worker_cluster_ready = True
         if not self._ready_once:
             self._ready_once = True
+            self._start_timer.kill(block=False)
             self._log_banner()
             self.emit('ready')
             self.run()
@@ -436,6 +456,18 @@ class SocketCluster(EventEmitter, Supervisor):
             self.call_in_loop(self.spawn_worker_cluster)
         if self.options['environment'] == 'dev':
             self._watcher = gevent.spawn(self._watch_controllers)
+        self._start_timer = gevent.spawn_later(
+            self.options['startTimeout'] / 1000.0, self.call_in_loop, self.fail_start,
+            'not every worker listened within startTimeout (%d ms)' % self.options['startTimeout'])
+
+    def fail_start(self, reason):
+        """End a start that cannot succeed: one line naming ``reason``, every child stopped,
+        then :meth:`serve_forever` returns False (``run.py`` and ``gsc`` exit with 1)."""
+        if self.start_failure is not None or self._ready_once or self.is_shutting_down:
+            return
+        self.start_failure = reason
+        log.error('gsc could not start: %s - stopping', reason)
+        self.destroy()
 
     def _make_socket_dir(self):
         if self._run_user is not None:

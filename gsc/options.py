@@ -54,6 +54,7 @@ DEFAULTS = {
     'socketChannelLimit': 1000,
     'workerStatusInterval': 10000,
     'processTermTimeout': 10000,
+    'startTimeout': 30000,
     'forceKillTimeout': 15000,
     'forceKillSignal': 'SIGHUP',
     'propagateErrors': True,
@@ -86,7 +87,7 @@ OTHER_KNOWN = ('run', 'perMessageDeflate', 'maxPayload', 'wsEngineServerOptions'
                'headersTimeout', 'maxHeaderSize', 'maxBrokerQueueBytes')
 
 DURATIONS = ('ackTimeout', 'ipcAckTimeout', 'pingInterval', 'pingTimeout',
-             'workerStatusInterval', 'processTermTimeout', 'forceKillTimeout')
+             'workerStatusInterval', 'processTermTimeout', 'forceKillTimeout', 'startTimeout')
 
 KNOWN = frozenset(DEFAULTS).union(OTHER_KNOWN)
 

@@ -135,3 +135,29 @@ def test_a_port_another_program_serves_is_refused(spawn):
         proc = spawn([sys.executable, 'run.py', '-p', str(port)])
         assert proc.wait(30) == 1
         assert 'Address already in use' in proc.stdout.read()
+
+
+@pytest.mark.parametrize('args,env,cause', [
+    (['--wc', 'nosuch'], {}, 'the worker 0 exited with code 78 while starting'),
+    (['--wc', 'worker', '--bc', 'nosuch'], {}, 'the broker 0 exited with code 78 while starting'),
+    (['--wc', 'worker'], {'SOCKETCLUSTER_OPTIONS': json.dumps({'origins': 5})},
+     'the worker 0 exited with code 1 while starting'),
+])
+def test_a_start_that_cannot_work_exits_at_once(spawn, args, env, cause):
+    proc = spawn([sys.executable, 'run.py', '-p', str(free_port())] + args, env=env)
+    assert proc.wait(30) == 1
+    output = proc.stdout.read()
+    assert 'gsc could not start: %s - stopping' % cause in output
+    assert 'SocketCluster started' not in output
+
+
+def test_start_timeout(spawn, tmp_path):
+    (tmp_path / 'controllers').mkdir()
+    (tmp_path / 'controllers' / 'slow.py').write_text(
+        'import time\n\ndef run(worker):\n    time.sleep(30)\n')
+    proc = spawn([sys.executable, '-m', 'gsc', '--wc', 'slow', '-p', str(free_port())],
+                 cwd=str(tmp_path), env={'PYTHONPATH': ROOT, 'SOCKETCLUSTER_OPTIONS': json.dumps(
+                     {'startTimeout': 1000, 'processTermTimeout': 1000})})
+    assert proc.wait(30) == 1
+    assert ('gsc could not start: not every worker listened within startTimeout (1000 ms)'
+            in proc.stdout.read())

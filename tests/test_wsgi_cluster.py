@@ -4,7 +4,6 @@ blocking call in a view does not stall the worker, a misnamed wsgiApp fails at s
 
 import http.client
 import json
-import os
 import threading
 import time
 
@@ -60,9 +59,10 @@ def http_request(port, method, path, body=None):
 
 
 def start(run_py, *args):  # noqa: F811
-    """``python run.py ARGS`` on a free port, once every process is up; ``(proc, port)``."""
+    """``python run.py --wc worker --bc broker ARGS`` (the sample controllers) on a free port,
+    once every process is up; ``(proc, port)``."""
     port = free_port()
-    proc = run_py('-p', str(port), *args)
+    proc = run_py('-p', str(port), '--wc', 'worker', '--bc', 'broker', *args)
     lines = wait_for_line(proc, 'Broker count')
     assert any('Broker count' in line for line in lines), lines
     return proc, port
@@ -130,16 +130,16 @@ def test_a_blocking_call_in_a_view_does_not_stall_the_worker(run_py):  # noqa: F
     ('chat_app:missing', "The wsgiApp 'chat_app:missing' is not a WSGI application"),
 ])
 def test_a_misnamed_wsgi_app_fails_at_start_naming_it(run_py, name, message):  # noqa: F811
-    proc = run_py('-w', '1', '-p', str(free_port()), '--app', name)
-    lines = wait_for_line(proc, 'its controller failed')
-    if not any(message in line for line in lines):  # the report and the stop line may swap
-        lines += wait_for_line(proc, message, limit=50)
-    assert any(message in line for line in lines), ''.join(lines)
-    time.sleep(2)
-    assert len(group_members(proc.pid)) == 3  # master, broker, worker cluster: no respawn
+    proc = run_py('-w', '1', '-p', str(free_port()), '--wc', 'worker', '--app', name)
+    assert proc.wait(20) == 1  # the start fails: everything stopped, nothing respawned
+    output = proc.stdout.read()
+    assert message in output
+    assert 'gsc could not start: the worker 0 exited with code 78 while starting' in output
+    assert group_members(proc.pid) == []
 
 
 def test_a_wsgi_app_option_that_is_not_a_name_exits_with_1(run_py):  # noqa: F811
-    proc = run_py(env={'SOCKETCLUSTER_OPTIONS': json.dumps({'wsgiApp': 5})})
+    proc = run_py(env={'SOCKETCLUSTER_OPTIONS': json.dumps({'workerController': 'worker',
+                                                           'wsgiApp': 5})})
     assert proc.wait(20) == 1
     assert "The wsgiApp option must be a 'module:attr' name" in proc.stdout.read()
