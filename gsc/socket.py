@@ -49,6 +49,15 @@ MESSAGE_TOO_BIG = 1009
 UNEXPECTED_CONDITION = 1011
 # What the frames that wait for the handshake may add up to when maxPayload is off.
 DEFAULT_WAITING_BYTES = 1024 * 1024
+# The shortest timer: sleeping on it returns after the next turn of the event loop, whose
+# poll serves the connections that have data (sleep(0) runs callbacks only, and the hub
+# polls I/O after 50 of them: a batch would still hold every other connection).
+TURN_OF_THE_LOOP = 1e-6
+
+
+def _yield_to_other_connections():
+    """Let the event loop poll and serve the other connections once."""
+    gevent.sleep(TURN_OF_THE_LOOP)
 
 
 def js_string(value):
@@ -219,8 +228,8 @@ class ServerSocket(EventEmitter):
         """
         try:
             self._receive(frame)
-        except Exception as exc:
-            self._close_on_failure(exc)
+        except Exception:
+            self._close_on_failure()
 
     def handle_close(self, code, reason):
         """The WebSocket ended (``code`` from the peer's close frame, 1006 without one)."""
@@ -254,7 +263,7 @@ class ServerSocket(EventEmitter):
         dispatch = self._dispatch
         for index, packet in enumerate(packets):
             if index and index % YIELD_EVERY == 0:
-                gevent.sleep(0)
+                _yield_to_other_connections()
             if self.state == CLOSED:
                 return
             if self._waiting is not None:
@@ -283,15 +292,15 @@ class ServerSocket(EventEmitter):
                 dispatch[type(packet)](self, packet)
                 count += 1
                 if count % YIELD_EVERY == 0:
-                    gevent.sleep(0)
-        except Exception as exc:
-            self._close_on_failure(exc)
+                    _yield_to_other_connections()
+        except Exception:
+            self._close_on_failure()
         finally:
             self._waiting = None
             self._waiting_bytes = 0
 
-    def _close_on_failure(self, exc):
-        """A failure while handling a client's packet: log it, close with 1011."""
+    def _close_on_failure(self):
+        """Called in an ``except`` block: log the failure with its traceback, close with 1011."""
         log.exception('socket %s closes with 1011 after a failure while handling a packet', self.id)
         if self.state != CLOSED:
             try:
@@ -304,8 +313,8 @@ class ServerSocket(EventEmitter):
         """``fn(*args)`` in a greenlet of its own, closing with 1011 if it raises."""
         try:
             fn(*args)
-        except Exception as exc:
-            self._close_on_failure(exc)
+        except Exception:
+            self._close_on_failure()
 
     def _refuse(self, code, reason):
         """Close with ``code``: ``#disconnect`` carries ``reason``, the close frame too."""
