@@ -106,8 +106,7 @@ def close_error(code, data=None):
     if message is None:
         message = 'Socket connection closed with status code %s' % code
         if data is not None:
-            from .codec import encode  # late: codec imports nothing from here
-            message += ' and reason: ' + (data if isinstance(data, str) else encode(data))
+            message += ' and reason: ' + _render(data)
     return SocketProtocolError(message, code=code)
 
 
@@ -133,17 +132,68 @@ def dehydrate(err, include_stack=False):
     return out
 
 
+# What a hydrated error must keep as it is: Python's own attributes of an exception, and
+# the attributes of gsc's error classes, whatever a peer puts in its error object.
+RESERVED_FIELDS = frozenset(('args', 'message', 'with_traceback', 'add_note'))
+MAX_REASON_IN_MESSAGE = 256
+INTERNAL_ERROR_MESSAGE = 'Internal server error'
+
+
 def hydrate(obj):
-    """An exception built from its wire form; None stays None, non-dicts pass through."""
+    """An exception built from its wire form; None stays None, non-dicts pass through.
+
+    Every field of the wire form becomes an attribute, except names that would replace an
+    attribute of the exception itself (``args``, methods, ``_private`` and ``__dunder__``
+    names): a peer's error object can never break the error it hydrates to.
+    """
     if obj is None:
         return None
     if not isinstance(obj, dict):
         return obj
     name = obj.get('name')
-    cls = ERROR_CLASSES.get(name, SCError)
-    fields = {k: v for k, v in obj.items() if k != 'message'}
-    err = cls(obj.get('message', ''), **fields)
+    cls = ERROR_CLASSES.get(name, SCError) if isinstance(name, str) else SCError
+    message = obj.get('message', '')
+    err = cls(message if isinstance(message, str) else _render(message))
+    for key, value in obj.items():
+        if _settable(cls, key):
+            setattr(err, key, value)
     return err
 
 
-__all__ = ['SCError', 'dehydrate', 'hydrate', 'close_error'] + sorted(ERROR_CLASSES)
+def _settable(cls, key):
+    """True when a hydrated error may take the wire field ``key`` as an attribute."""
+    if not isinstance(key, str) or key.startswith('_') or key in RESERVED_FIELDS:
+        return False
+    return key == 'name' or not hasattr(cls, key)
+
+
+def _render(value):
+    """A short text for a non-string message or reason (JSON, cut at MAX_REASON_IN_MESSAGE)."""
+    from .codec import encode  # late: codec imports nothing from here
+    try:
+        text = value if isinstance(value, str) else encode(value)
+    except ValueError:
+        text = repr(value)
+    if len(text) > MAX_REASON_IN_MESSAGE:
+        text = text[:MAX_REASON_IN_MESSAGE] + '...'
+    return text
+
+
+def public_error(err, verbose=False):
+    """What a client may see of an exception a handler raised by mistake.
+
+    gsc's own errors (SCError subclasses) and non-exception values are sent as they are.
+    Any other exception becomes a generic error named ``Error`` without its attributes (a
+    file path, an SQL query...); with ``verbose`` (the ``dev`` environment) it keeps its class
+    name and message, still without attributes.
+    """
+    if not isinstance(err, BaseException) or isinstance(err, SCError):
+        return err
+    if not verbose:
+        return SCError(INTERNAL_ERROR_MESSAGE)
+    public = SCError(error_message(err))
+    public.name = type(err).__name__
+    return public
+
+
+__all__ = ['SCError', 'dehydrate', 'hydrate', 'close_error', 'public_error'] + sorted(ERROR_CLASSES)

@@ -7,10 +7,13 @@ keeps the calls that wait for an answer (cid -> callback); :class:`Responder` an
 inbound call at most once.  Both the server socket and :mod:`gsc.client` are built on it.
 """
 
+import logging
 from collections import namedtuple
 
 from . import codec
-from .errors import InvalidActionError, dehydrate
+from .errors import InvalidActionError, SCError, dehydrate
+
+log = logging.getLogger(__name__)
 
 PING = codec.PING
 PONG = codec.PONG
@@ -71,14 +74,29 @@ def classify(obj, frame):
     return Raw(frame)
 
 
-def parse_frame(frame, decode=codec.decode):
-    """The packets of one inbound frame, in order."""
+class BatchTooLarge(ValueError):
+    """A batch frame holds more packets than allowed (``count`` > ``limit``)."""
+
+    def __init__(self, count, limit):
+        super().__init__('A batch of %d packets exceeds maxBatchPackets (%d)' % (count, limit))
+        self.count = count
+        self.limit = limit
+
+
+def parse_frame(frame, decode=codec.decode, max_packets=None):
+    """The packets of one inbound frame, in order.
+
+    A batch of more than ``max_packets`` elements raises :class:`BatchTooLarge` before any
+    element is classified.
+    """
     if frame == PONG:
         return (PONG_PACKET,)
     if frame == PING:
         return (PING_PACKET,)
     obj = decode(frame)
     if type(obj) is list:
+        if max_packets is not None and len(obj) > max_packets:
+            raise BatchTooLarge(len(obj), max_packets)
         return tuple(classify(item, frame) for item in obj)
     return (classify(obj, frame),)
 
@@ -140,20 +158,45 @@ class CallTable:
         return len(self._pending)
 
 
+REPLY_ENCODING_FAILED = 'Server failed to encode the response'
+
+
 class Responder:
-    """``respond(err=None, data=UNDEFINED)`` for one inbound call; a no-op without a cid."""
+    """``respond(err=None, data=UNDEFINED)`` for one inbound call; a no-op without a cid.
 
-    __slots__ = ('cid', '_send', 'sent')
+    ``send(packet)`` encodes and sends a packet; it raises (or returns an exception) when
+    the packet cannot be encoded, and the caller then gets an error reply instead.  When
+    the call carried no data (``data_absent``), a reply whose data is None is sent without
+    data: a handler that echoes what it got keeps JavaScript's ``undefined`` apart from
+    ``null``.  ``sent`` turns true once a reply has left.
+    """
 
-    def __init__(self, cid, send):
+    __slots__ = ('cid', '_send', 'sent', 'data_absent')
+
+    def __init__(self, cid, send, data_absent=False):
         self.cid = cid
         self._send = send
         self.sent = False
+        self.data_absent = data_absent
 
     def __call__(self, err=None, data=UNDEFINED):
         if not self.cid:
             return
         if self.sent:
             raise InvalidActionError('Response %s has already been sent' % self.cid)
-        self.sent = True
-        self._send(response_packet(self.cid, err, data))
+        if data is None and self.data_absent:
+            data = UNDEFINED
+        failure = self._try_send(response_packet, self.cid, err, data)
+        if failure is not None:
+            log.warning('could not encode the response to call %r (%s: %s); sending an error '
+                        'instead', self.cid, type(failure).__name__, str(failure)[:200])
+            failure = self._try_send(response_packet, self.cid, SCError(REPLY_ENCODING_FAILED))
+        self.sent = failure is None
+
+    def _try_send(self, build, *args):
+        """None when the packet left; the exception that stopped it otherwise."""
+        try:
+            outcome = self._send(build(*args))
+        except Exception as exc:  # any codec failure, including a custom codec's own errors
+            return exc
+        return outcome if isinstance(outcome, BaseException) else None

@@ -9,6 +9,7 @@ never a greenlet per ping.
 import copy
 import logging
 import time
+from collections import deque
 
 import gevent
 from gevent import get_hub
@@ -16,14 +17,14 @@ from gevent import get_hub
 from . import protocol
 from .errors import (AuthTokenExpiredError, AuthTokenNotBeforeError, BadConnectionError,
                      BrokerError, InvalidActionError, InvalidArgumentsError, SCError,
-                     TimeoutError, close_error, dehydrate, hydrate)
+                     TimeoutError, close_error, dehydrate, hydrate, public_error)
 from .auth import AuthEngine
 from .emitter import EventEmitter
 from .middleware import (MIDDLEWARE_AUTHENTICATE, MIDDLEWARE_EMIT, MIDDLEWARE_HANDSHAKE_SC,
                          MIDDLEWARE_PUBLISH_IN, MIDDLEWARE_SUBSCRIBE, Request)
 from .protocol import (AUTHENTICATED, CLOSED, CONNECTING, OPEN, UNAUTHENTICATED, UNDEFINED,
-                       CallTable, Event, Ping, Pong, Raw, Responder, Response, event_packet,
-                       parse_frame, transition)
+                       BatchTooLarge, CallTable, Event, Ping, Pong, Raw, Responder, Response,
+                       event_packet, parse_frame, transition)
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +41,23 @@ CLOSE_EVENTS = {OPEN: ('disconnection', 'disconnect'), CONNECTING: ('connectionA
 
 VALID_CLOSE_CODES = frozenset(range(1000, 1004)) | frozenset(range(1007, 1012)) | \
     frozenset(range(3000, 5000))
+
+# Packets handled between two yields to the hub while one frame (a batch) or the packets
+# that waited for the handshake are handled: other connections are served meanwhile.
+YIELD_EVERY = 32
+MESSAGE_TOO_BIG = 1009
+UNEXPECTED_CONDITION = 1011
+# What the frames that wait for the handshake may add up to when maxPayload is off.
+DEFAULT_WAITING_BYTES = 1024 * 1024
+# The shortest timer: sleeping on it returns after the next turn of the event loop, whose
+# poll serves the connections that have data (sleep(0) runs callbacks only, and the hub
+# polls I/O after 50 of them: a batch would still hold every other connection).
+TURN_OF_THE_LOOP = 1e-6
+
+
+def _yield_to_other_connections():
+    """Let the event loop poll and serve the other connections once."""
+    gevent.sleep(TURN_OF_THE_LOOP)
 
 
 def js_string(value):
@@ -104,6 +122,8 @@ class ServerSocket(EventEmitter):
         self._handshake_started = False
         self._token_expiry = None
         self._batch = None
+        self._waiting = None  # packets that arrived while the handshake is in progress
+        self._waiting_bytes = 0
         self._loop = get_hub().loop
         self._last_received = self._loop.now()
         self._handshake_timer = None
@@ -128,6 +148,19 @@ class ServerSocket(EventEmitter):
     def get_bytes_received(self):
         """Bytes received on this connection so far."""
         return self.socket.bytes_received
+
+    @property
+    def _verbose_errors(self):
+        """True in the ``dev`` environment: a handler's unexpected error keeps its message."""
+        return self.server.options.get('environment') == 'dev'
+
+    def _channel_too_long(self, channel):
+        """True for a channel name longer than maxChannelNameLength."""
+        return isinstance(channel, str) and len(channel) > self.server.options['maxChannelNameLength']
+
+    def _long_channel_reason(self):
+        return 'Socket %s provided a channel name longer than %s characters' % (
+            self.id, self.server.options['maxChannelNameLength'])
 
     def subscriptions(self):
         """The names of the channels the socket is subscribed to."""
@@ -183,35 +216,114 @@ class ServerSocket(EventEmitter):
         if self._batch is not None:
             self._batch[1].close()
             self._batch = None
+        self._waiting = None
 
     # -- inbound -----------------------------------------------------------------
 
     def handle_frame(self, frame):
-        """Process one inbound message (text or binary payload) of the WebSocket."""
+        """Process one inbound message (text or binary payload) of the WebSocket.
+
+        Any exception while handling it closes the connection with 1011: no packet can
+        leave a connection open and unserved.
+        """
+        try:
+            self._receive(frame)
+        except Exception:
+            self._close_on_failure()
+
+    def handle_close(self, code, reason):
+        """The WebSocket ended (``code`` from the peer's close frame, 1006 without one)."""
+        if self.state != CLOSED:
+            try:
+                self._on_sc_close(code, reason)
+            except Exception:
+                log.exception('socket %s failed to run its close sequence', self.id)
+
+    def _receive(self, frame):
         self._last_received = self._loop.now()
         self.server.messages_received += 1
         if 'message' in self._listeners:
             self._emit_local('message', frame)
-        packets = parse_frame(frame, self.server.codec.decode)
+        try:
+            packets = parse_frame(frame, self.server.codec.decode,
+                                  self.server.options['maxBatchPackets'])
+        except BatchTooLarge as exc:
+            self._refuse(MESSAGE_TOO_BIG, str(exc))
+            return
         if self.state == CONNECTING and self.server.strict_handshake and not self._handshake_started:
             first = packets[0] if packets else None
             if type(first) is not Event or first.event != '#handshake':
                 self.disconnect(4009)
                 return
+        self._handle_packets(packets, len(frame))
+
+    def _handle_packets(self, packets, size):
+        """Dispatch ``packets`` (one frame of ``size``) in order; while a handshake is in
+        progress, the rest wait for it."""
         dispatch = self._dispatch
-        for packet in packets:
+        for index, packet in enumerate(packets):
+            if index and index % YIELD_EVERY == 0:
+                _yield_to_other_connections()
             if self.state == CLOSED:
                 return
-            try:
-                dispatch[type(packet)](self, packet)
-            except Exception as exc:  # a bug must cost one packet, never the connection
-                log.exception('socket %s failed to process %r', self.id, packet)
-                self.server.emit_warning(exc)
+            if self._waiting is not None:
+                self._wait_for_handshake(packets[index:], size)
+                return
+            dispatch[type(packet)](self, packet)
 
-    def handle_close(self, code, reason):
-        """The WebSocket ended (``code`` from the peer's close frame, 1006 without one)."""
+    def _wait_for_handshake(self, packets, size):
+        """Queue ``packets`` until the handshake completes; too many close with 1009."""
+        server = self.server
+        self._waiting.extend(packets)
+        self._waiting_bytes += size
+        limit = server.options['maxBatchPackets']
+        byte_limit = server.max_payload or DEFAULT_WAITING_BYTES
+        if len(self._waiting) > limit or self._waiting_bytes > byte_limit:
+            self._refuse(MESSAGE_TOO_BIG, 'Too many messages before the handshake completed')
+
+    def _release_waiting(self):
+        """Handle, in order, the packets that arrived while the handshake was in progress."""
+        waiting = self._waiting
+        dispatch = self._dispatch
+        count = 0
+        try:
+            while waiting and self.state != CLOSED:
+                packet = waiting.popleft()
+                dispatch[type(packet)](self, packet)
+                count += 1
+                if count % YIELD_EVERY == 0:
+                    _yield_to_other_connections()
+        except Exception:
+            self._close_on_failure()
+        finally:
+            self._waiting = None
+            self._waiting_bytes = 0
+
+    def _close_on_failure(self):
+        """Called in an ``except`` block: log the failure with its traceback, close with 1011."""
+        log.exception('socket %s closes with 1011 after a failure while handling a packet', self.id)
         if self.state != CLOSED:
-            self._on_sc_close(code, reason)
+            try:
+                self._on_sc_close(UNEXPECTED_CONDITION, 'Server encountered an unexpected condition')
+            except Exception:
+                log.exception('socket %s failed to run its close sequence', self.id)
+        self.socket.close(UNEXPECTED_CONDITION)
+
+    def _guarded(self, fn, *args):
+        """``fn(*args)`` in a greenlet of its own, closing with 1011 if it raises."""
+        try:
+            fn(*args)
+        except Exception:
+            self._close_on_failure()
+
+    def _refuse(self, code, reason):
+        """Close with ``code``: ``#disconnect`` carries ``reason``, the close frame too."""
+        if self.state == CLOSED:
+            return
+        log.info('socket %s closes with %s: %s', self.id, code, reason)
+        self.send_object(event_packet('#disconnect', {'code': code, 'data': reason}))
+        self._on_sc_close(code, reason)
+        self.socket.close(code, reason)
 
     def _on_raw(self, packet):
         self._emit_local('raw', packet.frame)
@@ -229,23 +341,28 @@ class ServerSocket(EventEmitter):
             return
         if entry[2] is not None:
             entry[2].close()
-        entry[1](hydrate(packet.error), _data(packet.data))
+        try:
+            entry[1](hydrate(packet.error), _data(packet.data))
+        except Exception as exc:  # the application's callback: its bug costs the client nothing
+            log.exception('the callback of %r raised', entry[0])
+            self.server.emit('warning', exc)
 
     def _on_event(self, packet):
         name = packet.event
         if name in LOCAL_EVENTS:
             return
         expired = self._expired_token_error() if self._token_expiry is not None else None
+        absent = packet.data is UNDEFINED
         if name[:1] == '#':
             handler = self._reserved.get(name)
             if handler is not None:
                 handler(self, packet, expired)
             else:
-                self._dispatch_event(name, packet.data, packet.cid)
+                self._dispatch_event(name, _data(packet.data), packet.cid, absent)
             return
         middleware = self.server.middleware
         if not middleware.has(MIDDLEWARE_EMIT):
-            self._dispatch_event(name, packet.data, packet.cid)
+            self._dispatch_event(name, _data(packet.data), packet.cid, absent)
             return
         req = Request(socket=self, event=name, data=_data(packet.data))
         if expired is not None:
@@ -253,27 +370,28 @@ class ServerSocket(EventEmitter):
 
         def done(err, _extra):
             if err:
-                Responder(packet.cid, self.send_object)(err)
+                Responder(packet.cid, self._send_reply)(err)
             else:
-                self._dispatch_event(name, req.data, packet.cid)
+                self._dispatch_event(name, req.data, packet.cid, absent and req.data is None)
         middleware.run(MIDDLEWARE_EMIT, req, done)
 
-    def _dispatch_event(self, name, data, cid):
+    def _dispatch_event(self, name, data, cid, absent):
+        """Call the handlers of a custom event with ``(data, respond)``; ``absent`` when the
+        client sent no data (None for the handler, no data in an echoed reply)."""
         listeners = self._listeners.get(name)
         if not listeners:
             return
-        respond = Responder(cid, self.send_object)
-        data = _data(data)
+        respond = Responder(cid, self._send_reply, absent)
         for listener in tuple(listeners):
             try:
                 listener(data, respond)
             except Exception as exc:
-                # the caller gets the error; the worker lives on (a client must not be able to
-                # crash a worker by sending data a handler did not expect)
+                # the caller gets a generic error, the server log the traceback (once); the
+                # worker lives on: a client must not crash it with data a handler did not expect
                 log.exception('the handler of %r raised', name)
                 if cid and not respond.sent:
-                    respond(exc)
-                self.server.emit_warning(exc)
+                    respond(public_error(exc, self._verbose_errors))
+                self.server.emit('warning', exc)
 
     def _expired_token_error(self):
         """Deauthenticate an expired token; the AuthTokenExpiredError, or None if still valid."""
@@ -289,18 +407,20 @@ class ServerSocket(EventEmitter):
         if self._handshake_started:
             return
         self._handshake_started = True
+        self._waiting = deque()
         if self._handshake_timer is not None:
             self._handshake_timer.close()
             self._handshake_timer = None
         if self.server.handshake_may_wait():
             # a slow middleware or verifier must not stop this socket's reader: the close of a
-            # client that leaves meanwhile is read, and the socket aborts (B-059)
-            gevent.spawn(self._handshake, packet)
+            # client that leaves meanwhile is read, and the socket aborts (B-059); what the
+            # client sends meanwhile waits in self._waiting
+            gevent.spawn(self._guarded, self._handshake, packet)
         else:
             self._handshake(packet)
 
     def _handshake(self, packet):
-        respond = Responder(packet.cid, self.send_object)
+        respond = Responder(packet.cid, self._send_reply)
         data = packet.data if isinstance(packet.data, dict) else {}
         signed_token = data.get('authToken')
         server = self.server
@@ -339,6 +459,7 @@ class ServerSocket(EventEmitter):
             if self.auth_state == AUTHENTICATED:
                 self._trigger_authentication_events(UNAUTHENTICATED)
             respond(None, client_status)
+            self._release_waiting()
 
         if server.middleware.has(MIDDLEWARE_HANDSHAKE_SC):
             server.middleware.run(MIDDLEWARE_HANDSHAKE_SC, Request(socket=self), after_middleware)
@@ -390,7 +511,7 @@ class ServerSocket(EventEmitter):
 
     def _on_authenticate(self, packet, _expired):
         signed_token = packet.data if packet.data is not UNDEFINED else None
-        respond = Responder(packet.cid, self.send_object)
+        respond = Responder(packet.cid, self._send_reply)
         old_state = self.auth_state
 
         def done(err, is_bad):
@@ -413,7 +534,7 @@ class ServerSocket(EventEmitter):
         self.deauthenticate_self()
 
     def _on_subscribe(self, packet, expired):
-        respond = Responder(packet.cid, self.send_object)
+        respond = Responder(packet.cid, self._send_reply)
         data = packet.data
         if data is None or data is UNDEFINED:
             request = {}
@@ -424,6 +545,9 @@ class ServerSocket(EventEmitter):
         else:
             request = {}
         channel = request.get('channel', UNDEFINED)
+        if self._channel_too_long(channel):
+            self._refuse_long_channel('Failed to subscribe socket to a channel', respond)
+            return
         if expired is not None and request.get('waitForAuth'):
             respond(expired)
             return
@@ -479,6 +603,12 @@ class ServerSocket(EventEmitter):
                 respond()
         server.exchange.subscribe_socket(self, channel, subscribed)
 
+    def _refuse_long_channel(self, action, respond):
+        """Refuse an action on a channel whose name is too long (the name is not echoed)."""
+        err = BrokerError('%s - %s' % (action, self._long_channel_reason()))
+        self._emit_error(err)
+        respond(err)
+
     def _fail_subscribe(self, channel, reason, respond):
         err = BrokerError('Failed to subscribe socket to the %s channel - %s' % (js_string(channel), reason))
         self._emit_error(err)
@@ -486,7 +616,10 @@ class ServerSocket(EventEmitter):
 
     def _on_unsubscribe(self, packet, _expired):
         channel = packet.data
-        respond = Responder(packet.cid, self.send_object)
+        respond = Responder(packet.cid, self._send_reply)
+        if self._channel_too_long(channel):
+            self._refuse_long_channel('Failed to unsubscribe socket from a channel', respond)
+            return
         if not isinstance(channel, str):
             reason = 'Socket %s tried to unsubscribe from an invalid channel name' % self.id
         elif channel not in self.channel_subscriptions:
@@ -506,7 +639,7 @@ class ServerSocket(EventEmitter):
         self.server.emit('unsubscription', self, channel)
 
     def _on_publish(self, packet, expired):
-        respond = Responder(packet.cid, self.send_object)
+        respond = Responder(packet.cid, self._send_reply)
         server = self.server
         if not server.allow_client_publish:
             err = InvalidActionError('Client publish feature is disabled')
@@ -515,6 +648,9 @@ class ServerSocket(EventEmitter):
             return
         data = packet.data if isinstance(packet.data, dict) else {}
         channel = data.get('channel', UNDEFINED)
+        if self._channel_too_long(channel):
+            self._refuse_long_channel('Failed to publish to a channel', respond)
+            return
         message = data.get('data')
         if not server.middleware.has(MIDDLEWARE_PUBLISH_IN):
             self._publish(channel, message, UNDEFINED, respond)
@@ -550,7 +686,9 @@ class ServerSocket(EventEmitter):
 
     def _on_disconnect_event(self, packet, _expired):
         data = packet.data if isinstance(packet.data, dict) else {}
-        code = data.get('code', 1005)
+        code = data.get('code')
+        if not isinstance(code, int) or isinstance(code, bool):
+            code = 1005  # a missing or malformed code counts as "closed without status code"
         reason = data.get('data')
         if self.state != CLOSED:
             self._on_sc_close(code, reason)
@@ -574,6 +712,10 @@ class ServerSocket(EventEmitter):
     def send(self, data, options=None):
         """Send a raw frame (str: text, bytes: binary), bypassing the codec."""
         self.socket.send(data)
+
+    def _send_reply(self, packet):
+        """Encode and send a response packet; raises when it cannot be encoded (Responder)."""
+        self.socket.send(self.server.codec.encode(packet))
 
     def send_object(self, obj, options=None):
         """Encode ``obj`` and send it; ``options={'batch': True}`` queues it in a batch frame."""

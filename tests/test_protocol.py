@@ -116,3 +116,80 @@ def test_state_transitions_are_a_table():
     assert protocol.transition(protocol.CONNECTING, 'handshake') == protocol.OPEN
     assert protocol.transition(protocol.OPEN, 'close') == protocol.CLOSED
     assert protocol.transition(protocol.CLOSED, 'handshake') is None
+
+
+def test_a_batch_over_max_packets_is_refused_before_classification():
+    """issue 8: parse_frame raises BatchTooLarge past max_packets; the limit itself is allowed."""
+    frame = json.dumps([{'event': 'e', 'cid': n} for n in range(1, 4)])
+    assert len(parse_frame(frame, max_packets=3)) == 3
+    with pytest.raises(protocol.BatchTooLarge) as refused:
+        parse_frame(frame, max_packets=2)
+    assert (refused.value.count, refused.value.limit) == (3, 2)
+
+
+def test_a_reply_that_cannot_be_encoded_becomes_an_error_reply():
+    """issue 8: the reply is marked sent only once something was sent."""
+    sent = []
+
+    def send(packet):
+        codec.encode(packet)
+        sent.append(packet)
+    respond = Responder(3, send)
+    respond(None, object())
+    assert sent == [{'rid': 3, 'error': {'message': protocol.REPLY_ENCODING_FAILED, 'name': 'Error'}}]
+    assert respond.sent
+
+    def broken(packet):
+        raise RuntimeError('codec down')
+    respond = Responder(4, broken)
+    respond(None, 1)
+    assert not respond.sent
+
+
+def test_a_send_that_returns_its_failure_counts_as_failed():
+    """The gsc client's _send_packet returns the encoding error instead of raising it."""
+    sent = []
+
+    def send(packet):
+        if 'error' not in packet:
+            return ValueError('unencodable')
+        sent.append(packet)
+    Responder(5, send)(None, 'x')
+    assert sent[0]['error']['message'] == protocol.REPLY_ENCODING_FAILED
+
+
+def test_a_reply_of_none_to_a_call_without_data_has_no_data():
+    """issue 8: undefined in, undefined out; null in, null out."""
+    sent = []
+    Responder(2, sent.append, data_absent=True)(None, None)
+    Responder(3, sent.append)(None, None)
+    Responder(4, sent.append, data_absent=True)(None, 0)
+    assert sent == [{'rid': 2}, {'rid': 3, 'data': None}, {'rid': 4, 'data': 0}]
+
+
+@pytest.mark.parametrize('wire', [{'args': 5}, {'__class__': 'y'}, {'with_traceback': 1},
+                                  {'name': [1], 'message': {'a': 1}}, {'_private': 1, '__dict__': 2}])
+def test_hydration_never_replaces_the_attributes_of_an_exception(wire):
+    """issue 8: reserved, private and dunder names are not set; the message is always a str."""
+    err = hydrate(wire)
+    assert isinstance(err, SCError) and isinstance(str(err), str)
+    assert isinstance(err.args, tuple) and callable(err.with_traceback)
+    assert not hasattr(err, '_private')
+
+
+def test_public_error_hides_unexpected_exceptions_only():
+    """issue 8: SCErrors and non-exceptions pass; other exceptions become a generic error."""
+    class Leaky(Exception):
+        pass
+    leaky = Leaky('secret')
+    leaky.path = '/srv'
+    assert dehydrate(errors.public_error(leaky)) == {'message': 'Internal server error', 'name': 'Error'}
+    assert dehydrate(errors.public_error(leaky, verbose=True)) == {'message': 'secret', 'name': 'Leaky'}
+    kept = InvalidActionError('no', code=1)
+    assert errors.public_error(kept) is kept and errors.public_error('text') == 'text'
+
+
+def test_close_error_reasons_are_cut_short():
+    """issue 8: a client's huge close reason does not become a huge warning."""
+    message = close_error(4321, 'x' * 100000).message
+    assert len(message) < 400 and message.endswith('...')
