@@ -10,6 +10,7 @@ work; the run loop in the main greenlet dispatches it to ``handle_<signal>``,
 import functools
 import logging
 import os
+import resource
 import shutil
 import signal
 import sys
@@ -60,6 +61,18 @@ def normalise_error(value):
         except ValueError:
             return UnknownError('[object NotJSON]')
     return UnknownError(str(value))
+
+
+def raise_open_files_limit():
+    """Raise the soft RLIMIT_NOFILE to the hard limit; the brokers and workers inherit it
+    (a worker's default maxConnections is sized from it)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == hard:
+        return
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    except (ValueError, OSError) as exc:
+        log.warning('Could not raise the open files limit from %s to %s: %s', soft, hard, exc)
 
 
 class SocketCluster(EventEmitter, Supervisor):
@@ -393,6 +406,7 @@ class SocketCluster(EventEmitter, Supervisor):
     # -- internals -------------------------------------------------------------------
 
     def _start(self):
+        raise_open_files_limit()
         self._make_socket_dir()
         self._signal_watchers = [self.install_signal(signal.SIGTERM, self.handle_term),
                                  self.install_signal(signal.SIGINT, self.handle_int)]

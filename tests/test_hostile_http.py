@@ -5,6 +5,7 @@ subprocess that, like a worker, exits on any error that reaches the gevent hub."
 
 import json
 import os
+import resource
 import socket as stdlib_socket
 import struct
 import subprocess
@@ -17,6 +18,8 @@ import pytest
 from gevent import socket
 
 from conftest import handshake, recv_json, wait_until
+from master_harness import free_port
+from test_master import IPC, start_master  # noqa: F401 (start_master is a fixture)
 from wsraw import RawClient
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -439,3 +442,37 @@ def test_client_reset_inside_its_headers_does_not_end_the_worker(limited_worker)
         client.close()
     proc.kill()
     assert 'Traceback' not in proc.communicate(timeout=5)[1].decode()
+
+
+def open_files_limit(pid):
+    """The soft and hard 'Max open files' of process ``pid``."""
+    with open('/proc/%d/limits' % pid) as f:
+        for line in f:
+            if line.startswith('Max open files'):
+                soft, hard = line.split()[3:5]
+                return int(soft), int(hard)
+    raise AssertionError('no open files limit for %d' % pid)
+
+
+def test_master_raises_the_open_files_limit_of_its_tree(start_master):  # noqa: F811
+    """A master started under a low soft RLIMIT_NOFILE raises it to the hard limit at
+    start: its workers (whose default maxConnections is sized from it) inherit the raise."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or hard <= 256:
+        pytest.skip('the hard open files limit is too low to lower the soft one')
+    port = free_port()
+    resource.setrlimit(resource.RLIMIT_NOFILE, (256, hard))
+    try:
+        master = start_master(dict(IPC, port=port, workers=1, brokers=1))
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    master.ready()
+    assert open_files_limit(master.pid) == (hard, hard)
+    children = master.children()
+    assert children
+    assert {open_files_limit(pid) for pid in children} == {(hard, hard)}
+    client = RawClient('ws://127.0.0.1:%d/socketcluster/' % port)
+    try:
+        assert handshake(client)['rid'] == 1
+    finally:
+        client.close()
