@@ -7,6 +7,7 @@ import json
 import os
 import resource
 import socket as stdlib_socket
+import ssl
 import struct
 import subprocess
 import sys
@@ -20,6 +21,7 @@ from gevent import socket
 from conftest import handshake, recv_json, wait_until
 from master_harness import free_port
 from test_master import IPC, start_master  # noqa: F401 (start_master is a fixture)
+from test_tls import certificate  # noqa: F401 (a fixture)
 from wsraw import RawClient
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -325,7 +327,7 @@ def test_connection_past_max_connections_gets_503(make_server, raw):
 # -- the fd limit (a server in a subprocess) -------------------------------------
 
 WORKER_SCRIPT = textwrap.dedent('''
-    import logging, os, resource, sys
+    import json, logging, os, resource, sys
     import gevent
     sys.path.insert(0, sys.argv[1])
     from gsc.server import listen
@@ -340,11 +342,10 @@ WORKER_SCRIPT = textwrap.dedent('''
         if not issubclass(type_, hub.NOT_ERROR) and not issubclass(type_, hub.SYSTEM_ERROR):
             os._exit(3)
     hub.handle_error = handle_error
-    spare = int(sys.argv[2])
-    max_connections = int(sys.argv[3]) or None
+    spare, options, ssl_kwargs = int(sys.argv[2]), json.loads(sys.argv[3]), json.loads(sys.argv[4])
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (len(os.listdir('/proc/self/fd')) + spare, hard))
-    server = listen(0, {'maxConnections': max_connections, 'pingInterval': 60000})
+    server = listen(0, dict(options, pingInterval=60000), **ssl_kwargs)
     print(server.port, server.http_server.max_connections, flush=True)
     gevent.sleep(60)
 ''')
@@ -352,12 +353,14 @@ WORKER_SCRIPT = textwrap.dedent('''
 
 @pytest.fixture
 def limited_worker():
-    """``limited_worker(spare, max_connections=0) -> (Popen, port, effective maxConnections)``:
-    a server whose fd limit leaves ``spare`` descriptors (0: maxConnections sized from it)."""
+    """``limited_worker(spare, options=None, **ssl_kwargs) -> (Popen, port, maxConnections)``:
+    a server whose fd limit leaves ``spare`` descriptors (maxConnections sized from it
+    unless ``options`` say otherwise)."""
     procs = []
 
-    def start(spare, max_connections=0):
-        proc = subprocess.Popen([sys.executable, '-c', WORKER_SCRIPT, ROOT, str(spare), str(max_connections)],
+    def start(spare, options=None, **ssl_kwargs):
+        proc = subprocess.Popen([sys.executable, '-c', WORKER_SCRIPT, ROOT, str(spare),
+                                 json.dumps(options or {}), json.dumps(ssl_kwargs)],
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         procs.append(proc)
         port, limit = proc.stdout.readline().split()
@@ -380,7 +383,7 @@ def test_fd_exhaustion_pauses_accepting_and_the_worker_keeps_serving(limited_wor
     """With the fd limit exhausted, the server neither exits nor drops anyone: connected
     clients are served, the waiting ones are accepted once some clients closed, and the
     accept failure is logged once."""
-    proc, port, _limit = limited_worker(spare=20, max_connections=1000000)
+    proc, port, _limit = limited_worker(20, {'maxConnections': 1000000})
     first = [RawClient('ws://127.0.0.1:%d/socketcluster/' % port) for _ in range(15)]
     socks, heads = start_upgrades(port, 15)
     try:
@@ -409,7 +412,7 @@ def test_fd_exhaustion_pauses_accepting_and_the_worker_keeps_serving(limited_wor
 
 def test_default_max_connections_keeps_a_reserve_of_descriptors(limited_worker):
     """maxConnections sized from a small fd limit: past it clients get 503, not a wait."""
-    proc, port, limit = limited_worker(spare=40)
+    proc, port, limit = limited_worker(40)
     assert limit is not None and 0 < limit < 40
     socks, heads = start_upgrades(port, limit + 3)
     try:
@@ -426,7 +429,7 @@ def test_default_max_connections_keeps_a_reserve_of_descriptors(limited_worker):
 def test_client_reset_inside_its_headers_does_not_end_the_worker(limited_worker):
     """A client that resets its connection while the server reads its headers costs
     only that connection (the error never reaches the hub, which would end a worker)."""
-    proc, port, _limit = limited_worker(spare=200)
+    proc, port, _limit = limited_worker(200)
     for _ in range(5):
         sock = connect(port)
         sock.setsockopt(stdlib_socket.SOL_SOCKET, stdlib_socket.SO_LINGER, struct.pack('ii', 1, 0))
@@ -442,6 +445,27 @@ def test_client_reset_inside_its_headers_does_not_end_the_worker(limited_worker)
         client.close()
     proc.kill()
     assert 'Traceback' not in proc.communicate(timeout=5)[1].decode()
+
+
+def test_failed_or_stalled_tls_handshakes_do_not_end_the_worker(limited_worker, certificate):
+    """TLS: garbage instead of a ClientHello costs only its connection, a client that
+    never starts its handshake is closed after headersTimeout, and TLS clients are served."""
+    certfile, keyfile = certificate
+    proc, port, _limit = limited_worker(200, {'headersTimeout': 300}, certfile=certfile, keyfile=keyfile)
+    for _ in range(3):
+        assert not exchange(port, b'GET / HTTP/1.1\r\nHost: x\r\n\r\n' + b'\0' * 1000).startswith(b'HTTP')
+    silent = connect(port)
+    try:
+        assert read_until_closed(silent) == b''
+    finally:
+        silent.close()
+    assert proc.poll() is None
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.load_verify_locations(certfile)
+    with context.wrap_socket(connect(port), server_hostname='127.0.0.1') as tls:
+        tls.sendall(UPGRADE)
+        assert status_of(read_head(tls)) == 101
+    assert proc.poll() is None
 
 
 def open_files_limit(pid):
