@@ -23,7 +23,6 @@ import resource
 import socket as stdlib_socket
 import time
 
-import gevent
 from gevent import GreenletExit, Timeout, pywsgi
 from gevent.pywsgi import MAX_REQUEST_LINE, LoggingLogAdapter, OldMessage
 from geventwebsocket.handler import WebSocketHandler
