@@ -4,16 +4,30 @@ every other request goes to the WSGI application (Flask, Django, ...).
 gevent-websocket's handler validates the upgrade and writes the 101 answer; gsc refuses
 upgrades first when the path, the origin or the handshakeWS middleware says no, and
 takes the socket over after the 101 (the frames are carried by :mod:`gsc.transport`).
+
+Against hostile clients the server bounds what a connection may hold before the
+application sees it: the request line and headers must arrive within ``headersTimeout``
+and fit in ``maxHeaderSize``, ambiguous framing is refused, a worker serves at most
+``maxConnections`` connections (503 past it) and an accept that fails for want of file
+descriptors pauses the accept loop instead of ending the worker.
 """
 
 import base64
 import binascii
+import email.parser
+import errno
 import hashlib
 import logging
+import re
+import resource
+import socket as stdlib_socket
+import time
 
-from gevent import GreenletExit, pywsgi
-from gevent.pywsgi import LoggingLogAdapter
+from gevent import GreenletExit, Timeout, pywsgi
+from gevent.pywsgi import MAX_REQUEST_LINE, LoggingLogAdapter, OldMessage
 from geventwebsocket.handler import WebSocketHandler
+
+from .server_options import SERVER_DEFAULTS
 
 log = logging.getLogger(__name__)
 
@@ -21,6 +35,47 @@ BAD_REQUEST = ('400 Bad Request', 'Bad Request')
 UPGRADE_REQUIRED = ('426 Upgrade Required', 'Upgrade Required')
 NOT_FOUND = ('404 Not Found', 'Not Found')
 NOT_IMPLEMENTED = ('501 Not Implemented', 'Not Implemented')
+URI_TOO_LONG = '414 Request-URI Too Long'
+HEADERS_TOO_LARGE = '431 Request Header Fields Too Large'
+
+
+def _close_response(status, body=b''):
+    return ('HTTP/1.1 %s\r\nConnection: close\r\nContent-Type: text/plain; charset=utf-8\r\n'
+            'Content-Length: %d\r\n\r\n' % (status, len(body))).encode('latin-1') + body
+
+
+REQUEST_TIMEOUT_RESPONSE = _close_response('408 Request Timeout')
+SERVICE_UNAVAILABLE_RESPONSE = _close_response('503 Service Unavailable', b'Service Unavailable')
+
+HEADER_LINE = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+:")
+"""A header line starts with a token and a colon (no obs-fold, no space before the colon)."""
+DIGITS = re.compile(r'[0-9]+')
+
+FD_RESERVE_MIN = 32
+"""File descriptors kept, past maxConnections, for the worker's own files and links (at
+least this, or a tenth of the limit)."""
+ACCEPT_ERRORS_OF_RESOURCES = frozenset((errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM))
+ACCEPT_ERRORS_OF_ONE_PEER = frozenset((errno.ECONNABORTED, errno.EPROTO, errno.EPERM, errno.ENETDOWN,
+                                       errno.ENOPROTOOPT, errno.EHOSTDOWN, errno.ENONET,
+                                       errno.EHOSTUNREACH, errno.EOPNOTSUPP, errno.ENETUNREACH))
+"""accept(2): errors of a connection that died in the queue; the next one may be fine."""
+ACCEPT_BACKOFF = (0.05, 1.0)
+"""First and longest pause of the accept loop while file descriptors are exhausted (s)."""
+WARNING_INTERVAL = 10.0
+"""Seconds between two log lines about the same overload."""
+REFUSAL_LINGER = 1.0
+"""Longest wait (s) for a refused client to close after the 503 (its request is drained, so
+the close does not reset the connection before the client read the answer)."""
+REFUSAL_DRAIN_BYTES = 65536
+
+
+class RequestRefused(ValueError):
+    """A request gsc will not pass on; ``response`` is the complete answer (the connection closes)."""
+
+    def __init__(self, status, message):
+        super().__init__(message)
+        self.code = status[:3]
+        self.response = _close_response(status)
 
 
 def is_upgrade(environ):
@@ -28,8 +83,138 @@ def is_upgrade(environ):
     return environ.get('HTTP_UPGRADE', '').lower() == 'websocket'
 
 
+def check_framing(headers, version):
+    """Raise RequestRefused (400) unless the body's length is unambiguous: a single
+    ``Transfer-Encoding: chunked`` (HTTP/1.1 only) or one decimal Content-Length, never both."""
+    codings = headers.get_all('transfer-encoding')
+    lengths = headers.get_all('content-length')
+    if codings is not None:
+        if lengths is not None:
+            raise RequestRefused(BAD_REQUEST[0], 'Content-Length with Transfer-Encoding')
+        if version != 'HTTP/1.1':
+            raise RequestRefused(BAD_REQUEST[0], 'Transfer-Encoding in an %s request' % version)
+        if len(codings) != 1 or codings[0].strip().lower() != 'chunked':
+            raise RequestRefused(BAD_REQUEST[0], 'Transfer-Encoding other than chunked: %r'
+                                 % ', '.join(codings))
+    elif lengths is not None and (len(lengths) != 1 or not DIGITS.fullmatch(lengths[0].strip())):
+        raise RequestRefused(BAD_REQUEST[0], 'Invalid Content-Length: %r' % ', '.join(lengths))
+
+
+def read_header_lines(rfile, budget):
+    """The header lines up to the blank line, within ``budget`` bytes in total."""
+    lines = []
+    while True:
+        line = rfile.readline(budget + 1)
+        if len(line) > budget:
+            raise RequestRefused(HEADERS_TOO_LARGE, 'Request headers larger than maxHeaderSize')
+        budget -= len(line)
+        if line in (b'\r\n', b'\n'):
+            return lines
+        if not line.endswith(b'\n'):
+            raise RequestRefused(BAD_REQUEST[0], 'Request headers ended early')
+        if not HEADER_LINE.match(line):
+            raise RequestRefused(BAD_REQUEST[0], 'Malformed header line %r' % line[:80])
+        lines.append(line)
+
+
+def default_max_connections():
+    """maxConnections sized from the soft RLIMIT_NOFILE (None when unlimited), keeping
+    a reserve of descriptors for the worker's own files and links."""
+    soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        return None
+    return max(1, soft - max(FD_RESERVE_MIN, soft // 10))
+
+
 class SCHandler(WebSocketHandler):
     """A pywsgi handler that routes each request to gsc or to the WSGI app."""
+
+    headers_timer = None
+    bytes_seen = False
+    requests_started = 0
+    counted = False
+
+    def handle(self):
+        """Serve the connection's requests, counted in ``server.http_connections``."""
+        self.server.http_connections += 1
+        self.counted = True
+        try:
+            super().handle()
+        finally:
+            self.uncount()
+
+    def uncount(self):
+        """Leave ``server.http_connections`` (at the end, or when gsc takes the socket over)."""
+        if self.counted:
+            self.counted = False
+            self.server.http_connections -= 1
+
+    def handle_one_request(self):
+        """pywsgi's, with the request line and headers read within ``headersTimeout``:
+        past it the connection closes, with a 408 when part of a request came."""
+        try:
+            return super().handle_one_request()
+        except Timeout as exc:
+            if exc is not self.headers_timer:
+                raise
+            log.debug('headersTimeout: closing the connection of %s', self.client_address)
+            return ('408', REQUEST_TIMEOUT_RESPONSE) if self.bytes_seen else None
+        finally:
+            self.stop_headers_timer()
+
+    def read_requestline(self):
+        """The request line.  The headersTimeout of the first request runs from accept, that
+        of a later one from its first byte (the wait for it is bounded by headersTimeout too)."""
+        seconds = self.server.headers_timeout
+        rfile = self.rfile
+        self.requests_started += 1
+        if self.requests_started > 1:
+            self.bytes_seen = False
+            with Timeout(seconds, False):
+                self.bytes_seen = bool(rfile.peek(1))
+            if not self.bytes_seen:
+                return ''
+            self.headers_timer = Timeout.start_new(seconds)
+        else:
+            self.headers_timer = Timeout.start_new(seconds)
+            self.bytes_seen = bool(rfile.peek(1))
+        return rfile.readline(MAX_REQUEST_LINE).decode('latin-1')
+
+    def read_request(self, raw_requestline):
+        """pywsgi's parse, with a request line within maxHeaderSize (else 414); the headers
+        are read by :meth:`MessageClass`.  Ends the headersTimeout."""
+        try:
+            if len(raw_requestline) > self.server.max_header_size:
+                raise RequestRefused(URI_TOO_LONG, 'Request line longer than maxHeaderSize')
+            return super().read_request(raw_requestline)
+        finally:
+            self.stop_headers_timer()
+
+    def MessageClass(self, rfile, *_args):  # noqa: N802 (pywsgi's name)
+        """The request's headers: within maxHeaderSize in total with the request line (431
+        past it), well-formed lines only, and unambiguous framing (400 otherwise)."""
+        budget = self.server.max_header_size - len(self.requestline)
+        lines = read_header_lines(rfile, budget)
+        headers = email.parser.Parser(_class=OldMessage).parsestr(b''.join(lines).decode('latin-1'))
+        check_framing(headers, self.request_version)
+        return headers
+
+    def stop_headers_timer(self):
+        """Cancel the headersTimeout (the headers are in, or the request is over)."""
+        timer = self.headers_timer
+        if timer is not None:
+            timer.cancel()
+
+    def _handle_client_error(self, ex):
+        """A refused request gets its own answer (414, 431, 400); a connection that failed
+        while its request was read closes quietly; other errors get pywsgi's 400."""
+        if isinstance(ex, OSError):
+            log.debug('connection of %s failed in its request: %s', self.client_address, ex)
+            return None
+        if not isinstance(ex, RequestRefused):
+            return super()._handle_client_error(ex)
+        self.log_error('Refused request (from %s): %s', self.client_address, ex)
+        return (ex.code, ex.response)
 
     def run_application(self):
         """Route the request: an upgrade at the realtime path to gsc, anything else to the app."""
@@ -39,7 +224,7 @@ class SCHandler(WebSocketHandler):
             if sc_server is not None and is_upgrade(environ):
                 return self.refuse(*BAD_REQUEST)
             return self.run_wsgi_app()
-        if not is_upgrade(environ):
+        if not is_upgrade(environ) or self.request_version != 'HTTP/1.1':
             return self.refuse(*(BAD_REQUEST if environ.get('HTTP_UPGRADE') else UPGRADE_REQUIRED))
         refusal = sc_server.verify_upgrade(environ)
         if refusal is not None:
@@ -52,6 +237,7 @@ class SCHandler(WebSocketHandler):
                 self.refuse(*BAD_REQUEST)
             return None
         environ.pop('wsgi.input', None)
+        self.uncount()
         sc_server.handle_upgraded(self)
         self.result = None
         return None
@@ -128,17 +314,125 @@ class HTTPServer(pywsgi.WSGIServer):
 
     ``listener`` is ``(host, port)`` or a bound socket; ``app`` the WSGI application
     served beside the realtime path (None: plain requests get 501).  ``sc_server``
-    is set by :func:`gsc.server.attach`.  Access logging is off unless ``log`` is given.
+    is set by :func:`gsc.server.attach`, which also applies the limits of its options
+    (:meth:`set_limits`).  Access logging is off unless ``log`` is given.
+    ``http_connections`` counts the connections a pywsgi handler serves.
     """
 
     handler_class = SCHandler
+    _resume_timer = None
 
     def __init__(self, listener, app=None, log=None, **kwargs):
         kwargs.setdefault('error_log', LoggingLogAdapter(logging.getLogger('gsc.http.error')))
         super().__init__(listener, app, log=log, **kwargs)
         self.application = app
         self.sc_server = None
+        self.http_connections = 0
+        self.headers_timeout = self.max_header_size = self.max_connections = None
+        self.set_limits(SERVER_DEFAULTS)
+        self._accept_pause = ACCEPT_BACKOFF[0]
+        self._warned_at = {}
 
     def set_wsgi_app(self, app):
         """Serve ``app`` for every request that is not a realtime upgrade."""
         self.application = app
+
+    def set_limits(self, options):
+        """Apply ``headersTimeout``, ``maxHeaderSize`` and ``maxConnections`` (None: sized
+        from the fd limit) of the server ``options``."""
+        self.headers_timeout = options['headersTimeout'] / 1000.0
+        self.max_header_size = options['maxHeaderSize']
+        self.max_connections = options['maxConnections'] or default_max_connections()
+
+    def connection_count(self):
+        """Connections served now: HTTP ones and upgraded WebSockets."""
+        upgraded = self.sc_server.ws_connections if self.sc_server is not None else 0
+        return self.http_connections + upgraded
+
+    def handle(self, sock, address):
+        """Serve one connection (503 past maxConnections); a socket error ends only it."""
+        if self.max_connections is not None and self.connection_count() >= self.max_connections:
+            self.refuse_connection(sock)
+            return
+        try:
+            super().handle(sock, address)
+        except OSError as exc:
+            log.debug('connection of %s ended: %s', address, exc)
+
+    def refuse_connection(self, sock):
+        """Answer 503 with ``Connection: close`` and close once the client did (or soon)."""
+        self.warn_throttled('maxConnections', 'maxConnections (%s) reached: refusing new '
+                            'connections with 503', self.max_connections)
+        with Timeout(min(REFUSAL_LINGER, self.headers_timeout), False):
+            try:
+                sock.sendall(SERVICE_UNAVAILABLE_RESPONSE)
+                sock.shutdown(stdlib_socket.SHUT_WR)
+                drained = 0
+                while drained < REFUSAL_DRAIN_BYTES:
+                    data = sock.recv(16384)
+                    if not data:
+                        break
+                    drained += len(data)
+            except (OSError, ValueError):
+                pass
+
+    def wrap_socket_and_handle(self, client_socket, address):
+        """TLS: the handshake completes within headersTimeout, and a failed one ends only
+        its connection (gevent would report it to the hub, which ends a worker)."""
+        try:
+            with Timeout(self.headers_timeout):
+                ssl_socket = self.wrap_socket(client_socket, **self.ssl_args)
+        except (OSError, ValueError, Timeout) as exc:
+            log.debug('TLS handshake with %s failed: %s', address, exc or 'headersTimeout')
+            return None
+        try:
+            return self.handle(ssl_socket, address)
+        finally:
+            ssl_socket.close()
+
+    def do_read(self):
+        """Accept a connection; out of file descriptors, pause the accept loop (backing
+        off up to a second) instead of letting the error reach the hub."""
+        try:
+            accepted = super().do_read()
+        except OSError as exc:
+            if exc.errno in ACCEPT_ERRORS_OF_ONE_PEER:
+                return None
+            if exc.errno not in ACCEPT_ERRORS_OF_RESOURCES:
+                raise
+            self.pause_accepting(exc)
+            return None
+        if accepted:
+            self._accept_pause = ACCEPT_BACKOFF[0]
+        return accepted
+
+    def pause_accepting(self, exc):
+        """Stop accepting for a while after ``exc`` (EMFILE, ...); the pause doubles while it lasts."""
+        pause = self._accept_pause
+        self._accept_pause = min(ACCEPT_BACKOFF[1], pause * 2)
+        self.warn_throttled('accept', 'accept failed (%s) with %d connections open: pausing '
+                            'the accept loop for %.2fs', exc.strerror or exc, self.connection_count(),
+                            pause)
+        self.stop_accepting()
+        self._resume_timer = self.loop.timer(pause)
+        self._resume_timer.start(self._resume_accepting)
+
+    def _resume_accepting(self):
+        self._resume_timer.close()
+        self._resume_timer = None
+        if self.started:
+            self.start_accepting()
+
+    def stop_accepting(self):
+        """Stop accepting (also the resumption of a pause)."""
+        if self._resume_timer is not None:
+            self._resume_timer.close()
+            self._resume_timer = None
+        super().stop_accepting()
+
+    def warn_throttled(self, kind, message, *args):
+        """Log a warning of ``kind`` at most once per WARNING_INTERVAL."""
+        now = time.monotonic()
+        if now - self._warned_at.get(kind, -WARNING_INTERVAL) >= WARNING_INTERVAL:
+            self._warned_at[kind] = now
+            log.warning(message, *args)

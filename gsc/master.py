@@ -11,6 +11,7 @@ import functools
 import logging
 import os
 import pwd
+import resource
 import signal
 import socket
 import sys
@@ -88,6 +89,18 @@ def check_port_free(host, port):
                                  'serves it)' % (host, port, exc.strerror or exc)) from None
     finally:
         probe.close()
+
+
+def raise_open_files_limit():
+    """Raise the soft RLIMIT_NOFILE to the hard limit; the brokers and workers inherit it
+    (a worker's default maxConnections is sized from it)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == hard:
+        return
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    except (ValueError, OSError) as exc:
+        log.warning('Could not raise the open files limit from %s to %s: %s', soft, hard, exc)
 
 
 class SocketCluster(EventEmitter, Supervisor):
@@ -443,6 +456,7 @@ class SocketCluster(EventEmitter, Supervisor):
 
     def _start(self):
         check_port_free(self.options.get('host'), self.options['port'])
+        raise_open_files_limit()
         self._make_socket_dir()
         self._signal_watchers = [self.install_signal(signal.SIGTERM, self.handle_term),
                                  self.install_signal(signal.SIGINT, self.handle_int)]

@@ -70,7 +70,8 @@ class SCServer(EventEmitter, MiddlewareTypes):
     Attributes: ``options`` (normalised, camelCase), ``path``, ``clients`` and
     ``pending_clients`` (id -> :class:`ServerSocket`), ``exchange``, ``auth``, ``codec``,
     ``signature_key``/``verification_key`` (mutable at run time), ``is_ready``,
-    ``http_server`` (set by :func:`attach`), ``messages_received`` (inbound messages, all sockets).
+    ``http_server`` (set by :func:`attach`), ``messages_received`` (inbound messages, all sockets),
+    ``ws_connections`` (upgraded connections being served, counted against maxConnections).
     """
 
     def __init__(self, options=None, engine=None):
@@ -98,6 +99,7 @@ class SCServer(EventEmitter, MiddlewareTypes):
         self.pending_clients = {}
         self.http_server = None
         self.messages_received = 0
+        self.ws_connections = 0
         self._id_counter = 0
         self.exchange = Exchange(self, engine or create_engine(
             opts['brokerEngine'], opts['brokerEngineOptions'], self.emit_warning))
@@ -263,11 +265,18 @@ class SCServer(EventEmitter, MiddlewareTypes):
         request = UpgradeRequest(handler.environ, self.exchange)
         initial = _buffered_bytes(handler.rfile, sock)
         extensions = getattr(handler, 'ws_extensions', None)
+        self.ws_connections += 1
         if hasattr(sock, '_sslobj'):
-            self._serve(sock, request, initial, extensions)
+            self._serve_counted(sock, request, initial, extensions)
             return
         own = GeventSocket(sock.family, sock.type, fileno=sock.detach())
-        gevent.spawn(self._serve, own, request, initial, extensions)
+        gevent.spawn(self._serve_counted, own, request, initial, extensions)
+
+    def _serve_counted(self, *args):
+        try:
+            self._serve(*args)
+        finally:
+            self.ws_connections -= 1
 
     def _serve(self, sock, request, initial, extensions):
         socket = None
@@ -330,6 +339,7 @@ def attach(http_server, options=None, engine=None):
     sc_server = SCServer(options, engine)
     sc_server.http_server = http_server
     http_server.sc_server = sc_server
+    http_server.set_limits(sc_server.options)
     return sc_server
 
 
