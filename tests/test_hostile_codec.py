@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from conftest import handshake, recv_json
+from conftest import handshake, recv_json, wait_until
 from master_harness import MasterProcess, free_port
 from test_cluster_pubsub import clients_on_both_workers
 
@@ -96,3 +96,20 @@ def test_a_crafted_token_does_not_end_a_worker_without_propagated_errors(cluster
         reply = client.call('kv', {'method': 'get', 'args': [LONE]})
         assert reply == {'rid': client.cid, 'data': None}
     assert not [e for e in cluster.collect(1) + cluster.events if e.get('event') == 'workerExit']
+
+
+def test_a_redis_channel_of_lone_surrogates_carries_them_between_instances(make_server, raw, redis_server):
+    servers = []
+    for _ in range(2):
+        server = make_server({'brokerEngine': 'redis', 'brokerEngineOptions': {'url': redis_server.url}})
+        wait_until(lambda: server.is_ready)
+        servers.append(server)
+    subscriber, publisher = raw(servers[0]), raw(servers[1])
+    for client in (subscriber, publisher):
+        handshake(client)
+    channel = json.dumps('room' + LONE)
+    subscriber.send('{"event":"#subscribe","data":{"channel":%s},"cid":2}' % channel)
+    assert recv_json(subscriber) == {'rid': 2}
+    publisher.send('{"event":"#publish","data":{"channel":%s,"data":%s},"cid":3}' % (channel, LONE_JSON))
+    assert recv_json(publisher) == {'rid': 3}
+    assert recv_json(subscriber) == {'event': '#publish', 'data': {'channel': 'room' + LONE, 'data': LONE}}
