@@ -33,6 +33,7 @@ from datetime import datetime, timedelta
 import jwt
 from jwt.utils import base64url_decode
 
+from . import codec
 from .errors import (AuthTokenError, AuthTokenExpiredError, AuthTokenInvalidError,
                      AuthTokenNotBeforeError, SCError)
 
@@ -239,7 +240,7 @@ class AuthEngine:
 
         header = {'kid': options['keyid']} if 'keyid' in options else {}
         header.update(options.get('header') or {})
-        body = json.dumps(signed, separators=(',', ':'), ensure_ascii=False).encode('utf-8')
+        body = codec.encode(signed).encode('utf-8')
         with warnings.catch_warnings():
             warnings.simplefilter('ignore', jwt.InsecureKeyLengthWarning)
             token = _JWS.encode(body, key or None, algorithm, header or None)
@@ -281,7 +282,7 @@ class AuthEngine:
         try:
             header = _JWS.get_unverified_header(signed_token)
             payload = json.loads(base64url_decode(parts[1]))
-        except (jwt.DecodeError, ValueError):
+        except (jwt.InvalidTokenError, ValueError):  # PyJWT's header checks quote the client's text
             raise AuthTokenInvalidError('invalid token') from None
         if not isinstance(payload, dict):
             raise AuthTokenInvalidError('invalid token')

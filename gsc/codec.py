@@ -2,11 +2,14 @@
 
 All encoding and decoding of gsc goes through this module, so a faster codec can be
 swapped in one place.  Output is compact, keeps non-ASCII characters raw and never
-writes NaN or Infinity (they become null), as the reference does.
+writes NaN or Infinity (they become null), as the reference does.  A lone surrogate
+(``"\\ud800"`` from a client's JSON) is written as its ``\\uXXXX`` escape, as JavaScript's
+``JSON.stringify`` does, so every output is valid UTF-8 and parses back to the same string.
 """
 
 import base64
 import math
+import re
 
 import ujson
 
@@ -14,6 +17,7 @@ PING = '#1'
 PONG = '#2'
 _JSON_START = frozenset('{[')
 _WHITESPACE = ' \n\r\t'
+_SURROGATE = re.compile('[\ud800-\udfff]')
 
 
 def _binary_default(value):
@@ -35,18 +39,37 @@ def _without_nan(value):
     return value
 
 
-def encode(obj):
-    """``obj`` as compact JSON text; ValueError for a circular or unencodable value."""
+def _escape_surrogate(match):
+    return '\\u%04x' % ord(match.group())
+
+
+def _well_formed(text):
+    """``text`` with every surrogate escaped, when it has one (it cannot be UTF-8 encoded).
+
+    A surrogate only occurs inside a JSON string (the syntax is ASCII), where its escape
+    means the same UTF-16 unit; a pair kept as two code points becomes two escapes, which
+    JSON parsers join back into one character."""
     try:
-        return ujson.dumps(obj, ensure_ascii=False, escape_forward_slashes=False,
+        text.encode('utf-8')
+    except UnicodeEncodeError:
+        return _SURROGATE.sub(_escape_surrogate, text)
+    return text
+
+
+def encode(obj):
+    """``obj`` as compact JSON text that encodes to UTF-8; ValueError for a circular or
+    unencodable value."""
+    try:
+        text = ujson.dumps(obj, ensure_ascii=False, escape_forward_slashes=False,
                            allow_nan=False, default=_binary_default)
     except OverflowError as exc:
         if 'recursion' in str(exc):
             raise ValueError('Converting circular structure to JSON') from None
-        return ujson.dumps(_without_nan(obj), ensure_ascii=False, escape_forward_slashes=False,
+        text = ujson.dumps(_without_nan(obj), ensure_ascii=False, escape_forward_slashes=False,
                            default=_binary_default)
     except TypeError as exc:
         raise ValueError(str(exc)) from None
+    return text if text.isascii() else _well_formed(text)
 
 
 def decode(frame):

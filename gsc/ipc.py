@@ -50,10 +50,11 @@ def close_inherited(keep=()):
                 pass
 
 
-def wire_error(err):
+def wire_error(err, capture_stack=True):
     """``err`` dehydrated with its stack; an error that was never raised gets the stack of
-    the code that reports it (as a JavaScript error would)."""
-    if isinstance(err, BaseException) and err.__traceback__ is None \
+    the code that reports it (as a JavaScript error would) unless ``capture_stack`` is
+    false (a warning a client caused: that stack says nothing and costs much)."""
+    if capture_stack and isinstance(err, BaseException) and err.__traceback__ is None \
             and not getattr(err, 'stack', None):
         err.stack = 'Traceback (most recent call last):\n%s%s' % (
             ''.join(traceback.format_stack()[:-2]),

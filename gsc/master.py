@@ -29,6 +29,7 @@ from .emitter import EventEmitter
 from .errors import (BadConnectionError, BrokerError, InvalidActionError, ProcessExitError,
                      UnknownError, hydrate)
 from .process import EXIT_BAD_CONTROLLER, ChildProcess, Supervisor
+from .worker import MASTER_HEARS_WARNINGS
 
 log = logging.getLogger('gsc')
 
@@ -338,6 +339,8 @@ class SocketCluster(EventEmitter, Supervisor):
         """Fork the worker cluster (which forks the workers)."""
         if self.is_shutting_down:
             return
+        # the workers skip the warnings of their clients when nobody here would see them
+        self.options[MASTER_HEARS_WARNINGS] = self.has_listeners('warning')
         main = functools.partial(cluster_module.main, self.options)
         child = ChildProcess('workerCluster', None, main, self.handle_worker_cluster_message,
                              self._on_exit, self.options['ipcAckTimeout'], respawn)

@@ -353,9 +353,10 @@ class ClusterMember(EventEmitter):
         """Send ``data`` to the master; ``callback(err, data)`` gets its answer."""
         self.channel.send(self.message_type, data, callback)
 
-    def report(self, kind, err):
-        """Send an ``error`` or ``warning`` to the master with this process's origin."""
-        self.channel.send(kind, {'error': ipc.wire_error(err),
+    def report(self, kind, err, capture_stack=True):
+        """Send an ``error`` or ``warning`` to the master with this process's origin
+        (``capture_stack``: see :func:`gsc.ipc.wire_error`)."""
+        self.channel.send(kind, {'error': ipc.wire_error(err, capture_stack),
                                  'origin': self.origin})
 
     def on_uncaught(self, err):

@@ -9,6 +9,7 @@ import base64
 import logging
 import os
 import socket as stdlib_socket
+from functools import partial
 from urllib.parse import urlsplit
 
 import gevent
@@ -27,6 +28,7 @@ from .exchange import Exchange
 from .http import HTTPServer
 from .middleware import (MIDDLEWARE_AUTHENTICATE, MIDDLEWARE_HANDSHAKE_SC, MIDDLEWARE_HANDSHAKE_WS,
                          MiddlewareChains, MiddlewareTypes, Request)
+from .reporting import WarningDigest
 from .server_options import DEFLATE_OPTIONS, normalise_server_options
 from .socket import ServerSocket
 from .transport import WebSocketTransport
@@ -90,6 +92,7 @@ class SCServer(EventEmitter, MiddlewareTypes):
         self.max_payload = opts['maxPayload']
         self.app_name = opts['appName']
         self.origins = opts['origins']
+        self.unheard_warnings = WarningDigest(partial(log.warning, '%s'))
         self.middleware = MiddlewareChains(self.emit_warning, opts['middlewareEmitWarnings'])
         self.deflate = _deflate_factory(opts['perMessageDeflate'])
         self.auth = opts['authEngine'] or AuthEngine()
@@ -298,9 +301,11 @@ class SCServer(EventEmitter, MiddlewareTypes):
         self.emit('ready')
 
     def emit_warning(self, warning):
-        """The server ``warning`` event (logged when nobody listens)."""
+        """The server ``warning`` event; when nobody listens, the warning is logged with the
+        first of its kind at once, then one summary per kind per 10 s (clients cause
+        warnings at will: see :mod:`gsc.reporting`)."""
         if not self.emit('warning', warning):
-            log.warning('%s', warning)
+            self.unheard_warnings.add(warning)
 
     def close(self):
         """Stop accepting upgrades and disconnect every socket (1001)."""

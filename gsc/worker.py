@@ -5,6 +5,12 @@ of the options is imported and served beside the realtime path, the worker contr
 ``run(worker)`` is called (it may set another app: ``worker.set_wsgi_app``), then the worker
 starts listening on the shared port (its own socket with SO_REUSEPORT, so the kernel
 balances connections between the workers) and tells the worker cluster it is ready.
+
+Warnings: the worker's ``warning`` listeners get every one at once.  The master gets the
+worker's own warnings at once, and the SCServer's (which clients cause at will) as a
+digest (:mod:`gsc.reporting`): the first of a kind, then one summary per kind per 10 s,
+without a stack of the reporting code; nothing when the master would neither print
+them (``logLevel`` below 2) nor emit them to a listener.
 """
 
 import logging
@@ -23,11 +29,14 @@ from .errors import HTTPServerError, ResourceLimitError
 from .http import HTTPServer
 from .options import LOCAL_BROKER_ENGINES, ssl_kwargs
 from .process import ClusterMember
+from .reporting import WarningDigest
 from .server import attach
 
 log = logging.getLogger(__name__)
 
 DEFAULT_BACKLOG = 511
+MASTER_HEARS_WARNINGS = '_masterHearsWarnings'
+"""The option the master sets for its workers: True when it has ``warning`` listeners."""
 
 
 def bind_listener(options):
@@ -81,6 +90,8 @@ class SCWorker(ClusterMember):
         self._messages_seen = 0
         self._rpm = (0, 0)
         self._status_timer = None
+        self._server_warning = None
+        self._warning_digest = WarningDigest(self._report_server_warning)
         self.on('error', self._on_error)
         self.on('warning', self._on_warning)
 
@@ -93,7 +104,7 @@ class SCWorker(ClusterMember):
         self.exchange = self.sc_server.exchange
         self.sc_server.on('connection', self._on_connection)
         self.sc_server.on('error', lambda err: self.emit('error', err))
-        self.sc_server.on('warning', lambda warning: self.emit('warning', warning))
+        self.sc_server.on('warning', self._on_server_warning)
         if options.get('wsgiApp'):
             self.set_wsgi_app(controllers.wsgi_app(options['wsgiApp'],
                                                    options['paths']['appDirPath']))
@@ -167,9 +178,30 @@ class SCWorker(ClusterMember):
         if self.options['crashWorkerOnError']:
             self.exit(1)
 
+    def _on_server_warning(self, warning):
+        """A warning of the SCServer: re-emitted, then reported as a digest (see _on_warning)."""
+        self._server_warning = warning
+        try:
+            self.emit('warning', warning)
+        finally:
+            self._server_warning = None
+
     def _on_warning(self, warning):
-        if self.options['propagateErrors'] and self.options['propagateWarnings']:
+        if not self._reports_warnings():
+            return
+        if warning is self._server_warning:
+            self._warning_digest.add(warning)
+        else:
             self.report('warning', warning)
+
+    def _reports_warnings(self):
+        """Whether warnings go to the master: propagated, and printed or listened to there."""
+        options = self.options
+        return (options['propagateErrors'] and options['propagateWarnings']
+                and (options['logLevel'] > 1 or options.get(MASTER_HEARS_WARNINGS, True)))
+
+    def _report_server_warning(self, warning):
+        self.report('warning', warning, capture_stack=False)
 
     def _watch_status(self):
         interval = self.options['workerStatusInterval'] / 1000.0

@@ -37,6 +37,16 @@ class GeventConnection(redis.Connection):
         return sock
 
 
+def _channel_name(name):
+    """A channel name from Redis, as gsc wrote it (lone surrogates included)."""
+    if not isinstance(name, bytes):
+        return name
+    try:
+        return name.decode('utf-8', 'surrogatepass')
+    except UnicodeDecodeError:
+        return name.decode('utf-8', 'replace')
+
+
 class RedisEngine:
     """Pub/sub over Redis (``brokerEngine: 'redis'``).
 
@@ -73,11 +83,15 @@ class RedisEngine:
         self._channels.discard(channel)
         self._send_subscription('unsubscribe', channel, callback)
 
+    def _key(self, channel):
+        """The Redis name of ``channel``: bytes, since a client's name may hold a lone surrogate."""
+        return (self.key_prefix + channel).encode('utf-8', 'surrogatepass')
+
     def _send_subscription(self, command, channel, callback):
         err = None
         if self._pubsub is not None:
             try:
-                getattr(self._pubsub, command)(self.key_prefix + channel)
+                getattr(self._pubsub, command)(self._key(channel))
             except (redis.RedisError, OSError) as exc:
                 err = BrokerError('Failed to %s channel %s at Redis - %s' % (command, channel, exc))
         if callback is not None:
@@ -86,7 +100,7 @@ class RedisEngine:
     def publish(self, channel, data, callback=None):
         """Publish ``data`` on every instance; ``callback(err)`` after Redis took it."""
         try:
-            self._client.publish(self.key_prefix + channel, codec.encode(data))
+            self._client.publish(self._key(channel), codec.encode(data))
             err = None
         except ValueError as exc:
             err = BrokerError('Failed to publish to channel %s - %s' % (channel, exc))
@@ -140,7 +154,7 @@ class RedisEngine:
     def _connect_pubsub(self):
         pubsub = self._client.pubsub(ignore_subscribe_messages=True)
         pubsub.ping()
-        channels = [self.key_prefix + channel for channel in self._channels]
+        channels = [self._key(channel) for channel in self._channels]
         if channels:
             pubsub.subscribe(*channels)
         self._pubsub = pubsub
@@ -153,7 +167,7 @@ class RedisEngine:
             message = pubsub.parse_response(block=True)
             if message is None or message[0] not in (b'message', 'message'):
                 continue
-            channel = message[1].decode('utf-8', 'replace') if isinstance(message[1], bytes) else message[1]
+            channel = _channel_name(message[1])
             try:
                 data = codec.decode_json(message[2])
             except ValueError:
