@@ -38,7 +38,7 @@ YIELD_BYTES = READ_SIZE
 DRAIN_CHUNK = 256 * 1024
 CLOSE_TIMEOUT = 2.0
 # how long a peer that stopped reading gets to read the rest of its data and the 1013 close
-OVERFLOW_GRACE = 10.0
+OVERFLOW_GRACE = 5.0
 DEFAULT_MAX_OUTBOUND = 16 * 1024 * 1024
 TRY_AGAIN_LATER = 1013
 _pack_short = struct.Struct('!BB').pack
@@ -275,7 +275,7 @@ class WebSocketTransport:
         if self._closed:
             self._drop_backlog()
             return
-        if not self._out or self._writer is not None:
+        if not self._out or self._writer is not None or self._sending is not None:
             return
         if self._raw is None:
             self._writer = gevent.spawn(self._drain)
@@ -344,6 +344,9 @@ class WebSocketTransport:
         data, self._initial = self._initial, None
         try:
             while not self._closed:
+                if self._overflowed:
+                    self._discard_input()
+                    break
                 if not data:
                     try:
                         data = self._read(READ_SIZE)
@@ -367,6 +370,16 @@ class WebSocketTransport:
                     self._yield_to_loop()
         finally:
             self._finish()
+
+    def _discard_input(self):
+        """Read and drop what a peer that overflowed its backlog still sends, unparsed,
+        until its end of stream (or the abort after ``OVERFLOW_GRACE``): unread input
+        would turn our close into a reset that destroys the 1013 close frame."""
+        try:
+            while not self._closed and self._read(READ_SIZE):
+                pass
+        except OSError:
+            pass
 
     def _deliver(self, messages):
         on_message = self.on_message
