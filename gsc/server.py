@@ -286,7 +286,8 @@ class SCServer(EventEmitter, MiddlewareTypes):
         transport = WebSocketTransport(
             sock, lambda frame: socket.handle_frame(frame),
             lambda code, reason: socket.handle_close(code, reason),
-            max_payload=self.max_payload, initial=initial, extensions=extensions)
+            max_payload=self.max_payload, max_outbound=self.options['maxOutboundBytes'],
+            initial=initial, extensions=extensions)
         socket = ServerSocket(self.generate_id(), self, transport, request)
         self.pending_clients[socket.id] = socket
         self.emit('handshake', socket)

@@ -1,16 +1,22 @@
 """The frame layer: one WebSocket connection over a gevent socket.
 
 Frames are parsed by the sans-I/O protocol of the ``websockets`` library (masking in C,
-size limits checked on the header before the body is read, close codes done right).
+size limits checked on the header before the body is read, close codes done right), which
+:class:`MessageProtocol` extends to assemble messages in the parser itself.
 This module only reads, writes and keeps the close timer:
 
-* reads happen in the greenlet that calls :meth:`WebSocketTransport.run`;
+* reads happen in the greenlet that calls :meth:`WebSocketTransport.run`; every message
+  parsed before a protocol violation is delivered (and may be answered) before the close
+  frame that the violation causes; the reader gives the event loop a turn after every
+  ``YIELD_MESSAGES`` messages and every ``YIELD_BYTES`` bytes it read, so a peer that always
+  has data ready cannot starve the other connections of the worker;
 * writes from any greenlet are appended to one outbound buffer and flushed by a single
   loop callback per turn of the event loop, so every frame produced while handling one
   read leaves in one ``send``; a client that stops reading is drained by one writer
   greenlet, and closed with 1013 when its backlog passes ``max_outbound``.
 """
 
+import codecs
 import logging
 import struct
 from collections import namedtuple
@@ -18,20 +24,27 @@ from socket import SHUT_WR
 
 import gevent
 from gevent import get_hub
-from websockets.frames import BINARY as OP_BINARY, CONT as OP_CONT, TEXT as OP_TEXT
+from websockets.frames import BINARY as OP_BINARY, CONT as OP_CONT, TEXT as OP_TEXT, Frame
 from websockets.protocol import CLOSED, OPEN, SEND_EOF, Protocol, Side
 
 log = logging.getLogger(__name__)
 
-READ_SIZE = 65536
-YIELD_EVERY = 4
+# One read is parsed at once, before any turn of the event loop: 16 KiB of 1-byte frames
+# is about 13 ms of parsing (64 KiB took 55 ms).
+READ_SIZE = 16384
+# a turn of the event loop costs ~3 us, a message tens of us
+YIELD_MESSAGES = 64
+YIELD_BYTES = READ_SIZE
 DRAIN_CHUNK = 256 * 1024
 CLOSE_TIMEOUT = 2.0
+# how long a peer that stopped reading gets to read the rest of its data and the 1013 close
+OVERFLOW_GRACE = 5.0
 DEFAULT_MAX_OUTBOUND = 16 * 1024 * 1024
 TRY_AGAIN_LATER = 1013
 _pack_short = struct.Struct('!BB').pack
 _pack_medium = struct.Struct('!BBH').pack
 _pack_long = struct.Struct('!BBQ').pack
+_utf8_decoder = codecs.getincrementaldecoder('utf-8')
 
 
 def frame_header(opcode, length):
@@ -43,6 +56,15 @@ def frame_header(opcode, length):
     return _pack_long(0x80 | opcode, 127, length)
 
 
+def encode_text(text):
+    """``text`` in UTF-8 the way a JavaScript WebSocket sends a string: a lone surrogate
+    (which JSON decoding can produce) becomes U+FFFD instead of raising."""
+    try:
+        return text.encode('utf-8')
+    except UnicodeEncodeError:
+        return text.encode('utf-16', 'surrogatepass').decode('utf-16', 'replace').encode('utf-8')
+
+
 PreparedFrame = namedtuple('PreparedFrame', 'payload frame')
 
 
@@ -51,9 +73,54 @@ def prepare_frame(payload):
     many sockets with :meth:`WebSocketTransport.send_frame`: one encoding for all of them
     (a connection that compresses its frames sends the payload itself)."""
     if isinstance(payload, str):
-        data = payload.encode('utf-8')
+        data = encode_text(payload)
         return PreparedFrame(payload, frame_header(OP_TEXT, len(data)) + data)
     return PreparedFrame(payload, frame_header(OP_BINARY, len(payload)) + bytes(payload))
+
+
+class MessageProtocol(Protocol):
+    """websockets' :class:`Protocol` whose events are complete messages (``str`` for text,
+    ``bytes`` for binary), assembled in the parser: so UTF-8 is checked in stream order
+    (1007 comes after the messages before it), fragments are collected in one buffer (the
+    memory of a message is bounded by ``max_size``, however small its fragments), and
+    control frames are left to the protocol."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._fragments = None
+        self._fragments_text = None
+
+    def recv_frame(self, frame):
+        """Turn data frames into messages; control frames go to the protocol."""
+        opcode = frame.opcode
+        if frame.fin and self.current_size is None and (opcode is OP_TEXT or opcode is OP_BINARY):
+            # the protocol's own checks pass for an unfragmented message: skip them
+            self.events.append(frame.data.decode('utf-8') if opcode is OP_TEXT else frame.data)
+            return
+        super().recv_frame(frame)
+        del self.events[-1]
+        if opcode is OP_TEXT:
+            self._start_message(frame.data, _utf8_decoder())
+        elif opcode is OP_BINARY:
+            self._start_message(frame.data, None)
+        elif opcode is OP_CONT:
+            self._continue_message(frame.data, frame.fin)
+
+    def _start_message(self, data, decoder):
+        self._fragments = bytearray(data)
+        self._fragments_text = decoder
+        if decoder is not None:
+            decoder.decode(data)
+
+    def _continue_message(self, data, fin):
+        # the decoder only validates, so an invalid message fails at its first bad fragment
+        self._fragments += data
+        decoder = self._fragments_text
+        if decoder is not None:
+            decoder.decode(data, fin)
+        if fin:
+            message, self._fragments, self._fragments_text = self._fragments, None, None
+            self.events.append(message.decode('utf-8') if decoder is not None else bytes(message))
 
 
 class WebSocketTransport:
@@ -68,7 +135,7 @@ class WebSocketTransport:
     def __init__(self, sock, on_message, on_close, side=Side.SERVER, max_payload=None,
                  read=None, max_outbound=DEFAULT_MAX_OUTBOUND, initial=b'', extensions=None):
         self.sock = sock
-        self.protocol = Protocol(side, state=OPEN, max_size=max_payload)
+        self.protocol = MessageProtocol(side, state=OPEN, max_size=max_payload)
         if extensions:
             self.protocol.extensions = list(extensions)
         self.on_message = on_message
@@ -83,21 +150,26 @@ class WebSocketTransport:
         # a plain socket is written from the flush callback without blocking; TLS records
         # must go through the gevent SSL socket, so TLS writes always use the writer greenlet
         self._raw = None if hasattr(sock, '_sslobj') else sock._sock
-        self._loop = get_hub().loop
+        self._hub = get_hub()
+        self._loop = self._hub.loop
         self._out = []
         self._out_bytes = 0
+        self._sending = None
         self._flush_scheduled = False
         self._writer = None
-        self._fragments = None
-        self._fragment_opcode = None
+        self._accepting = True
+        self._close_queued = False
+        self._overflowed = False
         self._closed = False
         self._eof_pending = False
         self._close_timer = None
+        self._unyielded_messages = 0
+        self._unyielded_bytes = 0
 
     @property
     def open(self):
         """True while messages can still be sent."""
-        return self.protocol.state is OPEN and not self._closed
+        return self._accepting
 
     @property
     def buffered_amount(self):
@@ -108,64 +180,61 @@ class WebSocketTransport:
 
     def send(self, payload):
         """Send one message: ``str`` as a text frame, bytes as a binary frame."""
-        if not self.open:
+        if not self._accepting:
             return False
         if isinstance(payload, str):
-            data = payload.encode('utf-8')
+            data = encode_text(payload)
             opcode = OP_TEXT
         else:
             data = bytes(payload)
             opcode = OP_BINARY
         if self._framed_by_protocol:
-            if opcode is OP_TEXT:
-                self.protocol.send_text(data)
-            else:
-                self.protocol.send_binary(data)
-            self._queue_protocol_output()
+            # the protocol's own send_text refuses once it has failed; the messages read
+            # before the failure are still answered (before its close frame)
+            self.protocol.send_frame(Frame(opcode, data))
+            for frame in self.protocol.data_to_send():
+                self._queue(frame)
         else:
-            header = frame_header(opcode, len(data))
-            if len(data) < 4096:
-                self._queue(header + data)
-            else:
-                self._queue(header, data)
+            self._queue(frame_header(opcode, len(data)) + data)
         return True
 
     def send_frame(self, prepared):
         """Send a :class:`PreparedFrame` (its shared frame, or its payload when compressing)."""
         if self._framed_by_protocol:
             return self.send(prepared.payload)
-        if not self.open:
+        if not self._accepting:
             return False
         self._queue(prepared.frame)
         return True
 
-    def close(self, code=1000, reason=''):
-        """Start the closing handshake with ``code``; the TCP connection ends after it."""
+    def close(self, code=1000, reason='', timeout=CLOSE_TIMEOUT):
+        """Start the closing handshake with ``code``; the TCP connection ends after it, or
+        ``timeout`` seconds later."""
+        self._accepting = False
         if self.protocol.state is OPEN and not self._closed:
             self.protocol.send_close(code, reason)
-            self._queue_protocol_output()
-            self._close_timer = self._loop.timer(CLOSE_TIMEOUT)
+            self._queue_protocol_output(self.protocol.data_to_send())
+            self._close_timer = self._loop.timer(timeout)
             self._close_timer.start(self.abort)
 
     def abort(self):
         """Drop the TCP connection at once."""
+        self._accepting = False
         if self._close_timer is not None:
             self._close_timer.close()
             self._close_timer = None
         if not self._closed:
             self._closed = True
+            self._drop_backlog()
             try:
                 self.sock.close()
             except OSError:
                 pass
 
-    def _queue(self, data, more=None):
+    def _queue(self, data):
         self._out.append(data)
         self._out_bytes += len(data)
-        if more is not None:
-            self._out.append(more)
-            self._out_bytes += len(more)
-        if self._out_bytes > self.max_outbound and self.protocol.state is OPEN:
+        if self._out_bytes > self.max_outbound and self._accepting:
             self._overflow()
             return
         if not self._flush_scheduled and self._writer is None:
@@ -173,69 +242,99 @@ class WebSocketTransport:
             self._loop.run_callback(self._flush)
 
     def _overflow(self):
-        """The peer stopped reading: drop the backlog, close with 1013, and tell the owner at
-        once (the closing handshake may never finish with a peer that does not read)."""
+        """The peer stopped reading: drop the backlog, close with 1013 once the kernel takes
+        it, and tell the owner at once (the peer may never read its close frame)."""
         log.warning('closing a connection whose outbound backlog passed %d bytes', self.max_outbound)
         self._out.clear()
-        self._out_bytes = 0
-        self.close(TRY_AGAIN_LATER, 'Outbound buffer full')
+        self._out_bytes = len(self._sending) if self._sending is not None else 0
+        self._overflowed = True
+        self.close(TRY_AGAIN_LATER, 'Outbound buffer full', OVERFLOW_GRACE)
         on_close, self.on_close = self.on_close, None
         if on_close is not None:
             gevent.spawn(on_close, TRY_AGAIN_LATER, 'Outbound buffer full')
 
-    def _queue_protocol_output(self):
-        for data in self.protocol.data_to_send():
+    def _drop_backlog(self):
+        self._out.clear()
+        self._sending = None
+        self._out_bytes = 0
+
+    def _queue_protocol_output(self, output):
+        """Queue what the protocol wrote, up to its close frame (pongs of pings read after
+        it are dropped: nothing follows a close frame)."""
+        for data in output:
             if data is SEND_EOF:
                 self._eof_pending = True
-            else:
+            elif not self._close_queued:
                 self._queue(data)
+        if self.protocol.close_sent is not None:
+            self._close_queued = True
+            self._accepting = False
 
     def _flush(self):
         self._flush_scheduled = False
         if self._closed:
-            self._out.clear()
-            self._out_bytes = 0
+            self._drop_backlog()
             return
-        if self._out and self._raw is None:
+        if not self._out or self._writer is not None or self._sending is not None:
+            return
+        if self._raw is None:
             self._writer = gevent.spawn(self._drain)
             return
-        if self._out:
-            data = self._out[0] if len(self._out) == 1 else b''.join(self._out)
-            self._out.clear()
-            try:
-                sent = self._raw.send(data)
-            except BlockingIOError:
-                sent = 0
-            except OSError:
-                self._out_bytes = 0
-                self.abort()
-                return
-            if sent < len(data):
-                self._out.append(data[sent:])
-                self._out_bytes = len(data) - sent
-                self._writer = gevent.spawn(self._drain)
-                return
-            self._out_bytes = 0
+        data = self._out[0] if len(self._out) == 1 else b''.join(self._out)
+        self._out.clear()
+        try:
+            sent = self._raw.send(data)
+        except BlockingIOError:
+            sent = 0
+        except OSError:
+            self.abort()
+            return
+        if sent < len(data):
+            self._sending = memoryview(data)[sent:]
+            self._out_bytes = len(self._sending)
+            self._writer = gevent.spawn(self._drain)
+            return
+        self._out_bytes = 0
+        self._after_write()
 
     def _drain(self):
-        """Write the backlog in bounded chunks, so that a close frame queued after a
-        dropped backlog leaves without waiting behind megabytes."""
+        """Write the backlog in bounded chunks, counting what the kernel took, so that a
+        dropped backlog leaves only the rest of the chunk being written before the close
+        frame."""
         try:
-            while self._out and not self._closed:
-                count = size = 0
-                for size_of in map(len, self._out):
-                    count += 1
-                    size += size_of
-                    if size >= DRAIN_CHUNK:
+            while not self._closed:
+                if self._sending is None:
+                    if not self._out:
                         break
-                data = b''.join(self._out[:count])
-                del self._out[:count]
-                self.sock.sendall(data)
-                self._out_bytes = max(self._out_bytes - len(data), 0)
+                    self._sending = memoryview(self._next_chunk())
+                sent = self.sock.send(self._sending)
+                self._out_bytes = max(self._out_bytes - sent, 0)
+                self._sending = self._sending[sent:] if sent < len(self._sending) else None
+            self._after_write()
         except OSError:
             self.abort()
         finally:
             self._writer = None
+
+    def _next_chunk(self):
+        count = size = 0
+        for size_of in map(len, self._out):
+            count += 1
+            size += size_of
+            if size >= DRAIN_CHUNK:
+                break
+        data = self._out[0] if count == 1 else b''.join(self._out[:count])
+        del self._out[:count]
+        return data
+
+    def _after_write(self):
+        """After an overflow, half-close once the close frame is in the kernel: the peer
+        reads its data, the 1013 close frame, then the end of the stream."""
+        if self._overflowed and self._close_queued and not self._out and not self._closed:
+            try:
+                self.sock.shutdown(SHUT_WR)
+            except OSError:
+                pass
 
     # -- receiving ---------------------------------------------------------------
 
@@ -243,9 +342,11 @@ class WebSocketTransport:
         """Read and dispatch until the connection ends, then call ``on_close`` once."""
         protocol = self.protocol
         data, self._initial = self._initial, None
-        chunks = 0
         try:
             while not self._closed:
+                if self._overflowed:
+                    self._discard_input()
+                    break
                 if not data:
                     try:
                         data = self._read(READ_SIZE)
@@ -256,48 +357,46 @@ class WebSocketTransport:
                     break
                 self.bytes_received += len(data)
                 protocol.receive_data(data)
-                data = None
-                for frame in protocol.events_received():
-                    self._on_frame(frame)
-                self._queue_protocol_output()
+                # the protocol's close frame (after a violation or the peer's close) waits
+                # until the messages read before it are delivered and answered
+                output = protocol.data_to_send()
+                self._deliver(protocol.events_received())
+                self._queue_protocol_output(output)
                 if protocol.state is CLOSED or self._eof_pending:
                     break
-                chunks += 1
-                if chunks % YIELD_EVERY == 0:
-                    # a peer that always has data ready never blocks in recv: let the
-                    # writes (loop callbacks) and the other connections run
-                    gevent.sleep(0)
+                self._unyielded_bytes += len(data)
+                data = None
+                if self._unyielded_bytes >= YIELD_BYTES:
+                    self._yield_to_loop()
         finally:
             self._finish()
 
-    def _on_frame(self, frame):
-        opcode = frame.opcode
-        if opcode is OP_TEXT or opcode is OP_BINARY:
-            if not frame.fin:
-                self._fragments = [frame.data]
-                self._fragment_opcode = opcode
-                return
-            self._deliver(opcode, frame.data)
-        elif opcode is OP_CONT:
-            self._fragments.append(frame.data)
-            if frame.fin:
-                data = b''.join(self._fragments)
-                self._fragments = None
-                self._deliver(self._fragment_opcode, data)
+    def _discard_input(self):
+        """Read and drop what a peer that overflowed its backlog still sends, unparsed,
+        until its end of stream (or the abort after ``OVERFLOW_GRACE``): unread input
+        would turn our close into a reset that destroys the 1013 close frame."""
+        try:
+            while not self._closed and self._read(READ_SIZE):
+                pass
+        except OSError:
+            pass
 
-    def _deliver(self, opcode, data):
-        # frames read together with the peer's close frame came before it: deliver them
-        if self.protocol.state is not OPEN and self.protocol.close_rcvd is None:
-            return
-        if opcode is OP_TEXT:
-            try:
-                payload = data.decode('utf-8')
-            except UnicodeDecodeError:
-                self.protocol.fail(1007, 'Invalid UTF-8 in a text frame')
+    def _deliver(self, messages):
+        on_message = self.on_message
+        for message in messages:
+            if not self._accepting:
                 return
-        else:
-            payload = data
-        self.on_message(payload)
+            on_message(message)
+            self._unyielded_messages += 1
+            if self._unyielded_messages >= YIELD_MESSAGES:
+                self._yield_to_loop()
+
+    def _yield_to_loop(self):
+        """Wait for one turn of the event loop: a timer, not ``sleep(0)``, whose callback
+        would run before the loop polls the other connections' sockets."""
+        self._unyielded_messages = self._unyielded_bytes = 0
+        with self._loop.timer(0) as timer:
+            self._hub.wait(timer)
 
     def _finish(self):
         protocol = self.protocol
@@ -309,7 +408,8 @@ class WebSocketTransport:
             code, reason = protocol.close_sent.code, protocol.close_sent.reason
         else:
             code, reason = 1006, ''
-        self._queue_protocol_output()
+        self._queue_protocol_output(protocol.data_to_send())
+        self._accepting = False
         on_close, self.on_close = self.on_close, None
         try:
             if on_close is not None:
@@ -327,11 +427,8 @@ class WebSocketTransport:
             try:
                 if self._writer is not None:
                     self._writer.join()
-                if self._out and not self._closed:
-                    data = b''.join(self._out)
-                    self._out.clear()
-                    self._out_bytes = 0
-                    self.sock.sendall(data)
+                if (self._out or self._sending is not None) and not self._closed:
+                    self._drain()
                 if not self._closed:
                     self.sock.shutdown(SHUT_WR)
                     while self._read(READ_SIZE):

@@ -26,11 +26,11 @@ with connect("ws://127.0.0.1:%s/socketcluster/" % sys.argv[1]) as ws:
 
 
 def test_a_flooding_client_is_closed_with_1013_and_others_are_served(make_server, raw):
-    server = make_server()
+    server = make_server({'pingInterval': 60000})
     server.on('connection', lambda socket, status: socket.on('echo', lambda d, respond: respond(None, d)))
     warnings = []
     server.on('warning', warnings.append)
-    flooder = subprocess.Popen([sys.executable, '-c', FLOODER, str(server.port), '8'],
+    flooder = subprocess.Popen([sys.executable, '-c', FLOODER, str(server.port), '14'],
                                stdout=subprocess.PIPE, text=True)
     try:
         client = raw(server)
