@@ -25,6 +25,7 @@ from .middleware import (MIDDLEWARE_AUTHENTICATE, MIDDLEWARE_EMIT, MIDDLEWARE_HA
 from .protocol import (AUTHENTICATED, CLOSED, CONNECTING, OPEN, UNAUTHENTICATED, UNDEFINED,
                        BatchTooLarge, CallTable, Event, Ping, Pong, Raw, Responder, Response,
                        event_packet, parse_frame, transition)
+from .transport import yield_to_loop
 
 log = logging.getLogger(__name__)
 
@@ -49,15 +50,6 @@ MESSAGE_TOO_BIG = 1009
 UNEXPECTED_CONDITION = 1011
 # What the frames that wait for the handshake may add up to when maxPayload is off.
 DEFAULT_WAITING_BYTES = 1024 * 1024
-# The shortest timer: sleeping on it returns after the next turn of the event loop, whose
-# poll serves the connections that have data (sleep(0) runs callbacks only, and the hub
-# polls I/O after 50 of them: a batch would still hold every other connection).
-TURN_OF_THE_LOOP = 1e-6
-
-
-def _yield_to_other_connections():
-    """Let the event loop poll and serve the other connections once."""
-    gevent.sleep(TURN_OF_THE_LOOP)
 
 
 def js_string(value):
@@ -263,7 +255,7 @@ class ServerSocket(EventEmitter):
         dispatch = self._dispatch
         for index, packet in enumerate(packets):
             if index and index % YIELD_EVERY == 0:
-                _yield_to_other_connections()
+                yield_to_loop()
             if self.state == CLOSED:
                 return
             if self._waiting is not None:
@@ -292,7 +284,7 @@ class ServerSocket(EventEmitter):
                 dispatch[type(packet)](self, packet)
                 count += 1
                 if count % YIELD_EVERY == 0:
-                    _yield_to_other_connections()
+                    yield_to_loop()
         except Exception:
             self._close_on_failure()
         finally:

@@ -123,6 +123,15 @@ class MessageProtocol(Protocol):
             self.events.append(message.decode('utf-8') if decoder is not None else bytes(message))
 
 
+def yield_to_loop():
+    """Wait for one turn of the event loop, so that it polls and serves the other
+    connections: a timer, not ``sleep(0)``, whose callback would run before the loop polls
+    their sockets."""
+    hub = get_hub()
+    with hub.loop.timer(0) as timer:
+        hub.wait(timer)
+
+
 class WebSocketTransport:
     """A WebSocket over a connected gevent socket, in state OPEN.
 
@@ -392,11 +401,8 @@ class WebSocketTransport:
                 self._yield_to_loop()
 
     def _yield_to_loop(self):
-        """Wait for one turn of the event loop: a timer, not ``sleep(0)``, whose callback
-        would run before the loop polls the other connections' sockets."""
         self._unyielded_messages = self._unyielded_bytes = 0
-        with self._loop.timer(0) as timer:
-            self._hub.wait(timer)
+        yield_to_loop()
 
     def _finish(self):
         protocol = self.protocol
