@@ -183,7 +183,10 @@ class BrokerEngine:
         self._on_message(channel, data)
 
     def link_for(self, key):
-        """The link of the broker that owns ``key`` (a channel name or a key chain)."""
+        """The link of the broker that owns ``key`` (a channel name or a key chain); with
+        one broker the key is not hashed."""
+        if len(self.links) == 1:
+            return self.links[0]
         return self.links[hash_key(key, len(self.links))]
 
     def link_for_data(self, key):
