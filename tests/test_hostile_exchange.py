@@ -309,3 +309,19 @@ def _resume(pid):
         os.kill(pid, signal.SIGCONT)
     except ProcessLookupError:
         pass
+
+
+def test_a_queued_publish_that_times_out_gives_its_bytes_back(brokers, make_server, raw):
+    """A publish queued for a down broker fails after the ack timeout and no longer counts
+    against maxBrokerQueueBytes."""
+    servers = brokers(1)
+    w = worker(make_server, [servers[0].socket_path], ack_timeout=1000)
+    engine = w.exchange.engine
+    publisher = client_of(raw, w)
+    servers[0].stop()
+    wait_until(lambda: engine.links[0].state != 'connected')
+    publish(publisher, 'room', 'x' * 1000, 3)
+    wait_until(lambda: engine.budget.used > 0)
+    answer = recv_json(publisher)
+    assert answer['rid'] == 3 and 'The publish action timed out' in answer['error']['message']
+    assert engine.budget.used == 0
