@@ -21,7 +21,7 @@ from gevent.server import StreamServer
 
 from . import kv
 from .datamap import DataMap
-from .errors import BrokerError
+from .errors import BrokerError, ResourceLimitError
 from .ipc import Channel
 from .middleware import MIDDLEWARE_PUBLISH_IN, MIDDLEWARE_SUBSCRIBE, MiddlewareChains, Request
 from .protocol import UNDEFINED
@@ -191,7 +191,11 @@ class BrokerServer:
             if err:
                 respond(err)
                 return
-            self.publish(channel, command['value'])
+            try:
+                self.publish(channel, command['value'])
+            except ResourceLimitError as exc:
+                respond(BrokerError('Failed to publish to channel %s - %s' % (channel[:100], exc)))
+                return
             self.broker.emit('publish', channel, command['value'])
             respond(None, command['value'] if fields.get('getValue') else None)
         if self.middleware.has(MIDDLEWARE_PUBLISH_IN):
@@ -214,9 +218,12 @@ class BrokerServer:
     # -- delivery -----------------------------------------------------------------------
 
     def publish(self, channel, value):
-        """Deliver ``value`` to every worker subscribed to ``channel`` (no ``publish`` event)."""
+        """Deliver ``value`` to every worker subscribed to ``channel`` (no ``publish`` event);
+        encoded once.  ``ResourceLimitError`` (nothing sent) when the message is larger than a
+        link carries."""
         subscribers = self._subscribers.get(channel)
         if subscribers:
-            message = {'type': 'message', 'data': {'channel': channel, 'data': value}}
-            for conn in list(subscribers.values()):
-                conn.channel.write(message)
+            conns = list(subscribers.values())
+            frame = conns[0].channel.frame({'type': 'message', 'data': {'channel': channel, 'data': value}})
+            for conn in conns:
+                conn.channel.write_frame(frame)

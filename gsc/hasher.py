@@ -3,6 +3,12 @@
 ``hash_key(key, brokers)`` gives the same index as SocketCluster's sc-hasher 1.0.1
 (master-api.md §8): Java's ``String.hashCode`` over the UTF-16 code units of the key,
 a signed 32-bit result, then ``abs(h) % modulo``.  Pure; no I/O.
+
+The hash of a long key is computed with big-integer arithmetic (C loops) rather than
+one Python step per UTF-16 unit: the units are read as one integer of 16-bit slots,
+adjacent slots are combined twice (``a*31 + b``, then ``a*31**2 + b``, exact, into
+64-bit slots), then the upper half of the slots is folded onto the lower half
+(``high * 31**k + low`` mod 2**32 in every slot) until one slot is left.
 """
 
 import json
@@ -12,6 +18,13 @@ import sys
 from .errors import InvalidArgumentsError
 
 _UTF16_NATIVE = 'utf-16-le' if sys.byteorder == 'little' else 'utf-16-be'
+LOW16 = 0xFFFF
+LOW32 = 0xFFFFFFFF
+SHORT_KEY = 16
+"""Below this many UTF-16 units a plain loop is faster than the slot arithmetic."""
+MASK_CACHE_BITS = 1 << 21
+"""Slot masks up to this many bits (keys up to 128 Ki units; 512 KiB at most) are kept."""
+_masks = {}
 
 
 def _json_text(value):
@@ -24,10 +37,52 @@ def _json_text(value):
 
 def string_hash(text):
     """Java's ``String.hashCode`` of ``text`` (signed int32 over UTF-16 code units)."""
+    if len(text) < SHORT_KEY:
+        h = _loop_hash(text)
+    else:
+        h = _slot_hash(text.encode('utf-16-be', 'surrogatepass'))
+    return h - 0x100000000 if h & 0x80000000 else h
+
+
+def _loop_hash(text):
+    """The unsigned hash, one UTF-16 unit at a time."""
     h = 0
     for unit in memoryview(text.encode(_UTF16_NATIVE, 'surrogatepass')).cast('H'):
-        h = (h * 31 + unit) & 0xFFFFFFFF
-    return h - 0x100000000 if h & 0x80000000 else h
+        h = (h * 31 + unit) & LOW32
+    return h
+
+
+def _slot_hash(units):
+    """The unsigned hash of big-endian UTF-16 ``units`` through whole-integer operations."""
+    count = len(units) // 2
+    bits = 16 * count
+    value = int.from_bytes(units, 'big')  # 16-bit slots, the last unit lowest
+    mask = _repeated(LOW16, 32, bits)
+    value = ((value >> 16) & mask) * 31 + (value & mask)  # pairs, < 2**21 in 32-bit slots
+    mask = _repeated(LOW32, 64, bits)
+    value = ((value >> 32) & mask) * 961 + (value & mask)  # quads, < 2**31 in 64-bit slots
+    slots = (count + 3) // 4
+    while slots > 1:
+        low = (slots + 1) // 2
+        high = value >> (64 * low)
+        # each slot: (< 2**32) * (< 2**32) + (< 2**32) stays below 2**64, so no carry
+        # reaches the next slot before the mask takes the low 32 bits again
+        value = (high * pow(31, 4 * low, 1 << 32) + (value & ((1 << (64 * low)) - 1))) & mask
+        slots = low
+    return value & LOW32
+
+
+def _repeated(pattern, stride, bits):
+    """``pattern`` repeated every ``stride`` bits over at least ``bits`` bits (cached)."""
+    mask, span = _masks.get((pattern, stride), (pattern, stride))
+    if span >= bits:
+        return mask
+    while span < bits:
+        mask |= mask << span
+        span *= 2
+    if span <= MASK_CACHE_BITS:
+        _masks[(pattern, stride)] = (mask, span)
+    return mask
 
 
 def hash_key(key, modulo):
@@ -43,6 +98,8 @@ def hash_key(key, modulo):
     """
     if isinstance(modulo, bool) or not isinstance(modulo, int) or modulo < 1:
         raise InvalidArgumentsError('The hash modulo must be a positive integer, got %r' % (modulo,))
+    if modulo == 1:
+        return 0
     if isinstance(key, (int, float)) and not isinstance(key, bool):
         if isinstance(key, float):
             if not math.isfinite(key):

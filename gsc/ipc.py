@@ -9,7 +9,9 @@ length.  The forms mirror the client protocol:
 
 One pump greenlet per link reads whole frames and dispatches them; writes never block
 the caller (what the kernel does not take waits in a bounded buffer flushed by an I/O
-watcher).  A call with a callback gets its answer, ``TimeoutError('IPC response timed
+watcher).  A message larger than a frame may be is refused before anything is written
+(``ResourceLimitError`` from :meth:`Channel.send` and :meth:`Channel.write`; an answer
+that big becomes an error answer), so the link and the calls in flight on it survive.  A call with a callback gets its answer, ``TimeoutError('IPC response timed
 out')`` after ``ack_timeout`` ms, or ``BadConnectionError`` at once when the link breaks.
 """
 
@@ -24,14 +26,15 @@ import gevent
 from gevent import get_hub
 
 from . import codec
-from .errors import BadConnectionError, TimeoutError, dehydrate, hydrate
+from .errors import BadConnectionError, ResourceLimitError, TimeoutError, dehydrate, hydrate
 from .protocol import UNDEFINED, CallTable
 
 log = logging.getLogger(__name__)
 
 HEADER = struct.Struct('>I')
 MAX_FRAME = 64 * 1024 * 1024
-"""The largest frame a link accepts; a bigger one is a protocol violation that closes it."""
+"""The largest frame a link carries: bigger outbound messages are refused, a bigger inbound
+frame is a protocol violation that closes the link."""
 MAX_OUTBOUND = 256 * 1024 * 1024
 """Bytes a peer may leave unread before its link is closed as stuck."""
 READ_SIZE = 256 * 1024
@@ -74,17 +77,21 @@ class Channel:
     ``type``), ``respond(err=None, data=None)`` answers it (a no-op without a cid);
     ``on_close(channel, reason)`` is called once when the link ends.
 
-    Attributes: ``name`` (for messages), ``closed``, ``close_reason``.
+    Attributes: ``name`` (for messages), ``closed``, ``close_reason``, ``max_frame`` (the
+    largest frame in either direction; the class attribute is the default of new links).
     """
 
+    max_frame = MAX_FRAME
+
     def __init__(self, fd, on_message, on_close=None, ack_timeout=10000, name='link',
-                 max_frame=MAX_FRAME):
+                 max_frame=None):
         self.fd = fd
         self.name = name
         self.on_message = on_message
         self.on_close = on_close
         self.ack_timeout = ack_timeout
-        self.max_frame = max_frame
+        if max_frame is not None:
+            self.max_frame = max_frame
         self.closed = False
         self.close_reason = None
         self._calls = CallTable()
@@ -104,38 +111,61 @@ class Channel:
         """Send an event; ``callback(err, data)`` gets the answer when given.
 
         ``timeout`` (ms) defaults to the channel's ``ack_timeout``; None waits forever.
+        Raises ``ResourceLimitError`` (nothing sent, no callback) when the message is larger
+        than ``max_frame``.
         """
         message = {'type': type_, 'data': data}
         message.update(fields)
-        if callback is not None:
-            if self.closed:
-                callback(self._broken_error(), None)
-                return
-            cid = self._calls.next_cid()
-            message['cid'] = cid
-            entry = self._calls.add(cid, type_, callback)
-            if timeout is UNDEFINED:
-                timeout = self.ack_timeout
-            if timeout is not None:
-                timer = get_hub().loop.timer(timeout / 1000.0)
-                timer.start(self._on_timeout, cid)
-                entry[2] = timer
-        self.write(message)
+        if callback is None:
+            self.write(message)
+            return
+        if self.closed:
+            callback(self._broken_error(), None)
+            return
+        cid = self._calls.next_cid()
+        message['cid'] = cid
+        frame = self.frame(message)
+        entry = self._calls.add(cid, type_, callback)
+        if timeout is UNDEFINED:
+            timeout = self.ack_timeout
+        if timeout is not None:
+            timer = get_hub().loop.timer(timeout / 1000.0)
+            timer.start(self._on_timeout, cid)
+            entry[2] = timer
+        self.write_frame(frame)
 
     def respond(self, rid, err=None, data=None, **fields):
-        """Answer the event whose cid was ``rid``; errors keep their name, message and stack."""
+        """Answer the event whose cid was ``rid``; errors keep their name, message and stack.
+        An answer larger than ``max_frame`` is replaced by a ``ResourceLimitError`` answer."""
         message = {'rid': rid, 'data': data}
         if err is not None:
             message['error'] = wire_error(err)
         message.update(fields)
-        self.write(message)
+        try:
+            self.write(message)
+        except ResourceLimitError as exc:
+            log.warning('%s', exc)
+            self.write({'rid': rid, 'data': None, 'error': wire_error(exc)})
+
+    def frame(self, message):
+        """``message`` framed for this link; ``ResourceLimitError`` when over ``max_frame``."""
+        payload = codec.encode(message).encode('utf-8')
+        if len(payload) > self.max_frame:
+            raise ResourceLimitError(
+                'IPC link %s cannot carry a message of %d bytes (the limit is %d bytes)'
+                % (self.name, len(payload), self.max_frame), size=len(payload), limit=self.max_frame)
+        return HEADER.pack(len(payload)) + payload
 
     def write(self, message):
-        """Frame and send one message (dropped when the link is closed)."""
+        """Frame and send one message (dropped when the link is closed); ``ResourceLimitError``
+        (nothing sent) when it is larger than ``max_frame``."""
+        if not self.closed:
+            self.write_frame(self.frame(message))
+
+    def write_frame(self, frame):
+        """Send a frame made by :meth:`frame` (dropped when the link is closed)."""
         if self.closed:
             return
-        payload = codec.encode(message).encode('utf-8')
-        frame = HEADER.pack(len(payload)) + payload
         if self._out or self._corked:
             self._out += frame
         else:
@@ -151,6 +181,11 @@ class Channel:
                 self._watch_writable()
         if len(self._out) > MAX_OUTBOUND:
             self.close('the peer stopped reading (%d bytes unsent)' % len(self._out))
+
+    @property
+    def unsent(self):
+        """Bytes written to the link that the peer has not taken yet."""
+        return len(self._out)
 
     def cork(self):
         """Hold writes in the buffer (batching) until :meth:`uncork`."""

@@ -125,7 +125,8 @@ class SCWorker(ClusterMember):
         if options.get('brokerEngine') not in LOCAL_BROKER_ENGINES:
             return None
         return BrokerEngine(options['paths']['brokerSocketPaths'], options['secretKey'],
-                            options['ipcAckTimeout'], batch_duration=options.get('pubSubBatchDuration'))
+                            options['ipcAckTimeout'], batch_duration=options.get('pubSubBatchDuration'),
+                            max_queue_bytes=options.get('maxBrokerQueueBytes'))
 
     def _wait_for_engine(self):
         """Block until the engine is up (every broker linked): run() comes after that (§2.3)."""

@@ -1,4 +1,7 @@
-"""sc-hasher compatibility: every vector of master-api.md §8."""
+"""sc-hasher compatibility: every vector of master-api.md §8, and the fast hash of long keys
+against the plain UTF-16 loop."""
+
+import random
 
 import pytest
 
@@ -14,6 +17,13 @@ RAW_HASHES = [
     ('x-channel-99', 1415733407),
     ('\U0001F600', 1772899),
     ('a very long channel name that overflows 32 bits', -1954642530),
+    ('\ud800', 55296),
+    ('a\udc00b', 1839235),
+    ('\U0001F600\U00010000x', 1331712053),
+    ('\u00e9' * 16, -656209664),
+    ('channel-' + '\U0001F600' * 20 + '\udfff', 2142278137),
+    ('x' * 1000, -1715418112),
+    ('\u00e9' + 'x' * 99999, 139899247),
 ]
 
 VECTORS = [
@@ -77,3 +87,40 @@ def test_bad_modulo(modulo):
     """A modulo that is not a positive int is an InvalidArgumentsError."""
     with pytest.raises(InvalidArgumentsError):
         hash_key('foo', modulo)
+
+
+def reference_hash(text):
+    """Java's String.hashCode, one UTF-16 unit at a time (the definition)."""
+    h = 0
+    for unit in memoryview(text.encode('utf-16-le', 'surrogatepass')).cast('H'):
+        h = (h * 31 + unit) & 0xFFFFFFFF
+    return h - 0x100000000 if h & 0x80000000 else h
+
+
+def random_text(rng, length):
+    """Characters from the whole range: ASCII, BMP, non-BMP, lone surrogates, U+FFFF."""
+    pools = [lambda: chr(rng.randrange(0x80)), lambda: chr(rng.randrange(0x10FFFF + 1)),
+             lambda: chr(rng.randrange(0x10000, 0x10FFFF + 1)),
+             lambda: chr(rng.randrange(0xD800, 0xE000)), lambda: '\uffff']
+    return ''.join(rng.choice(pools)() for _ in range(length))
+
+
+def test_every_length_matches_the_unit_loop():
+    """Keys of 1..600 characters and around the slot boundaries hash as the plain loop does."""
+    rng = random.Random(8)
+    lengths = list(range(1, 601)) + [1023, 1024, 1025, 4095, 4096, 4097, 65536, 140001]
+    for length in lengths:
+        text = random_text(rng, length)
+        assert string_hash(text) == reference_hash(text), length
+
+
+def test_extreme_units_do_not_carry_between_slots():
+    """All units 0xFFFF (the largest products) and all zero units, at many lengths."""
+    for length in (15, 16, 17, 31, 32, 33, 63, 64, 65, 1000, 4097):
+        for text in ('\uffff' * length, '\x00' * length, '\uffff\x00' * length):
+            assert string_hash(text) == reference_hash(text), (length, text[:2])
+
+
+def test_one_broker_skips_the_hash():
+    """With modulo 1 every key is 0 (and a huge key costs nothing)."""
+    assert hash_key('x' * 10 ** 6, 1) == 0 and hash_key({'a': 1}, 1) == 0

@@ -5,9 +5,13 @@ one :class:`BrokerLink` per broker; a link connects to the broker's unix socket,
 ``init`` with the secret key, subscribes again to every channel this worker still needs,
 then sends what was queued while it was away.  When a broker dies its link reconnects
 with back-off; channel messages published in the gap are lost, and a warning says so.
+
+What a worker holds for its brokers is bounded in bytes (``maxBrokerQueueBytes``): the
+commands queued for every broker that is down, together, and the bytes a connected
+link has not written yet.  A command over the bound, or larger than a link carries
+(:data:`gsc.ipc.MAX_FRAME`), fails at once with ``BrokerError``; the link stays up.
 """
 
-import copy
 import logging
 import random
 
@@ -15,24 +19,51 @@ import gevent
 from gevent import get_hub
 from gevent import socket as gsocket
 
-from .. import kv
-from ..errors import BrokerError, TimeoutError
+from .. import codec, kv
+from ..errors import BrokerError, InvalidOptionsError, ResourceLimitError, TimeoutError
 from ..hasher import hash_key
 from ..ipc import Channel
 
 log = logging.getLogger(__name__)
 
-MAX_QUEUED = 10000
+DEFAULT_MAX_QUEUE_BYTES = 16 * 1024 * 1024
+"""``maxBrokerQueueBytes`` when not set (the same budget as a socket's ``maxOutboundBytes``)."""
+ENTRY_OVERHEAD = 1024
+"""Bytes counted for each queued command on top of its JSON (its list, timer and callbacks:
+about 900 bytes measured with tracemalloc)."""
+FRAME_OVERHEAD = 64
+"""Bytes a command's frame adds to the JSON of its fields (type, cid, braces)."""
 BATCHED_ACTIONS = frozenset(('subscribe', 'unsubscribe', 'publish'))
 RECONNECT = {'initialDelay': 200, 'randomness': 100, 'multiplier': 1.3, 'maxDelay': 1000}
+
+
+class QueueBudget:
+    """The bytes a worker may hold for its brokers (``maxBrokerQueueBytes``), shared by its
+    links: ``limit``, ``used``."""
+
+    def __init__(self, limit):
+        self.limit = limit
+        self.used = 0
+
+    def take(self, size):
+        """Count ``size`` more bytes; False (nothing counted) when that would exceed the limit."""
+        if self.used + size > self.limit:
+            return False
+        self.used += size
+        return True
+
+    def give_back(self, size):
+        """Stop counting ``size`` bytes."""
+        self.used -= size
 
 
 class BrokerLink:
     """The connection of this worker to one broker (sc-broker's client)."""
 
     def __init__(self, index, socket_path, secret_key, on_message, on_warning, ack_timeout=10000,
-                 batch_duration=None):
+                 batch_duration=None, budget=None):
         self.index = index
+        self.budget = budget or QueueBudget(DEFAULT_MAX_QUEUE_BYTES)
         self.batch_duration = batch_duration
         self._batch_timer = None
         self.socket_path = socket_path
@@ -43,11 +74,12 @@ class BrokerLink:
         self.channels = set()
         self.state = 'disconnected'
         self.channel = None
-        self._queue = []
+        self._queue = {}  # id(entry) -> [action, JSON bytes, callback, timer, size], in order
         self._ready = None
         self._connector = None
         self._closed = False
         self._was_connected = False
+        self._warned_full = False
 
     def connect(self, on_ready=None):
         """Connect (and keep reconnecting) in the background; ``on_ready()`` the first time."""
@@ -82,16 +114,18 @@ class BrokerLink:
             self.channel.close('init refused')
             return
         self.state = 'connected'
+        self._warned_full = False
         if self._was_connected:
             log.info('reconnected to broker %d', self.index)
         self._was_connected = True
         for name in self.channels:
             self.channel.send('subscribe', {'channel': name}, self._on_resubscribed)
-        queued, self._queue = self._queue, []
-        for action, fields, callback, timer in queued:
+        queued, self._queue = self._queue, {}
+        for action, encoded, callback, timer, size in queued.values():
             if timer is not None:
                 timer.close()
-            self.channel.send(action, fields, callback)
+            self.budget.give_back(size)
+            self._send(action, codec.decode_json(encoded), callback)
         if self._ready is not None:
             ready, self._ready = self._ready, None
             ready()
@@ -120,23 +154,61 @@ class BrokerLink:
         """Send a command now, or queue it (by value) until the link is connected.
 
         With ``pubSubBatchDuration``, pub/sub commands written within that many ms leave
-        together (one write to the broker's socket).
+        together (one write to the broker's socket).  A command the link cannot carry or
+        hold fails with ``BrokerError`` (``callback(err, None)``, else a warning).
         """
         if self.state == 'connected':
+            unsent = self.channel.unsent
+            if unsent > self.budget.limit:
+                self._refuse(callback, BrokerError(
+                    'Failed to %s%s - broker %d is not keeping up: %d bytes are still unsent '
+                    '(maxBrokerQueueBytes is %d)'
+                    % (action, _about(fields), self.index, unsent, self.budget.limit)))
+                return
             if self.batch_duration and action in BATCHED_ACTIONS:
                 self._batch()
+            self._send(action, fields, callback)
+            return
+        self._enqueue(action, fields, callback)
+
+    def _send(self, action, fields, callback):
+        try:
             self.channel.send(action, fields, callback)
+        except ResourceLimitError as exc:
+            self._refuse(callback, self._too_large(action, fields, exc.size))
+
+    def _enqueue(self, action, fields, callback):
+        encoded = codec.encode(fields).encode('utf-8')
+        if len(encoded) + FRAME_OVERHEAD > Channel.max_frame:
+            self._refuse(callback, self._too_large(action, fields, len(encoded)))
             return
-        if len(self._queue) >= MAX_QUEUED:
+        size = len(encoded) + ENTRY_OVERHEAD
+        if not self.budget.take(size):
+            err = BrokerError(
+                'Failed to %s%s - broker %d is unavailable and the commands queued for the '
+                'brokers already hold %d of maxBrokerQueueBytes %d bytes'
+                % (action, _about(fields), self.index, self.budget.used, self.budget.limit))
             if callback is not None:
-                callback(BrokerError('Broker %d is unavailable and %d commands are already queued'
-                                     % (self.index, MAX_QUEUED)), None)
+                callback(err, None)
+            elif not self._warned_full:
+                self._warned_full = True
+                self.on_warning(err)
             return
-        entry = [action, copy.deepcopy(fields), callback, None]
+        entry = [action, encoded, callback, None, size]
         if callback is not None:
             entry[3] = get_hub().loop.timer(self.ack_timeout / 1000.0)
             entry[3].start(self._expire_queued, entry)
-        self._queue.append(entry)
+        self._queue[id(entry)] = entry
+
+    def _too_large(self, action, fields, size):
+        return BrokerError('Failed to %s%s - the command is %d bytes, more than a broker link '
+                           'carries (%d bytes)' % (action, _about(fields), size, Channel.max_frame))
+
+    def _refuse(self, callback, err):
+        if callback is not None:
+            callback(err, None)
+        else:
+            self.on_warning(err)
 
     def _batch(self):
         if self._batch_timer is None:
@@ -150,9 +222,9 @@ class BrokerLink:
         channel.uncork()
 
     def _expire_queued(self, entry):
-        if entry in self._queue:
-            self._queue.remove(entry)
+        if self._queue.pop(id(entry), None) is not None:
             entry[3].close()
+            self.budget.give_back(entry[4])
             gevent.spawn(entry[2], TimeoutError('Broker Error - The %s action timed out' % entry[0]), None)
 
     def close(self):
@@ -168,10 +240,11 @@ class BrokerEngine:
     """The default engine of a cluster: one :class:`BrokerLink` per broker socket path."""
 
     def __init__(self, socket_paths, secret_key, ack_timeout=10000, on_warning=None,
-                 batch_duration=None):
+                 batch_duration=None, max_queue_bytes=None):
         self.on_warning = on_warning or (lambda err: log.warning('%s', err))
+        self.budget = QueueBudget(_queue_limit(max_queue_bytes))
         self.links = [BrokerLink(i, path, secret_key, self._deliver, self._warn, ack_timeout,
-                                 batch_duration)
+                                 batch_duration, self.budget)
                       for i, path in enumerate(socket_paths)]
         self.mapper = None
         self._on_message = None
@@ -183,7 +256,10 @@ class BrokerEngine:
         self._on_message(channel, data)
 
     def link_for(self, key):
-        """The link of the broker that owns ``key`` (a channel name or a key chain)."""
+        """The link of the broker that owns ``key`` (a channel name or a key chain); with
+        one broker the key is not hashed."""
+        if len(self.links) == 1:
+            return self.links[0]
         return self.links[hash_key(key, len(self.links))]
 
     def link_for_data(self, key):
@@ -288,6 +364,31 @@ class BrokerEngine:
         """Close every link."""
         for link in self.links:
             link.close()
+
+
+def _queue_limit(value):
+    """``maxBrokerQueueBytes`` checked (None: the default)."""
+    if value is None:
+        return DEFAULT_MAX_QUEUE_BYTES
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 1:
+        raise InvalidOptionsError('The maxBrokerQueueBytes option must be a positive number of '
+                                  'bytes, not %r' % (value,))
+    return int(value)
+
+
+def _about(fields):
+    """`` on channel X`` for a pub/sub command, `` at key K`` for a key/value one."""
+    if 'channel' in fields:
+        return ' on channel %s' % _cut(fields['channel'])
+    if 'key' in fields:
+        return ' at key %s' % _cut(fields['key'])
+    return ''
+
+
+def _cut(name):
+    """``name`` as text, at most 100 characters of it."""
+    text = str(name)
+    return text if len(text) <= 100 else text[:100] + '...'
 
 
 def _merge(answers):

@@ -5,6 +5,11 @@ exchange counts them), so an instance never decodes traffic nobody on it wants. 
 connections are gevent sockets whether or not the process is monkey-patched.  When
 Redis goes away the worker reconnects with back-off and subscribes again to every
 channel it still needs; what was published meanwhile is lost, and said so in a warning.
+
+Nothing is queued for Redis: a publish while it is unreachable fails at once with
+``BrokerError``, and so does a message larger than ``max_message_bytes`` (the broker
+links' frame limit, well under Redis' own 512 MB string limit, so that one client cannot
+make Redis and every subscribed instance buffer a huge message).
 """
 
 import logging
@@ -16,6 +21,7 @@ from gevent import socket as gsocket
 
 from .. import codec
 from ..errors import BrokerError
+from ..ipc import MAX_FRAME
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +59,9 @@ class RedisEngine:
     ``url`` is a redis URL; ``key_prefix`` is put before every channel name at Redis so
     several apps can share one server.  ``on_warning(err)`` receives connection losses.
     """
+
+    max_message_bytes = MAX_FRAME
+    """The largest publish (its JSON, in bytes) sent to Redis."""
 
     def __init__(self, url=DEFAULT_URL, key_prefix=DEFAULT_PREFIX, on_warning=None):
         self.url = url
@@ -100,7 +109,11 @@ class RedisEngine:
     def publish(self, channel, data, callback=None):
         """Publish ``data`` on every instance; ``callback(err)`` after Redis took it."""
         try:
-            self._client.publish(self._key(channel), codec.encode(data))
+            payload = codec.encode(data).encode('utf-8')
+            if len(payload) > self.max_message_bytes:
+                raise ValueError('the message is %d bytes, more than the %d bytes sent to Redis'
+                                 % (len(payload), self.max_message_bytes))
+            self._client.publish(self._key(channel), payload)
             err = None
         except ValueError as exc:
             err = BrokerError('Failed to publish to channel %s - %s' % (channel, exc))
