@@ -16,7 +16,7 @@ import uuid
 from gevent import ssl as gevent_ssl
 
 from .errors import InvalidOptionsError
-from .server_options import SERVER_DEFAULTS, to_camel
+from .server_options import LIMITS, SERVER_DEFAULTS, check_number, to_camel
 
 MAX_DURATION = 2147483647
 ENVIRONMENTS = ('dev', 'prod')
@@ -141,6 +141,9 @@ def validate(options):
         if value > MAX_DURATION:
             raise InvalidOptionsError(
                 'The %s value provided exceeded the maximum amount allowed' % key)
+    for key in LIMITS + ('maxPayload', 'maxConnections', 'maxBrokerQueueBytes'):
+        check_number(options, key, minimum=1, maximum=float('inf'), allow_none=True)
+    check_number(options, 'headersTimeout', minimum=1, allow_none=True)
     if not options.get('workerController'):
         raise InvalidOptionsError(
             "Compulsory option 'workerController' was not specified - It needs to be the name "
