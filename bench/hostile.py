@@ -207,12 +207,13 @@ def attack_fragmented(port, args, report, conns):
             mib(report['bytes_sent']), 'answered in %.1f s' % answered if answered is not None else 'unanswered')
 
 
-def flood(conn, burst, per_burst, count, report):
-    """Send ``burst`` (``per_burst`` frames) until ``count`` frames went out or the server closed."""
+def flood(conn, make_burst, per_burst, count, report):
+    """Send ``make_burst()`` (``per_burst`` frames) until ``count`` frames went out or the
+    server closed."""
     report['frames'] = report.get('frames', 0)
     while report['frames'] < count and conn.close_code is None:
         try:
-            conn.send(burst)
+            conn.send(make_burst())
         except ConnClosed:
             break
         report['frames'] += per_burst
@@ -224,7 +225,8 @@ def attack_flood_tiny(port, args, report, conns):
     conn = open_conn(port, conns)
     per_burst = 10000
     started = time.monotonic()
-    flood(conn, client_frame(b'x') * per_burst, per_burst, args.flood_frames, report)
+    burst = client_frame(b'x') * per_burst
+    flood(conn, lambda: burst, per_burst, args.flood_frames, report)
     sent_at = time.monotonic()
     answered = final_echo(conn, args.cap) if conn.close_code is None else None
     if conn.close_code is not None:
@@ -242,14 +244,8 @@ def attack_flood_valid(port, args, report, conns):
     per_burst = 1000
     started = time.monotonic()
     report['frames'] = 0
-    while report['frames'] < args.valid_frames and conn.close_code is None:
-        burst = b''.join(emit_frame('echo', 1, conn.cid()) for _ in range(per_burst))
-        try:
-            conn.send(burst)
-        except ConnClosed:
-            break
-        report['frames'] += per_burst
-        gevent.sleep(0)
+    flood(conn, lambda: b''.join(emit_frame('echo', 1, conn.cid()) for _ in range(per_burst)),
+          per_burst, args.valid_frames, report)
     sent_at = time.monotonic()
     with gevent.Timeout(args.cap, False):
         while len(conn.answers) < report['frames'] - 1 and conn.close_code is None:

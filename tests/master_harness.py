@@ -149,6 +149,18 @@ class MasterProcess:
                 pass
 
 
+def start_cluster(request, options, ready=True):
+    """A MasterProcess of ``options`` on a free port (its ``port`` attribute), ready unless
+    ``ready`` is false; its whole tree is killed at the test's teardown."""
+    port = free_port()
+    master = MasterProcess(dict(options, port=port))
+    request.addfinalizer(master.cleanup)
+    master.port = port
+    if ready:
+        master.ready(timeout=30)
+    return master
+
+
 def _matches(event, match):
     for key, value in match.items():
         actual = event.get(key)

@@ -9,7 +9,7 @@ import time
 import pytest
 from websockets.sync.client import connect
 
-from master_harness import MasterProcess, free_port
+from master_harness import start_cluster
 
 OPTIONS = {'workers': 2, 'brokers': 2, 'workerController': 'tests.controllers.pubsub_worker',
            'brokerController': 'tests.controllers.pubsub_broker', 'logLevel': 1}
@@ -17,12 +17,7 @@ OPTIONS = {'workers': 2, 'brokers': 2, 'workerController': 'tests.controllers.pu
 
 @pytest.fixture
 def cluster(request):
-    port = free_port()
-    master = MasterProcess(dict(OPTIONS, port=port))
-    request.addfinalizer(master.cleanup)
-    master.ready(timeout=30)
-    master.port = port
-    return master
+    return start_cluster(request, OPTIONS)
 
 
 class Client:

@@ -8,7 +8,7 @@ import json
 import pytest
 
 from conftest import handshake, recv_json, wait_until
-from master_harness import MasterProcess, free_port
+from master_harness import start_cluster
 from test_cluster_pubsub import clients_on_both_workers
 
 LONE = '\ud800 x \udfff'
@@ -57,12 +57,7 @@ CLUSTER = {'workers': 2, 'brokers': 1, 'workerController': 'tests.controllers.pu
 
 @pytest.fixture
 def cluster(request):
-    port = free_port()
-    master = MasterProcess(dict(CLUSTER, port=port))
-    request.addfinalizer(master.cleanup)
-    master.ready(timeout=30)
-    master.port = port
-    return master
+    return start_cluster(request, CLUSTER)
 
 
 @pytest.fixture

@@ -7,19 +7,17 @@ import time
 import pytest
 from websockets.sync.client import connect
 
-from master_harness import MasterProcess, free_port
+from master_harness import start_cluster
 
 
 @pytest.fixture
 def instances(request, redis_server):
     started = []
     for _ in range(2):
-        port = free_port()
-        master = MasterProcess({'workers': 1, 'brokers': 0, 'port': port, 'workerController': 'tests.controllers.pubsub_worker',
-                                'brokerEngine': 'redis', 'brokerEngineOptions': {'url': redis_server.url}})
-        request.addfinalizer(master.cleanup)
-        master.port = port
-        started.append(master)
+        started.append(start_cluster(request, {
+            'workers': 1, 'brokers': 0, 'workerController': 'tests.controllers.pubsub_worker',
+            'brokerEngine': 'redis', 'brokerEngineOptions': {'url': redis_server.url}},
+            ready=False))
     for master in started:
         master.ready(timeout=30)
     return started

@@ -8,7 +8,7 @@ import logging
 import pytest
 
 from conftest import handshake, recv_json, wait_until
-from master_harness import MasterProcess, free_port
+from master_harness import start_cluster
 from wsraw import RawClient
 
 BAD_PUBLISHES = 200
@@ -62,13 +62,8 @@ def test_a_listener_of_the_server_gets_every_warning(make_server, raw, caplog):
 
 @pytest.fixture
 def cluster(request):
-    port = free_port()
-    master = MasterProcess({'workers': 1, 'brokers': 1, 'port': port, 'logLevel': 1,
-                            'workerController': 'tests.controllers.warning_worker'})
-    request.addfinalizer(master.cleanup)
-    master.ready(timeout=30)
-    master.port = port
-    return master
+    return start_cluster(request, {'workers': 1, 'brokers': 1, 'logLevel': 1,
+                                   'workerController': 'tests.controllers.warning_worker'})
 
 
 def test_the_worker_hears_every_client_warning_and_the_master_a_digest(cluster):
