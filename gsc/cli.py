@@ -104,9 +104,9 @@ def main(argv=None, app_dir=None, defaults=None, prog=None):
     """Run the master until SIGTERM or SIGINT (exit code 1 when the options are invalid), or
     ``new DIR``.  ``app_dir`` holds controllers/ (default: the current directory)."""
     argv = sys.argv[1:] if argv is None else list(argv)
-    logging.basicConfig(level=logging.INFO, format='%(message)s', stream=sys.stdout)
     if argv[:1] == ['new']:
         from .scaffold import main as new_project
+        logging.basicConfig(level=logging.INFO, format='%(message)s', stream=sys.stdout)
         return new_project(argv[1:], prog='%s new' % (prog or 'gsc'))
     app_dir = os.path.abspath(app_dir or os.getcwd())
     options = build_options(parse_args(argv, prog), app_dir, defaults)

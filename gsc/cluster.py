@@ -63,7 +63,8 @@ class SCWorkerCluster(ClusterMember, Supervisor):
             return
         main = functools.partial(worker_module.main, worker_id, self.options)
         child = ChildProcess('worker', worker_id, main, self.handle_worker_message,
-                             self._on_worker_exit, self.options['ipcAckTimeout'], respawn)
+                             self._on_worker_exit, self.options['ipcAckTimeout'], respawn,
+                             self.options['appName'])
         self.workers[worker_id] = child
         self.stopped.discard(worker_id)
         child.start()

@@ -24,6 +24,7 @@ from . import cluster as cluster_module
 from . import codec
 from . import controllers
 from . import options as options_module
+from . import logs
 from . import rundir
 from .emitter import EventEmitter
 from .errors import (BadConnectionError, BrokerError, InvalidActionError, ProcessExitError,
@@ -142,6 +143,7 @@ class SocketCluster(EventEmitter, Supervisor):
         Supervisor.__init__(self)
         self.pid = os.getpid()
         self.options = options_module.merge(options)
+        logs.configure(self.options.get('logLevel'))
         paths = self.options.get('paths') or {}
         self.app_dir_path = paths.get('appDirPath') or os.path.dirname(
             os.path.abspath(sys.argv[0] or '.'))
@@ -264,32 +266,34 @@ class SocketCluster(EventEmitter, Supervisor):
                            self._kill_remaining)
         self.call_in_loop(self._finish_if_done)
 
-    def log(self, message, time_ms=None):
-        """Log ``<time ms> - <message>``."""
-        log.info('%s - %s', int(time.time() * 1000) if time_ms is None else time_ms, message)
+    def log(self, message):
+        """Log ``message`` as a notice of the master (logLevel 2)."""
+        log.info('%s', message)
 
     def color_text(self, message, color):
-        """``message`` in ANSI ``color`` ('red', 'green', 'yellow' or a raw SGR code)."""
-        if not color:
-            return message
-        code = {'red': 31, 'green': 32, 'yellow': 33}.get(color, color)
-        return '\033[0;%sm%s\033[0m' % (code, message)
+        """``message`` in ANSI ``color`` ('red', 'green', 'yellow' or a raw SGR code), on a
+        terminal without ``NO_COLOR`` only."""
+        return logs.paint(message, {'red': 31, 'green': 32, 'yellow': 33}.get(color, color))
 
-    def emit_fail(self, err, origin):
-        """Emit ``fail`` with ``err`` normalised and tagged with ``origin`` and ``time``."""
-        self._emit_report('fail', err, origin, 'Error', 0)
+    def emit_fail(self, err, origin, trace=None):
+        """Emit ``fail`` with ``err`` normalised and tagged with ``origin`` and ``time``; log it
+        in one line, with ``trace`` (a traceback text) when the cause is in user code."""
+        self._emit_report('fail', err, origin, logging.ERROR, trace)
 
-    def emit_warning(self, warning, origin):
-        """Emit ``warning`` with ``warning`` normalised and tagged with ``origin`` and ``time``."""
-        self._emit_report('warning', warning, origin, 'Warning', 1)
+    def emit_warning(self, warning, origin, trace=None):
+        """Emit ``warning`` with ``warning`` normalised and tagged with ``origin`` and ``time``;
+        log it like :meth:`emit_fail`."""
+        self._emit_report('warning', warning, origin, logging.WARNING, trace)
 
-    def _emit_report(self, event, err, origin, label, quiet_level):
+    def _emit_report(self, event, err, origin, level, trace):
+        if trace is None:
+            trace = logs.traceback_to_log(err)
         err = normalise_error(err)
         err.origin = origin
         err.time = int(time.time() * 1000)
         self.emit(event, err)
-        if self.options.get('logLevel', 0) > quiet_level and not self.is_shutting_down:
-            self._log_report(label, err, origin)
+        if not self.is_shutting_down:
+            self._log_report(level, err, origin, trace)
 
     def broker_socket_path(self, broker_id):
         """The unix socket of broker ``broker_id``."""
@@ -330,7 +334,7 @@ class SocketCluster(EventEmitter, Supervisor):
         main = functools.partial(broker_module.main, broker_id, self.options,
                                  socket_path=self.broker_socket_path(broker_id))
         child = ChildProcess('broker', broker_id, main, self.handle_broker_message, self._on_exit,
-                             self.options['ipcAckTimeout'], respawn)
+                             self.options['ipcAckTimeout'], respawn, self.options['appName'])
         self.brokers[broker_id] = child.start()
         for data, reply in self._broker_buffers.pop(broker_id, ()):
             child.send('masterMessage', data, reply)
@@ -343,7 +347,8 @@ class SocketCluster(EventEmitter, Supervisor):
         self.options[MASTER_HEARS_WARNINGS] = self.has_listeners('warning')
         main = functools.partial(cluster_module.main, self.options)
         child = ChildProcess('workerCluster', None, main, self.handle_worker_cluster_message,
-                             self._on_exit, self.options['ipcAckTimeout'], respawn)
+                             self._on_exit, self.options['ipcAckTimeout'], respawn,
+                             self.options['appName'])
         self.worker_cluster = child.start()
         self.emit('workerClusterStart', {'pid': child.pid, 'childProcess': child})
 
@@ -449,15 +454,16 @@ class SocketCluster(EventEmitter, Supervisor):
         origin = data.get('origin') or {}
         origin = {'type': origin.get('type') or child.kind, 'pid': origin.get('pid', child.pid),
                   'id': origin.get('id', child.id)}
-        error = data.get('error')
+        error, trace = data.get('error'), data.get('trace')
         if kind == 'error':
-            self.emit_fail(error, origin)
+            self.emit_fail(error, origin, trace)
         else:
-            self.emit_warning(error, origin)
+            self.emit_warning(error, origin, trace)
 
     # -- internals -------------------------------------------------------------------
 
     def _start(self):
+        logs.set_identity('master', None, self.options['appName'])
         check_port_free(self.options.get('host'), self.options['port'])
         raise_open_files_limit()
         self._make_socket_dir()
@@ -465,8 +471,7 @@ class SocketCluster(EventEmitter, Supervisor):
                                  self.install_signal(signal.SIGINT, self.handle_int)]
         if self.options['rebootOnSignal']:
             self._signal_watchers.append(self.install_signal(signal.SIGUSR2, self.handle_usr2))
-        if self.options['logLevel'] > 1:
-            log.info('   %s Launching SocketCluster', self.color_text('[Busy]', 'yellow'))
+        log.info('%s Launching SocketCluster', self.color_text('[Busy]', 'yellow'))
         for broker_id in range(self.options['brokers']):
             self.spawn_broker(broker_id)
         if not self.options['brokers']:  # another engine (Redis) carries pub/sub
@@ -574,27 +579,39 @@ class SocketCluster(EventEmitter, Supervisor):
     def _origin(self, type_='Master', pid=None):
         return {'type': type_, 'pid': self.pid if pid is None else pid}
 
-    def _log_report(self, label, err, origin):
-        text = getattr(err, 'stack', None) or '%s: %s' % (getattr(err, 'name', type(err).__name__),
-                                                          err)
-        log.error('%s - Origin: %s (PID %s)\n   [%s] %s', int(time.time() * 1000),
-                  origin.get('type'), origin.get('pid'), label, text)
+    def _log_report(self, level, err, origin, trace):
+        """One line for a report (a traceback under it only when ``trace`` is given), with the
+        origin of the process that reported it."""
+        text = '%s: %s' % (getattr(err, 'name', None) or type(err).__name__, err)
+        if trace:
+            text += '\n' + trace
+        log.log(level, '%s', text, extra={'origin': '%s (pid %s)' % (
+            logs.process_name(origin.get('type'), origin.get('id')), origin.get('pid'))})
 
     def _log_worker_exit(self, data):
-        if self.options['logLevel'] > 0:
-            text = 'Worker %s exited - Exit code: %s' % (data.get('id'), data.get('code'))
-            if data.get('signal'):
-                text += ', signal: %s' % data['signal']
-            self.log(text)
+        text = 'Worker %s exited - Exit code: %s' % (data.get('id'), data.get('code'))
+        if data.get('signal'):
+            text += ', signal: %s' % data['signal']
+        log.log(logging.WARNING if data.get('code') else logging.INFO, '%s', text)
 
     def _log_banner(self):
-        if self.options['logLevel'] > 1:
-            options = self.options
-            log.info('   %s SocketCluster started\n'
-                     '            Version: %s\n            Environment: %s\n'
-                     '            WebSocket engine: %s\n            Broker engine: %s\n'
-                     '            Port: %s\n            Master PID: %s\n'
-                     '            Worker count: %s\n            Broker count: %s\n',
-                     self.color_text('[Active]', 'green'), _version(), options['environment'],
-                     WEBSOCKET_ENGINE, options['brokerEngine'], options['port'], self.pid,
-                     options['workers'], options['brokers'])
+        options = self.options
+        log.info('%s SocketCluster started - %s - Version: %s, Environment: %s, WebSocket '
+                 'engine: %s, Broker engine: %s, Port: %s, Master PID: %s, Worker count: %s, '
+                 'Broker count: %s', self.color_text('[Active]', 'green'), self.urls(),
+                 _version(), options['environment'], WEBSOCKET_ENGINE, options['brokerEngine'],
+                 options['port'], self.pid, options['workers'], options['brokers'])
+
+    def urls(self):
+        """What the workers serve: ``http://HOST:PORT/`` and the realtime ``ws://`` URL."""
+        options = self.options
+        host = options.get('host') or '0.0.0.0'
+        shown = '127.0.0.1' if host in ('0.0.0.0', '::') else host
+        if ':' in shown:
+            shown = '[%s]' % shown
+        secure = 's' if options.get('protocol') == 'https' else ''
+        text = 'http%s://%s:%s/ and ws%s://%s:%s%s' % (secure, shown, options['port'], secure,
+                                                      shown, options['port'], options['path'])
+        if shown != host:
+            text += ' (listening on all interfaces)'
+        return text

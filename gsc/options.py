@@ -44,6 +44,7 @@ DEFAULTS = {
     'protocol': 'http',
     'protocolOptions': None,
     'logLevel': 2,
+    'accessLog': False,
     'handshakeTimeout': 10000,
     'ackTimeout': 10000,
     'ipcAckTimeout': 10000,

@@ -25,6 +25,7 @@ import greenlet
 from gevent import monkey
 
 from . import ipc
+from . import logs
 from .emitter import EventEmitter
 from .errors import InvalidActionError
 
@@ -145,14 +146,17 @@ class ChildProcess:
     ``on_message(child, message, respond)`` gets the child's messages; ``on_exit(child)``
     is called once the child has exited and been reaped.
 
-    Attributes: ``kind`` ('worker', 'broker', 'workerCluster'), ``id``, ``pid``,
+    Attributes: ``kind`` ('worker', 'broker', 'workerCluster'), ``id``, ``app_name`` (the
+    child names itself with both: log lines, process title), ``pid``,
     ``channel``, ``respawn`` (this child replaces one that exited), ``ready``,
     ``code`` and ``signal`` (set at exit; ``signal`` a name like ``'SIGKILL'``), ``exited``.
     """
 
-    def __init__(self, kind, id_, main, on_message, on_exit, ack_timeout=10000, respawn=False):
+    def __init__(self, kind, id_, main, on_message, on_exit, ack_timeout=10000, respawn=False,
+                 app_name=None):
         self.kind = kind
         self.id = id_
+        self.app_name = app_name
         self.main = main
         self.on_message = on_message
         self.on_exit = on_exit
@@ -181,6 +185,7 @@ class ChildProcess:
             code = 1
             try:
                 reset_after_fork(keep_fds=(child_fd,))
+                logs.set_identity(self.kind, self.id, self.app_name)
                 code = self.main(child_fd)
             except SystemExit as exc:
                 code = exc.code if isinstance(exc.code, int) else 1
@@ -357,7 +362,7 @@ class ClusterMember(EventEmitter):
         """Send an ``error`` or ``warning`` to the master with this process's origin
         (``capture_stack``: see :func:`gsc.ipc.wire_error`)."""
         self.channel.send(kind, {'error': ipc.wire_error(err, capture_stack),
-                                 'origin': self.origin})
+                                 'origin': self.origin, 'trace': logs.traceback_to_log(err)})
 
     def on_uncaught(self, err):
         """An exception nobody caught in a greenlet: reported, then the process exits(1)."""

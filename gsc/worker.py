@@ -22,6 +22,7 @@ import sys
 import gevent
 import gevent.event
 import gevent.socket
+from gevent.pywsgi import LoggingLogAdapter
 
 from . import controllers
 from .engines.broker import BrokerEngine
@@ -49,6 +50,13 @@ def bind_listener(options):
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     sock.bind((host, options['port']))
     return sock
+
+
+def access_log(options):
+    """pywsgi's request log for the ``accessLog`` option: the ``gsc.access`` logger, or None."""
+    if not options.get('accessLog'):
+        return None
+    return LoggingLogAdapter(logging.getLogger('gsc.access'), logging.INFO)
 
 
 def memory_usage():
@@ -99,7 +107,8 @@ class SCWorker(ClusterMember):
         """Build the servers, run the controller, listen, then report ready."""
         options = self.options
         self._listener = bind_listener(options)
-        self.http_server = HTTPServer(self._listener, **ssl_kwargs(options))
+        self.http_server = HTTPServer(self._listener, log=access_log(options),
+                                      **ssl_kwargs(options))
         self.sc_server = attach(self.http_server, options, self._broker_engine())
         self.exchange = self.sc_server.exchange
         self.sc_server.on('connection', self._on_connection)
