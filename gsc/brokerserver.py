@@ -8,10 +8,10 @@ channel message is the event ``{"type": "message", "data": {"channel", "data"}}`
 A connection proves it knows the cluster's secret key before anything else
 (:func:`gsc.ipc.authenticate_peer`: a challenge-response that never sends the key); one
 that does not within :func:`gsc.ipc.auth_timeout` is closed, and one line names the
-process behind it.  A channel
-is subscribed per worker connection; a publish goes to every connection subscribed to
-it, in the order the broker received the publishes.  A connection that closes releases
-all its subscriptions, so a vanished worker leaves nothing behind.
+process behind it.  A channel is subscribed per worker connection; a publish goes to
+every connection subscribed to it, in the order the broker received the publishes.  A
+connection that closes releases all its subscriptions, so a vanished worker leaves nothing
+behind.
 """
 
 import itertools

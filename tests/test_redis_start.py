@@ -7,6 +7,7 @@ import socket
 import time
 
 import gevent
+import gevent.event
 import pytest
 
 from conftest import RedisServer, handshake, recv_json, wait_until
@@ -110,3 +111,19 @@ def test_publishes_to_a_silent_redis_are_bounded():
     finally:
         engine.close()
         silent.close()
+
+
+def test_the_subscriber_connection_has_tcp_keepalive(redis_server):
+    """The subscriber waits for messages without a timeout: TCP keepalive (idle 30 s, 3 probes
+    5 s apart) is what tells it that a Redis host vanished without closing the connection."""
+    engine = RedisEngine(redis_server.url)
+    ready = gevent.event.Event()
+    try:
+        engine.start(lambda channel, data: None, ready.set)
+        assert ready.wait(5)
+        sock = engine._pubsub.connection._sock
+        assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) == 1
+        assert [sock.getsockopt(socket.IPPROTO_TCP, option) for option in (
+            socket.TCP_KEEPIDLE, socket.TCP_KEEPINTVL, socket.TCP_KEEPCNT)] == [30, 5, 3]
+    finally:
+        engine.close()
