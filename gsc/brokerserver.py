@@ -8,10 +8,11 @@ channel message is the event ``{"type": "message", "data": {"channel", "data"}}`
 A connection proves it knows the cluster's secret key before anything else
 (:func:`gsc.ipc.authenticate_peer`: a challenge-response that never sends the key); one
 that does not within :func:`gsc.ipc.auth_timeout` is closed, and one line names the
-process behind it.  A channel is subscribed per worker connection; a publish goes to
-every connection subscribed to it, in the order the broker received the publishes.  A
-connection that closes releases all its subscriptions, so a vanished worker leaves nothing
-behind.
+process behind it (then one summary per 10 s while refusals go on: :mod:`gsc.reporting`).
+
+A channel is subscribed per worker connection; a publish goes to every connection
+subscribed to it, in the order the broker received the publishes.  A connection that
+closes releases all its subscriptions, so a vanished worker leaves nothing behind.
 """
 
 import itertools
@@ -28,6 +29,7 @@ from .errors import BrokerError, ResourceLimitError
 from .ipc import Channel, LinkAuthError, auth_timeout, authenticate_peer, peer_name
 from .middleware import MIDDLEWARE_PUBLISH_IN, MIDDLEWARE_SUBSCRIBE, MiddlewareChains, Request
 from .protocol import UNDEFINED
+from .reporting import WarningDigest
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +68,7 @@ class BrokerServer:
         self._ids = itertools.count(1)
         self._server = None
         self._purger = None
+        self._refusals = WarningDigest(lambda warning: log.warning('%s', warning))
 
     @property
     def subscriptions(self):
@@ -89,6 +92,7 @@ class BrokerServer:
         """Stop listening and close every worker connection."""
         if self._purger is not None:
             self._purger.kill()
+        self._refusals.close()
         if self._server is not None:
             self._server.stop(timeout=1)
         for conn in list(self.connections.values()):
@@ -102,8 +106,8 @@ class BrokerServer:
         try:
             authenticate_peer(sock, self.secret_key, auth_timeout(self.ack_timeout))
         except (LinkAuthError, OSError) as exc:
-            log.warning('Broker %s closed a connection on %s (%s): %s', self.broker.id,
-                        self.socket_path, peer_name(sock), exc)
+            self._refusals.add(BrokerError('Broker %s closed a connection on %s (%s): %s' % (
+                self.broker.id, self.socket_path, peer_name(sock), exc)))
             sock.close()
             return
         conn = WorkerConnection(next(self._ids))
