@@ -220,7 +220,7 @@ def drain(client):
 def test_a_cluster_links_authenticated_and_refuses_strangers_on_the_broker_socket(cluster):
     """The broker of a real cluster closes a stranger on its socket (wrong proof: at once;
     silent: within the 2 s timeout) and keeps relaying between the workers' clients."""
-    path, = glob.glob(os.path.join(cluster.socket_parent, 'run', '*', 'b0'))
+    path, = glob.glob(os.path.join(cluster.socket_parent, '**', 'b0'), recursive=True)
     silent = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     wrong = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     subscriber = publisher = None
