@@ -5,10 +5,14 @@ link is an :class:`gsc.ipc.Channel` (framed JSON with cid/rid), so commands are 
 ``{"type": action, "data": fields, "cid": n}`` answered by ``{"rid": n, ...}``, and a
 channel message is the event ``{"type": "message", "data": {"channel", "data"}}``.
 
-A worker must ``init`` with the cluster's secret key before anything else.  A channel
-is subscribed per worker connection; a publish goes to every connection subscribed to
-it, in the order the broker received the publishes.  A connection that closes releases
-all its subscriptions, so a vanished worker leaves nothing behind.
+A connection proves it knows the cluster's secret key before anything else
+(:func:`gsc.ipc.authenticate_peer`: a challenge-response that never sends the key); one
+that does not within :func:`gsc.ipc.auth_timeout` is closed, and one line names the
+process behind it (then one summary per 10 s while refusals go on: :mod:`gsc.reporting`).
+
+A channel is subscribed per worker connection; a publish goes to every connection
+subscribed to it, in the order the broker received the publishes.  A connection that
+closes releases all its subscriptions, so a vanished worker leaves nothing behind.
 """
 
 import itertools
@@ -22,22 +26,22 @@ from gevent.server import StreamServer
 from . import kv
 from .datamap import DataMap
 from .errors import BrokerError, ResourceLimitError
-from .ipc import Channel
+from .ipc import Channel, LinkAuthError, auth_timeout, authenticate_peer, peer_name
 from .middleware import MIDDLEWARE_PUBLISH_IN, MIDDLEWARE_SUBSCRIBE, MiddlewareChains, Request
 from .protocol import UNDEFINED
+from .reporting import WarningDigest
 
 log = logging.getLogger(__name__)
 
 
 class WorkerConnection:
-    """One worker's link to this broker: ``id``, ``channel`` (the IPC link), ``initialised``."""
+    """One worker's link to this broker: ``id``, ``channel`` (the IPC link), ``channels``."""
 
-    __slots__ = ('id', 'channel', 'initialised', 'channels')
+    __slots__ = ('id', 'channel', 'channels')
 
     def __init__(self, id_):
         self.id = id_
         self.channel = None
-        self.initialised = False
         self.channels = set()
 
 
@@ -64,6 +68,7 @@ class BrokerServer:
         self._ids = itertools.count(1)
         self._server = None
         self._purger = None
+        self._refusals = WarningDigest(lambda warning: log.warning('%s', warning))
 
     @property
     def subscriptions(self):
@@ -87,6 +92,7 @@ class BrokerServer:
         """Stop listening and close every worker connection."""
         if self._purger is not None:
             self._purger.kill()
+        self._refusals.close()
         if self._server is not None:
             self._server.stop(timeout=1)
         for conn in list(self.connections.values()):
@@ -97,6 +103,13 @@ class BrokerServer:
             pass
 
     def _accept(self, sock, _address):
+        try:
+            authenticate_peer(sock, self.secret_key, auth_timeout(self.ack_timeout))
+        except (LinkAuthError, OSError) as exc:
+            self._refusals.add(BrokerError('Broker %s closed a connection on %s (%s): %s' % (
+                self.broker.id, self.socket_path, peer_name(sock), exc)))
+            sock.close()
+            return
         conn = WorkerConnection(next(self._ids))
         conn.channel = Channel(sock.detach(), lambda message, respond: self._on_command(conn, message, respond),
                                lambda _channel, _reason: self._on_disconnect(conn),
@@ -116,15 +129,6 @@ class BrokerServer:
         fields = message.get('data')
         if not isinstance(fields, dict):
             fields = {}
-        if not conn.initialised:
-            if action != 'init':
-                respond(BrokerError('Cannot process command before init handshake'))
-            elif self.secret_key and fields.get('secretKey') != self.secret_key:
-                respond(BrokerError('Invalid password was supplied to the broker'))
-            else:
-                conn.initialised = True
-                respond(None, {'id': self.broker.id, 'pid': os.getpid()})
-            return
         handler = self._handlers.get(action)
         if handler is not None:
             handler(self, conn, fields, respond)

@@ -1,6 +1,7 @@
-"""IPC between the processes of a cluster: one :class:`Channel` per parent/child link.
+"""IPC between the processes of a cluster: one :class:`Channel` per link.
 
-A link is one end of a ``socket.socketpair()`` made before the fork.  Messages are
+A link is a connected stream socket: a ``socket.socketpair()`` made before a fork (a
+parent and its child), or a worker's connection to a broker's unix socket.  Messages are
 JSON objects (ujson, through :mod:`gsc.codec`), each framed by a 4-byte big-endian
 length.  The forms mirror the client protocol:
 
@@ -11,13 +12,31 @@ One pump greenlet per link reads whole frames and dispatches them; writes never 
 the caller (what the kernel does not take waits in a bounded buffer flushed by an I/O
 watcher).  A message larger than a frame may be is refused before anything is written
 (``ResourceLimitError`` from :meth:`Channel.send` and :meth:`Channel.write`; an answer
-that big becomes an error answer), so the link and the calls in flight on it survive.  A call with a callback gets its answer, ``TimeoutError('IPC response timed
-out')`` after ``ack_timeout`` ms, or ``BadConnectionError`` at once when the link breaks.
+that big becomes an error answer), so the link and the calls in flight on it survive.
+A call with a callback gets its answer, ``TimeoutError('IPC response timed out')`` after
+``ack_timeout`` ms, or ``BadConnectionError`` at once when the link breaks.
+
+A link over a unix socket (a worker's link to a broker) is authenticated before any
+message: :func:`authenticate_peer` (the listening end) and :func:`prove_to_peer` (the
+connecting end) run a challenge-response over the cluster's ``secretKey``, so neither end
+sends the key and neither can be impersonated by a process that does not know it:
+
+1. listener -> connector: ``GSC-IPC1`` + a 32-byte random nonce ``Ns``
+2. connector -> listener: a 32-byte random nonce ``Nc`` + HMAC-SHA256(key, ``client`` Ns Nc)
+3. listener -> connector: byte 1 + HMAC-SHA256(key, ``server`` Ns Nc), or byte 0 (refused)
+   and the link closed
+
+Each end checks the other's HMAC in constant time and closes the link on a wrong one or
+when the exchange takes longer than :func:`auth_timeout`.  The links between a process and
+its children are socketpairs made before the fork: no other process can reach them.
 """
 
 import errno
+import hashlib
+import hmac
 import logging
 import os
+import socket
 import struct
 import traceback
 from functools import partial
@@ -38,6 +57,13 @@ frame is a protocol violation that closes the link."""
 MAX_OUTBOUND = 256 * 1024 * 1024
 """Bytes a peer may leave unread before its link is closed as stuck."""
 READ_SIZE = 256 * 1024
+AUTH_MAGIC = b'GSC-IPC1'
+NONCE_SIZE = 32
+MAC_SIZE = 32
+AUTH_TIMEOUT = 2.0
+"""Seconds a peer has to authenticate (or ``ipcAckTimeout``, when smaller)."""
+ACCEPTED = b'\x01'
+REFUSED = b'\x00'
 
 _open_fds = set()
 
@@ -63,6 +89,83 @@ def wire_error(err, capture_stack=True):
             ''.join(traceback.format_stack()[:-2]),
             ''.join(traceback.format_exception_only(type(err), err)))
     return dehydrate(err, include_stack=True)
+
+
+class LinkAuthError(Exception):
+    """The other end of a link did not prove that it knows the secret key (in time)."""
+
+
+class LinkRefusedError(LinkAuthError):
+    """The listening end refused this end's proof: the two ends have different keys."""
+
+
+def auth_timeout(ack_timeout):
+    """Seconds a peer has to authenticate: :data:`AUTH_TIMEOUT`, or ``ack_timeout`` (ms)
+    when smaller."""
+    return min(AUTH_TIMEOUT, ack_timeout / 1000.0)
+
+
+def authenticate_peer(sock, secret_key, timeout=AUTH_TIMEOUT):
+    """The listening end of the handshake on a connected gevent socket: True when the peer
+    proved it knows ``secret_key`` (and got this end's proof); ``LinkAuthError`` when it did
+    not within ``timeout`` seconds (a peer with a wrong proof is told it was refused)."""
+    server_nonce = os.urandom(NONCE_SIZE)
+    expired = LinkAuthError('no proof of the secret key within %g s' % timeout)
+    with gevent.Timeout(timeout, expired):
+        sock.sendall(AUTH_MAGIC + server_nonce)
+        answer = _recv_exactly(sock, NONCE_SIZE + MAC_SIZE)
+        client_nonce, proof = answer[:NONCE_SIZE], answer[NONCE_SIZE:]
+        if not hmac.compare_digest(proof, _proof(secret_key, b'client', server_nonce, client_nonce)):
+            sock.sendall(REFUSED)
+            raise LinkAuthError('a wrong proof of the secret key')
+        sock.sendall(ACCEPTED + _proof(secret_key, b'server', server_nonce, client_nonce))
+    return True
+
+
+def prove_to_peer(sock, secret_key, timeout=AUTH_TIMEOUT):
+    """The connecting end of the handshake on a connected gevent socket: True when both ends
+    proved they know ``secret_key``; ``LinkRefusedError`` when the listener refused this end's
+    proof, ``LinkAuthError`` when the listener did not prove its own within ``timeout``
+    seconds.  Nothing is sent before the listener's challenge arrives."""
+    client_nonce = os.urandom(NONCE_SIZE)
+    expired = LinkAuthError('it did not authenticate within %g s' % timeout)
+    with gevent.Timeout(timeout, expired):
+        hello = _recv_exactly(sock, len(AUTH_MAGIC) + NONCE_SIZE)
+        if not hello.startswith(AUTH_MAGIC):
+            raise LinkAuthError('it does not speak the gsc IPC protocol')
+        server_nonce = hello[len(AUTH_MAGIC):]
+        sock.sendall(client_nonce + _proof(secret_key, b'client', server_nonce, client_nonce))
+        if _recv_exactly(sock, 1) != ACCEPTED:
+            raise LinkRefusedError('Invalid password was supplied to the broker')
+        proof = _recv_exactly(sock, MAC_SIZE)
+        if not hmac.compare_digest(proof, _proof(secret_key, b'server', server_nonce, client_nonce)):
+            raise LinkAuthError('it could not prove that it knows the secret key')
+    return True
+
+
+def peer_name(sock):
+    """``pid N, uid N`` of the process at the other end of a unix socket (SO_PEERCRED)."""
+    try:
+        pid, uid, _gid = struct.unpack('3i', sock.getsockopt(
+            socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize('3i')))
+    except (OSError, AttributeError):
+        return 'an unknown process'
+    return 'pid %d, uid %d' % (pid, uid)
+
+
+def _proof(secret_key, role, server_nonce, client_nonce):
+    key = (secret_key or '').encode('utf-8')
+    return hmac.new(key, role + server_nonce + client_nonce, hashlib.sha256).digest()
+
+
+def _recv_exactly(sock, size):
+    data = bytearray()
+    while len(data) < size:
+        chunk = sock.recv(size - len(data))
+        if not chunk:
+            raise LinkAuthError('the link was closed during authentication')
+        data += chunk
+    return bytes(data)
 
 
 def _noop_respond(err=None, data=UNDEFINED):

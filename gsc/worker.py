@@ -25,6 +25,7 @@ import gevent.socket
 from gevent.pywsgi import LoggingLogAdapter
 
 from . import controllers
+from .engines import create_engine
 from .engines.broker import BrokerEngine
 from .errors import HTTPServerError, ResourceLimitError
 from .http import HTTPServer
@@ -128,9 +129,13 @@ class SCWorker(ClusterMember):
         self.emit('ready')
 
     def _broker_engine(self):
-        """The links to the cluster's broker processes (``brokerEngine`` 'sc-broker-cluster');
-        None for another engine, which the SCServer builds from the options."""
+        """The links to the cluster's broker processes (``brokerEngine`` 'sc-broker-cluster'),
+        or Redis (given at most ``startTimeout`` and 10 s to connect); None for another engine,
+        which the SCServer builds from the options."""
         options = self.options
+        if options.get('brokerEngine') == 'redis':
+            return create_engine('redis', options.get('brokerEngineOptions'),
+                                 start_timeout=options.get('startTimeout'))
         if options.get('brokerEngine') not in LOCAL_BROKER_ENGINES:
             return None
         return BrokerEngine(options['paths']['brokerSocketPaths'], options['secretKey'],
@@ -138,11 +143,13 @@ class SCWorker(ClusterMember):
                             max_queue_bytes=options.get('maxBrokerQueueBytes'))
 
     def _wait_for_engine(self):
-        """Block until the engine is up (every broker linked): run() comes after that (§2.3)."""
+        """Block until the engine is up (every broker linked): run() comes after that (§2.3).
+        An engine with a ``start_timeout`` that is not up by then fails the start."""
         ready = gevent.event.Event()
         self.sc_server.on('ready', ready.set)
-        if not self.sc_server.is_ready:
-            ready.wait()
+        engine = self.exchange.engine
+        if not self.sc_server.is_ready and not ready.wait(getattr(engine, 'start_timeout', None)):
+            raise engine.start_failure()
 
     def set_wsgi_app(self, app):
         """Serve the WSGI ``app`` (Flask, Django, ...) for every non-realtime request."""

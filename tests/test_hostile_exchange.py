@@ -7,7 +7,6 @@ import json
 import os
 import signal
 import socket
-import struct
 
 import gevent
 import pytest
@@ -17,7 +16,7 @@ from conftest import handshake, recv_json, wait_until
 from gsc.brokerserver import BrokerServer
 from gsc.engines.broker import ENTRY_OVERHEAD, BrokerEngine
 from gsc.engines.redis import RedisEngine
-from gsc.ipc import Channel
+from gsc.ipc import Channel, authenticate_peer
 from master_harness import MasterProcess, free_port
 from test_broker_engine import FakeBroker
 from test_cluster_pubsub import Client
@@ -181,7 +180,7 @@ def test_publishes_for_a_down_broker_are_bounded_in_bytes_then_delivered(
 
 
 def test_a_broker_that_stops_reading_bounds_the_unsent_bytes(tmp_path, make_server, raw):
-    """A broker that answers init then reads nothing: once maxBrokerQueueBytes are unsent, the
+    """A broker that authenticates the worker then reads nothing: once maxBrokerQueueBytes are unsent, the
     next publishes fail with BrokerError instead of growing the worker's buffer."""
     limit = 64 * 1024
     path = str(tmp_path / 'stuck')
@@ -189,7 +188,7 @@ def test_a_broker_that_stops_reading_bounds_the_unsent_bytes(tmp_path, make_serv
     listener.bind(path)
     listener.listen(1)
     accepted = []
-    stuck = gevent.spawn(_answer_init_then_stop_reading, listener, accepted)
+    stuck = gevent.spawn(_authenticate_then_stop_reading, listener, accepted)
     try:
         w = worker(make_server, [path], max_queue_bytes=limit)
         publisher = client_of(raw, w)
@@ -210,24 +209,12 @@ def test_a_broker_that_stops_reading_bounds_the_unsent_bytes(tmp_path, make_serv
             sock.close()
 
 
-def _answer_init_then_stop_reading(listener, accepted):
+def _authenticate_then_stop_reading(listener, accepted):
     server = gsocket.socket(fileno=listener.detach())
     conn, _ = server.accept()
     accepted.extend([conn, server])
-    (length,) = struct.unpack('>I', _read_exact(conn, 4))
-    init = json.loads(_read_exact(conn, length))
-    answer = json.dumps({'rid': init['cid'], 'data': {'id': 0}}).encode()
-    conn.sendall(struct.pack('>I', len(answer)) + answer)
+    authenticate_peer(conn, SECRET)
     gevent.sleep(60)
-
-
-def _read_exact(conn, size):
-    data = b''
-    while len(data) < size:
-        chunk = conn.recv(size - len(data))
-        assert chunk, 'the worker closed the link'
-        data += chunk
-    return data
 
 
 def _first_error(client):

@@ -7,14 +7,31 @@ processes of a cluster plug in the same way.  The interface is in docs/CONTRACTS
 from ..errors import InvalidOptionsError
 
 
-def create_engine(name, engine_options=None, on_warning=None):
-    """The engine named ``name`` with its ``brokerEngineOptions``."""
+def create_engine(name, engine_options=None, on_warning=None, start_timeout=None):
+    """The engine named ``name`` with its ``brokerEngineOptions``; ``start_timeout`` (ms, the
+    worker's ``startTimeout``) bounds how long a worker waits for the engine at start."""
     engine_options = dict(engine_options or {})
     if name in (None, 'simple', 'sc-simple-broker'):
         from .simple import SimpleEngine
         return SimpleEngine()
     if name == 'redis':
-        from .redis import RedisEngine
-        return RedisEngine(url=engine_options.get('url', 'redis://127.0.0.1:6379/0'),
-                           key_prefix=engine_options.get('keyPrefix', 'gsc:'), on_warning=on_warning)
+        from . import redis as redis_engine
+        connect_timeout = _positive(engine_options, 'connectTimeout',
+                                    redis_engine.DEFAULT_CONNECT_TIMEOUT)
+        max_connections = _positive(engine_options, 'maxConnections',
+                                    redis_engine.DEFAULT_MAX_CONNECTIONS)
+        return redis_engine.RedisEngine(
+            url=engine_options.get('url', redis_engine.DEFAULT_URL),
+            key_prefix=engine_options.get('keyPrefix', redis_engine.DEFAULT_PREFIX),
+            on_warning=on_warning, connect_timeout=connect_timeout,
+            max_connections=int(max_connections), start_timeout=start_timeout)
     raise InvalidOptionsError('The brokerEngine option must be "simple" or "redis" here, not %r' % (name,))
+
+
+def _positive(engine_options, key, default):
+    """``brokerEngineOptions[key]`` checked to be a positive number (``default`` when absent)."""
+    value = engine_options.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+        raise InvalidOptionsError('The brokerEngineOptions.%s option must be a positive number, '
+                                  'not %r' % (key, value))
+    return value

@@ -1,10 +1,13 @@
 """The broker engine: a worker's links to the broker processes of its cluster.
 
 A channel (and a key) belongs to broker ``hash_key(name, brokers)``.  The worker holds
-one :class:`BrokerLink` per broker; a link connects to the broker's unix socket, sends
-``init`` with the secret key, subscribes again to every channel this worker still needs,
-then sends what was queued while it was away.  When a broker dies its link reconnects
-with back-off; channel messages published in the gap are lost, and a warning says so.
+one :class:`BrokerLink` per broker; a link connects to the broker's unix socket, both ends
+prove they know the secret key (:func:`gsc.ipc.prove_to_peer`: the key itself is never
+sent, and a process that listens on the socket path without the key is refused), then it
+subscribes again to every channel this worker still needs and sends what was queued while
+it was away.  When a broker dies its link tries again at once, then backs off from 10 ms
+(x1.3 per attempt, up to 1 s, plus up to 50% jitter): a respawned broker listens again
+within about 100 ms.  Channel messages published in the gap are lost, and a warning says so.
 
 What a worker holds for its brokers is bounded in bytes (``maxBrokerQueueBytes``): the
 commands queued for every broker that is down, together, and the bytes a connected
@@ -14,6 +17,7 @@ link has not written yet.  A command over the bound, or larger than a link carri
 
 import logging
 import random
+import time
 
 import gevent
 from gevent import get_hub
@@ -22,7 +26,7 @@ from gevent import socket as gsocket
 from .. import codec, kv
 from ..errors import BrokerError, InvalidOptionsError, ResourceLimitError, TimeoutError
 from ..hasher import hash_key
-from ..ipc import Channel
+from ..ipc import Channel, LinkAuthError, LinkRefusedError, auth_timeout, prove_to_peer
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +38,12 @@ about 900 bytes measured with tracemalloc)."""
 FRAME_OVERHEAD = 64
 """Bytes a command's frame adds to the JSON of its fields (type, cid, braces)."""
 BATCHED_ACTIONS = frozenset(('subscribe', 'unsubscribe', 'publish'))
-RECONNECT = {'initialDelay': 200, 'randomness': 100, 'multiplier': 1.3, 'maxDelay': 1000}
+RECONNECT = {'initialDelay': 10, 'multiplier': 1.3, 'maxDelay': 1000, 'jitter': 0.5}
+"""The pauses (ms) between a link's attempts after the first, immediate one; ``jitter`` is the
+largest random fraction added to each pause, so the workers of a cluster spread out."""
+QUIET_OUTAGE = 1.0
+"""Seconds a broker may stay unreachable before a warning says so (a broker killed and
+respawned is back well within it)."""
 
 
 class QueueBudget:
@@ -89,30 +98,51 @@ class BrokerLink:
     def _connect_loop(self):
         delay = RECONNECT['initialDelay']
         attempts = 0
+        since = time.monotonic()
+        warned = set()
         while not self._closed:
             self.state = 'connecting'
             try:
-                sock = gsocket.socket(gsocket.AF_UNIX, gsocket.SOCK_STREAM)
-                sock.connect(self.socket_path)
-            except OSError as exc:
-                sock.close()
+                fd = self._open_link()
+            except (OSError, LinkAuthError) as exc:
                 attempts += 1
-                if attempts in (1, 20):
-                    self.on_warning(BrokerError('Could not connect to broker %d at %s (attempt %d): %s'
-                                                % (self.index, self.socket_path, attempts, exc)))
-                gevent.sleep((delay + random.random() * RECONNECT['randomness']) / 1000.0)
+                self._warn_failure(exc, attempts, time.monotonic() - since, warned)
+                gevent.sleep(delay * (1 + random.random() * RECONNECT['jitter']) / 1000.0)
                 delay = min(delay * RECONNECT['multiplier'], RECONNECT['maxDelay'])
                 continue
-            self.channel = Channel(sock.detach(), self._on_link_message, self._on_link_close,
+            self.channel = Channel(fd, self._on_link_message, self._on_link_close,
                                    ack_timeout=self.ack_timeout, name='broker %d' % self.index).start()
-            self.channel.send('init', {'secretKey': self.secret_key}, self._on_init)
+            self._on_linked()
             return
 
-    def _on_init(self, err, _info):
-        if err:
-            self.on_warning(BrokerError('Broker %d refused this worker: %s' % (self.index, err)))
-            self.channel.close('init refused')
+    def _open_link(self):
+        """A connected, authenticated socket fd to the broker (OSError, LinkAuthError)."""
+        sock = gsocket.socket(gsocket.AF_UNIX, gsocket.SOCK_STREAM)
+        try:
+            sock.connect(self.socket_path)
+            prove_to_peer(sock, self.secret_key, auth_timeout(self.ack_timeout))
+        except BaseException:
+            sock.close()
+            raise
+        return sock.detach()
+
+    def _warn_failure(self, exc, attempts, elapsed, warned):
+        """One warning per kind of failure per outage; none while a broker is merely respawning."""
+        if isinstance(exc, LinkRefusedError):
+            kind, text = 'refused', 'Broker %d refused this worker: %s' % (self.index, exc)
+        elif isinstance(exc, LinkAuthError):
+            kind, text = 'auth', ('Refused the process listening on the socket of broker %d (%s): %s'
+                                  % (self.index, self.socket_path, exc))
+        elif elapsed >= QUIET_OUTAGE:
+            kind, text = 'connect', ('Could not connect to broker %d at %s (attempt %d): %s'
+                                     % (self.index, self.socket_path, attempts, exc))
+        else:
             return
+        if kind not in warned:
+            warned.add(kind)
+            self.on_warning(BrokerError(text))
+
+    def _on_linked(self):
         self.state = 'connected'
         self._warned_full = False
         if self._was_connected:

@@ -2,18 +2,28 @@
 
 Each worker subscribes at Redis only to the channels that have local subscribers (the
 exchange counts them), so an instance never decodes traffic nobody on it wants.  The
-connections are gevent sockets whether or not the process is monkey-patched.  When
-Redis goes away the worker reconnects with back-off and subscribes again to every
-channel it still needs; what was published meanwhile is lost, and said so in a warning.
+connections are gevent sockets whether or not the process is monkey-patched.
 
-Nothing is queued for Redis: a publish while it is unreachable fails at once with
-``BrokerError``, and so does a message larger than ``max_message_bytes`` (the broker
-links' frame limit, well under Redis' own 512 MB string limit, so that one client cannot
-make Redis and every subscribed instance buffer a huge message).
+Start: given a ``start_timeout`` (a worker of a cluster: its ``startTimeout``), an engine
+that cannot reach Redis within 3/4 of it, and at most 10 s, makes the worker fail its start
+with one error naming the URL (:meth:`RedisEngine.start_failure`), before the master's own
+timeout would say less; without one (a standalone server) it warns once and keeps trying.
+When Redis goes away the worker warns once (naming the URL), reconnects with back-off,
+subscribes again to every channel it still needs and logs one line when Redis is back;
+what was published meanwhile is lost.
+
+Nothing is queued for Redis: a publish while it is unreachable fails with ``BrokerError``
+after at most ``connectTimeout``, and so does a message larger than ``max_message_bytes``
+(the broker links' frame limit, well under Redis' own 512 MB string limit, so that one
+client cannot make Redis and every subscribed instance buffer a huge message).  At most
+``maxConnections`` publishes wait for Redis at once; more fail at once, so a Redis that
+stops answering cannot hold a greenlet per publish.
 """
 
 import logging
 import random
+import time
+from urllib.parse import urlsplit, urlunsplit
 
 import gevent
 import redis
@@ -27,20 +37,40 @@ log = logging.getLogger(__name__)
 
 DEFAULT_URL = 'redis://127.0.0.1:6379/0'
 DEFAULT_PREFIX = 'gsc:'
+DEFAULT_CONNECT_TIMEOUT = 5000
+"""``connectTimeout`` (ms): connecting to Redis, and the longest a command waits for its answer."""
+DEFAULT_MAX_CONNECTIONS = 32
+"""``maxConnections``: connections to Redis per worker (publishes in flight, and the
+subscriber)."""
+MAX_START_TIMEOUT = 10000
+"""The longest (ms) a worker waits for Redis at start (3/4 of ``startTimeout`` when smaller)."""
 RECONNECT_DELAYS = (0.1, 0.2, 0.5, 1.0, 2.0)
 YIELD_EVERY = 32
 
 
 class GeventConnection(redis.Connection):
-    """A redis-py connection over a gevent socket (cooperative without monkey patching)."""
+    """A redis-py connection over a gevent socket (cooperative without monkey patching), with
+    redis-py's TCP keepalive (idle 30 s, 3 probes 5 s apart): the subscriber, which waits
+    for messages without a timeout, learns within a minute that a Redis host vanished."""
 
     def _connect(self):
         sock = gsocket.create_connection((self.host, self.port), timeout=self.socket_connect_timeout)
         sock.setsockopt(gsocket.IPPROTO_TCP, gsocket.TCP_NODELAY, 1)
         if self.socket_keepalive:
             sock.setsockopt(gsocket.SOL_SOCKET, gsocket.SO_KEEPALIVE, 1)
+            for option, value in self.socket_keepalive_options.items():
+                sock.setsockopt(gsocket.IPPROTO_TCP, option, value)
         sock.settimeout(self.socket_timeout)
         return sock
+
+
+def redacted_url(url):
+    """``url`` without its password, for messages."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = '%s:***@%s' % (parts.username or '', parts.netloc.rpartition('@')[2])
+    return urlunsplit(parts._replace(netloc=netloc))
 
 
 def _channel_name(name):
@@ -58,22 +88,35 @@ class RedisEngine:
 
     ``url`` is a redis URL; ``key_prefix`` is put before every channel name at Redis so
     several apps can share one server.  ``on_warning(err)`` receives connection losses.
+    ``connect_timeout`` (ms) bounds connecting and every command; ``max_connections`` the
+    connections of the pool; ``start_timeout`` (ms: the worker's ``startTimeout``; None: no
+    limit) sets how long a worker waits for Redis before failing its start (attribute
+    ``start_timeout``, in seconds: 3/4 of it, at most 10 s).
     """
 
     max_message_bytes = MAX_FRAME
     """The largest publish (its JSON, in bytes) sent to Redis."""
 
-    def __init__(self, url=DEFAULT_URL, key_prefix=DEFAULT_PREFIX, on_warning=None):
+    def __init__(self, url=DEFAULT_URL, key_prefix=DEFAULT_PREFIX, on_warning=None,
+                 connect_timeout=DEFAULT_CONNECT_TIMEOUT, max_connections=DEFAULT_MAX_CONNECTIONS,
+                 start_timeout=None):
         self.url = url
         self.key_prefix = key_prefix
         self.on_warning = on_warning or (lambda err: log.warning('%s', err))
-        self._pool = redis.ConnectionPool.from_url(url, connection_class=GeventConnection)
+        self.start_timeout = (None if start_timeout is None
+                              else min(start_timeout * 0.75, MAX_START_TIMEOUT) / 1000.0)
+        self.max_connections = max_connections
+        seconds = connect_timeout / 1000.0
+        self._pool = redis.ConnectionPool.from_url(
+            url, connection_class=GeventConnection, socket_connect_timeout=seconds,
+            socket_timeout=seconds, max_connections=max_connections)
         self._client = redis.Redis(connection_pool=self._pool)
         self._channels = set()
         self._pubsub = None
         self._listener = None
         self._on_message = None
         self._closed = False
+        self._last_error = None
 
     def start(self, on_message, on_ready=None, on_warning=None):
         """Connect and listen; ``on_ready()`` after the first successful connection."""
@@ -117,6 +160,10 @@ class RedisEngine:
             err = None
         except ValueError as exc:
             err = BrokerError('Failed to publish to channel %s - %s' % (channel, exc))
+        except redis.MaxConnectionsError:
+            err = BrokerError('Failed to publish to channel %s - %d connections to Redis at %s '
+                              'are all busy (maxConnections)'
+                              % (channel, self.max_connections, redacted_url(self.url)))
         except (redis.RedisError, OSError) as exc:
             err = BrokerError('Failed to publish to channel %s - Redis is unreachable: %s' % (channel, exc))
         if callback is not None:
@@ -142,27 +189,50 @@ class RedisEngine:
             self._pubsub.close()
         self._pool.disconnect()
 
+    def start_failure(self):
+        """The error of a start that did not reach Redis within ``start_timeout``."""
+        err = BrokerError('Could not connect to Redis at %s within %d ms: %s'
+                          % (redacted_url(self.url), self.start_timeout * 1000, self._last_error))
+        err.stack = '%s: %s' % (err.name, err)  # gsc's own code says nothing more: no traceback
+        return err
+
     def _listen_forever(self, on_ready):
+        """Connect, read, and connect again after a loss, until closed."""
         attempt = 0
+        lost_at = None
         while not self._closed:
             try:
                 self._connect_pubsub()
-                attempt = 0
-                if on_ready is not None:
-                    on_ready, ready = None, on_ready
-                    ready()
+            except (redis.RedisError, OSError) as exc:
+                self._last_error = exc
+                if attempt == 0 and on_ready is not None and self.start_timeout is None:
+                    self.on_warning(BrokerError('Could not connect to Redis at %s - trying again: '
+                                                '%s' % (redacted_url(self.url), exc)))
+                gevent.sleep(self._reconnect_delay(attempt))
+                attempt += 1
+                continue
+            attempt = 0
+            if on_ready is not None:
+                on_ready, ready = None, on_ready
+                ready()
+            elif lost_at is not None:
+                log.info('Reconnected to Redis at %s after %.1f s', redacted_url(self.url),
+                         time.monotonic() - lost_at)
+            try:
                 self._read_messages()
             except (redis.RedisError, OSError) as exc:
                 if self._closed:
                     return
                 self._pubsub = None
-                if attempt == 0:
-                    self.on_warning(BrokerError(
-                        'Lost the connection to Redis at %s - messages published until it is back '
-                        'are lost: %s' % (self.url, exc)))
-                delay = RECONNECT_DELAYS[min(attempt, len(RECONNECT_DELAYS) - 1)]
-                attempt += 1
-                gevent.sleep(delay * (1 + random.random() / 2))
+                lost_at = time.monotonic()
+                self.on_warning(BrokerError(
+                    'Lost the connection to Redis at %s - messages published until it is back '
+                    'are lost: %s' % (redacted_url(self.url), exc)))
+
+    @staticmethod
+    def _reconnect_delay(attempt):
+        """Seconds before connection attempt ``attempt + 1``: back-off with jitter."""
+        return RECONNECT_DELAYS[min(attempt, len(RECONNECT_DELAYS) - 1)] * (1 + random.random() / 2)
 
     def _connect_pubsub(self):
         pubsub = self._client.pubsub(ignore_subscribe_messages=True)
