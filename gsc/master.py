@@ -355,6 +355,7 @@ class SocketCluster(EventEmitter, Supervisor):
     def reap(self, child):
         """Report an exited child; respawn it unless shutting down or its controller is broken.
         A child that exits before the first ``ready`` fails the start."""
+        child.reaped = True
         if child.kind == 'broker':
             self._reap_broker(child)
         else:
@@ -554,7 +555,8 @@ class SocketCluster(EventEmitter, Supervisor):
                 log.warning('%r did not exit within processTermTimeout: killed', child)
 
     def _finish_if_done(self):
-        if not self.is_shutting_down or not all(c.exited for c in self._children()):
+        # reaped, not exited: every exit event is emitted before the listeners are dropped
+        if not self.is_shutting_down or not all(c.reaped for c in self._children()):
             return
         if self.socket_dir_path:
             rundir.remove_tree(self.socket_dir_path)

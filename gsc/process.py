@@ -149,7 +149,8 @@ class ChildProcess:
     Attributes: ``kind`` ('worker', 'broker', 'workerCluster'), ``id``, ``app_name`` (the
     child names itself with both: log lines, process title), ``pid``,
     ``channel``, ``respawn`` (this child replaces one that exited), ``ready``,
-    ``code`` and ``signal`` (set at exit; ``signal`` a name like ``'SIGKILL'``), ``exited``.
+    ``code`` and ``signal`` (set at exit; ``signal`` a name like ``'SIGKILL'``), ``exited``,
+    ``reaped`` (its parent has reported the exit).
     """
 
     def __init__(self, kind, id_, main, on_message, on_exit, ack_timeout=10000, respawn=False,
@@ -168,6 +169,7 @@ class ChildProcess:
         self.code = None
         self.signal = None
         self.exited = False
+        self.reaped = False
         self._waiter = None
 
     def __repr__(self):

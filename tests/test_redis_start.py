@@ -92,7 +92,7 @@ def test_a_standalone_server_warns_once_then_starts_when_redis_comes(redis_later
 
 def test_publishes_to_a_silent_redis_are_bounded():
     """A 'Redis' that accepts connections and never answers: each publish fails within
-    connectTimeout, and past maxConnections at once, so none holds a greenlet for long."""
+    connectTimeout, and past poolSize at once, so none holds a greenlet for long."""
     silent = socket.socket()
     silent.bind(('127.0.0.1', 0))
     silent.listen(16)
@@ -105,7 +105,7 @@ def test_publishes_to_a_silent_redis_are_bounded():
         assert gevent.joinall(publishes, timeout=10) and len(errors) == 6
         assert time.monotonic() - started < 5
         assert all(err is not None and err.name == 'BrokerError' for err in errors)
-        busy = [str(err) for err in errors if 'are all busy (maxConnections)' in str(err)]
+        busy = [str(err) for err in errors if 'are all busy (poolSize)' in str(err)]
         assert len(busy) == 4
         assert all('Redis is unreachable' in str(err) for err in errors[-2:])
     finally:

@@ -18,7 +18,7 @@ def create_engine(name, engine_options=None, on_warning=None, start_timeout=None
         from . import redis as redis_engine
         connect_timeout = _positive(engine_options, 'connectTimeout',
                                     redis_engine.DEFAULT_CONNECT_TIMEOUT)
-        max_connections = _positive(engine_options, 'maxConnections',
+        max_connections = _positive(engine_options, 'poolSize',
                                     redis_engine.DEFAULT_MAX_CONNECTIONS)
         return redis_engine.RedisEngine(
             url=engine_options.get('url', redis_engine.DEFAULT_URL),

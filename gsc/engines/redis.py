@@ -16,7 +16,7 @@ Nothing is queued for Redis: a publish while it is unreachable fails with ``Brok
 after at most ``connectTimeout``, and so does a message larger than ``max_message_bytes``
 (the broker links' frame limit, well under Redis' own 512 MB string limit, so that one
 client cannot make Redis and every subscribed instance buffer a huge message).  At most
-``maxConnections`` publishes wait for Redis at once; more fail at once, so a Redis that
+``poolSize`` publishes wait for Redis at once; more fail at once, so a Redis that
 stops answering cannot hold a greenlet per publish.
 """
 
@@ -40,7 +40,7 @@ DEFAULT_PREFIX = 'gsc:'
 DEFAULT_CONNECT_TIMEOUT = 5000
 """``connectTimeout`` (ms): connecting to Redis, and the longest a command waits for its answer."""
 DEFAULT_MAX_CONNECTIONS = 32
-"""``maxConnections``: connections to Redis per worker (publishes in flight, and the
+"""``poolSize``: connections to Redis per worker (publishes in flight, and the
 subscriber)."""
 MAX_START_TIMEOUT = 10000
 """The longest (ms) a worker waits for Redis at start (3/4 of ``startTimeout`` when smaller)."""
@@ -162,7 +162,7 @@ class RedisEngine:
             err = BrokerError('Failed to publish to channel %s - %s' % (channel, exc))
         except redis.MaxConnectionsError:
             err = BrokerError('Failed to publish to channel %s - %d connections to Redis at %s '
-                              'are all busy (maxConnections)'
+                              'are all busy (poolSize)'
                               % (channel, self.max_connections, redacted_url(self.url)))
         except (redis.RedisError, OSError) as exc:
             err = BrokerError('Failed to publish to channel %s - Redis is unreachable: %s' % (channel, exc))
