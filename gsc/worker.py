@@ -23,7 +23,7 @@ import gevent
 import gevent.event
 import gevent.socket
 
-from . import controllers
+from . import controllers, metrics
 from .engines.broker import BrokerEngine
 from .errors import HTTPServerError, ResourceLimitError
 from .http import HTTPServer
@@ -100,6 +100,7 @@ class SCWorker(ClusterMember):
         options = self.options
         self._listener = bind_listener(options)
         self.http_server = HTTPServer(self._listener, **ssl_kwargs(options))
+        self.http_server.routes = metrics.worker_routes(self)
         self.sc_server = attach(self.http_server, options, self._broker_engine())
         self.exchange = self.sc_server.exchange
         self.sc_server.on('connection', self._on_connection)
