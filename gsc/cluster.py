@@ -11,7 +11,7 @@ import logging
 
 import gevent
 
-from . import controllers
+from . import controllers, metrics
 from . import worker as worker_module
 from .errors import InvalidActionError, ProcessExitError
 from .process import EXIT_BAD_CONTROLLER, ChildProcess, ClusterMember, Supervisor
@@ -152,6 +152,8 @@ class SCWorkerCluster(ClusterMember, Supervisor):
                                 workerId=child.id)
         elif kind in ('error', 'warning'):
             self.send_to_parent(kind, message.get('data'))
+        elif kind == 'metrics':
+            self.send_to_parent('metrics', message.get('data'), respond)
 
     def handle_parent_message(self, message, respond):
         """A message of the master: routed to a worker, or a terminate order."""
@@ -168,6 +170,8 @@ class SCWorkerCluster(ClusterMember, Supervisor):
             for child in self.workers.values():
                 if not child.exited:
                     child.send('emit', message.get('data'), event=message.get('event'))
+        elif kind == 'metrics':
+            metrics.gather_workers(self, message.get('data'), respond)
 
     def _route(self, message, respond):
         worker_id = message.get('workerId')

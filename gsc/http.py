@@ -217,9 +217,13 @@ class SCHandler(WebSocketHandler):
         return (ex.code, ex.response)
 
     def run_application(self):
-        """Route the request: an upgrade at the realtime path to gsc, anything else to the app."""
+        """Route the request: a path of ``server.routes`` (health, metrics) to its handler, an
+        upgrade at the realtime path to gsc, anything else to the app."""
         sc_server = self.server.sc_server
         environ = self.environ
+        route = self.server.routes.get(environ.get('PATH_INFO'))
+        if route is not None:
+            return self.serve_route(route)
         if sc_server is None or environ.get('PATH_INFO') != sc_server.path:
             if sc_server is not None and is_upgrade(environ):
                 return self.refuse(*BAD_REQUEST)
@@ -285,6 +289,13 @@ class SCHandler(WebSocketHandler):
             self.environ['gsc.exchange'] = sc_server.exchange
         return pywsgi.WSGIHandler.run_application(self)
 
+    def serve_route(self, route):
+        """Answer with ``route()``'s ``(status, headers, body)``; the connection stays open."""
+        status, headers, body = route()
+        self.start_response(status, headers + [('Content-Length', str(len(body)))])
+        self.write(body)
+        self.result = None
+
     def refuse(self, status, body):
         """Answer with ``status`` and a plain-text ``body``, then close the connection."""
         data = body.encode('utf-8')
@@ -316,7 +327,9 @@ class HTTPServer(pywsgi.WSGIServer):
     served beside the realtime path (None: plain requests get 501).  ``sc_server``
     is set by :func:`gsc.server.attach`, which also applies the limits of its options
     (:meth:`set_limits`).  Access logging is off unless ``log`` is given.
-    ``http_connections`` counts the connections a pywsgi handler serves.
+    ``http_connections`` counts the connections a pywsgi handler serves.  ``routes`` maps
+    a path to a handler answering ``(status, headers, body)`` before the realtime path and
+    the app are considered (the health and metrics paths of :mod:`gsc.metrics`).
     """
 
     handler_class = SCHandler
@@ -327,6 +340,7 @@ class HTTPServer(pywsgi.WSGIServer):
         super().__init__(listener, app, log=log, **kwargs)
         self.application = app
         self.sc_server = None
+        self.routes = {}
         self.http_connections = 0
         self.headers_timeout = self.max_header_size = self.max_connections = None
         self.set_limits(SERVER_DEFAULTS)

@@ -22,7 +22,7 @@ import gevent
 from . import broker as broker_module
 from . import cluster as cluster_module
 from . import codec
-from . import controllers
+from . import controllers, metrics
 from . import options as options_module
 from . import logs
 from . import rundir
@@ -162,6 +162,7 @@ class SocketCluster(EventEmitter, Supervisor):
         self._destroy_callbacks = []
         self._signal_watchers = []
         self._watcher = None
+        self.metrics = metrics.MasterMetrics(self)
         if callable(self.options.get('run')):
             self.run = self.options['run']
         self.on('error', lambda err: self.emit_fail(err, self._origin()))
@@ -432,6 +433,8 @@ class SocketCluster(EventEmitter, Supervisor):
             self.emit('workerMessage', message.get('workerId'), data, respond)
         elif kind in ('error', 'warning'):
             self._report(kind, data or {}, child)
+        elif kind == 'metrics':
+            self.metrics.answer(data, respond)
 
     def _on_worker_cluster_ready(self, child):
         self.is_worker_cluster_ready = True
@@ -467,6 +470,7 @@ class SocketCluster(EventEmitter, Supervisor):
         logs.set_identity('master', None, self.options['appName'])
         check_port_free(self.options.get('host'), self.options['port'])
         raise_open_files_limit()
+        self.metrics.listen()
         self._make_socket_dir()
         self._signal_watchers = [self.install_signal(signal.SIGTERM, self.handle_term),
                                  self.install_signal(signal.SIGINT, self.handle_int)]
@@ -568,6 +572,7 @@ class SocketCluster(EventEmitter, Supervisor):
             callback()
 
     def _release(self):
+        self.metrics.close()
         for watcher in self._signal_watchers:
             watcher.cancel()
         self._signal_watchers = []

@@ -15,6 +15,7 @@ import uuid
 
 from gevent import ssl as gevent_ssl
 
+from . import metrics
 from .errors import InvalidOptionsError
 from .server_options import LIMITS, SERVER_DEFAULTS, check_number, to_camel
 
@@ -81,6 +82,9 @@ DEFAULTS = {
     'killMasterOnSignal': False,
     'wsEngine': 'ws',
     'brokerEngine': 'sc-broker-cluster',
+    'healthPath': '/health',
+    'metricsPath': '/metrics',
+    'metricsPort': None,
 }
 
 OTHER_KNOWN = ('run', 'perMessageDeflate', 'maxPayload', 'wsEngineServerOptions', 'paths',
@@ -169,6 +173,7 @@ def validate(options):
     port = options.get('port')
     if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
         raise InvalidOptionsError('The port option must be an integer between 0 and 65535')
+    metrics.validate_options(options)
     if options.get('tcpSynBacklog') is not None and not isinstance(options['tcpSynBacklog'], int):
         raise InvalidOptionsError('The tcpSynBacklog option must be an integer')
     if options.get('protocol') not in ('http', 'https'):

@@ -24,8 +24,7 @@ import gevent.queue
 import greenlet
 from gevent import monkey
 
-from . import ipc
-from . import logs
+from . import ipc, logs, metrics
 from .emitter import EventEmitter
 from .errors import InvalidActionError
 
@@ -383,6 +382,8 @@ class ClusterMember(EventEmitter):
                 self._held.append((message, respond))
         elif kind == 'emit':
             self.emit(message.get('event'), message.get('data'))
+        elif kind == 'metrics':
+            respond(None, metrics.member_figures(self, message.get('data')))
 
     def terminate(self, immediate=False):
         """Stop: at once when ``immediate``, else close gracefully within processTermTimeout."""

@@ -20,6 +20,7 @@ from websockets.extensions.permessage_deflate import ServerPerMessageDeflateFact
 from websockets.headers import build_extension, parse_extension
 
 from . import codec as default_codec
+from . import metrics
 from .auth import AuthEngine, generate_auth_key
 from .emitter import EventEmitter
 from .engines import create_engine
@@ -73,7 +74,10 @@ class SCServer(EventEmitter, MiddlewareTypes):
     ``pending_clients`` (id -> :class:`ServerSocket`), ``exchange``, ``auth``, ``codec``,
     ``signature_key``/``verification_key`` (mutable at run time), ``is_ready``,
     ``http_server`` (set by :func:`attach`), ``messages_received`` (inbound messages, all sockets),
-    ``ws_connections`` (upgraded connections being served, counted against maxConnections).
+    ``ws_connections`` (upgraded connections being served, counted against maxConnections);
+    the counters of :mod:`gsc.metrics`: ``messages_sent``, ``handshakes``, ``publishes``,
+    ``subscribes``, ``ack_timeouts``, ``slow_consumer_closes``, ``link_losses`` ('broker N'
+    or 'redis' -> count).
     """
 
     def __init__(self, options=None, engine=None):
@@ -103,6 +107,9 @@ class SCServer(EventEmitter, MiddlewareTypes):
         self.http_server = None
         self.messages_received = 0
         self.ws_connections = 0
+        self.messages_sent = self.handshakes = self.publishes = self.subscribes = 0
+        self.ack_timeouts = self.slow_consumer_closes = 0
+        self.link_losses = {}
         self._id_counter = 0
         self.exchange = Exchange(self, engine or create_engine(
             opts['brokerEngine'], opts['brokerEngineOptions'], self.emit_warning))
@@ -305,6 +312,7 @@ class SCServer(EventEmitter, MiddlewareTypes):
         """The server ``warning`` event; when nobody listens, the warning is logged with the
         first of its kind at once, then one summary per kind per 10 s (clients cause
         warnings at will: see :mod:`gsc.reporting`)."""
+        metrics.count_link_loss(self, warning)
         if not self.emit('warning', warning):
             self.unheard_warnings.add(warning)
 

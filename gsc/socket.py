@@ -225,6 +225,8 @@ class ServerSocket(EventEmitter):
 
     def handle_close(self, code, reason):
         """The WebSocket ended (``code`` from the peer's close frame, 1006 without one)."""
+        if self.socket.overflowed:
+            self.server.slow_consumer_closes += 1
         if self.state != CLOSED:
             try:
                 self._on_sc_close(code, reason)
@@ -436,6 +438,7 @@ class ServerSocket(EventEmitter):
             elif auth_error is not None:
                 self._reject_token(auth_error, is_bad, signed_token)
             server.promote_socket(self)
+            server.handshakes += 1
             self.state = transition(self.state, 'handshake')
             status = {'id': self.id, 'pingTimeout': server.ping_timeout}
             if auth_error is not None:
@@ -586,6 +589,7 @@ class ServerSocket(EventEmitter):
                 self.channel_subscriptions.pop(channel, None)
                 self._fail_subscribe(channel, getattr(err, 'message', str(err)), respond)
                 return
+            server.subscribes += 1
             self._emit_local('subscribe', channel, request)
             server.emit('subscription', self, channel, request)
             if request.get('batch'):
@@ -672,6 +676,7 @@ class ServerSocket(EventEmitter):
                 server.emit_warning(err)
                 respond(err)
                 return
+            server.publishes += 1
             respond(None, ack_data)
             self._emit_local('#publish', {'channel': channel, 'data': message})
         server.exchange.publish(channel, message, published)
@@ -703,11 +708,14 @@ class ServerSocket(EventEmitter):
 
     def send(self, data, options=None):
         """Send a raw frame (str: text, bytes: binary), bypassing the codec."""
+        self.server.messages_sent += 1
         self.socket.send(data)
 
     def _send_reply(self, packet):
         """Encode and send a response packet; raises when it cannot be encoded (Responder)."""
-        self.socket.send(self.server.codec.encode(packet))
+        server = self.server
+        self.socket.send(server.codec.encode(packet))
+        server.messages_sent += 1
 
     def send_object(self, obj, options=None):
         """Encode ``obj`` and send it; ``options={'batch': True}`` queues it in a batch frame."""
@@ -719,6 +727,7 @@ class ServerSocket(EventEmitter):
         except ValueError as exc:
             self._emit_error(exc)
             return
+        self.server.messages_sent += 1
         self.socket.send(frame)
 
     def _queue_batched(self, obj):
@@ -764,12 +773,14 @@ class ServerSocket(EventEmitter):
     def _on_ack_timeout(self, cid):
         entry = self._calls.pop(cid)
         if entry is not None:
+            self.server.ack_timeouts += 1
             entry[2].close()
             err = TimeoutError("Event response for '%s' timed out" % entry[0])
             gevent.spawn(entry[1], err, {'event': entry[0], 'cid': cid})
 
     def send_publish_frame(self, prepared):
         """Send a prepared ``#publish`` frame (the exchange encodes once per worker)."""
+        self.server.messages_sent += 1
         self.socket.send_frame(prepared)
 
     # -- closing -----------------------------------------------------------------

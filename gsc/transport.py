@@ -181,6 +181,11 @@ class WebSocketTransport:
         return self._accepting
 
     @property
+    def overflowed(self):
+        """True once the connection was closed because its backlog passed ``max_outbound``."""
+        return self._overflowed
+
+    @property
     def buffered_amount(self):
         """Bytes written but not yet accepted by the kernel."""
         return self._out_bytes

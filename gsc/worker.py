@@ -24,7 +24,7 @@ import gevent.event
 import gevent.socket
 from gevent.pywsgi import LoggingLogAdapter
 
-from . import controllers
+from . import controllers, metrics
 from .engines import create_engine
 from .engines.broker import BrokerEngine
 from .errors import HTTPServerError, ResourceLimitError
@@ -110,6 +110,7 @@ class SCWorker(ClusterMember):
         self._listener = bind_listener(options)
         self.http_server = HTTPServer(self._listener, log=access_log(options),
                                       **ssl_kwargs(options))
+        self.http_server.routes = metrics.worker_routes(self)
         self.sc_server = attach(self.http_server, options, self._broker_engine())
         self.exchange = self.sc_server.exchange
         self.sc_server.on('connection', self._on_connection)
