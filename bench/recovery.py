@@ -64,6 +64,13 @@ def child_pids(pid):
         return []
 
 
+def cpu_seconds(pid):
+    """User + system CPU seconds used so far by process ``pid``."""
+    with open('/proc/%d/stat' % pid) as f:
+        fields = f.read().rsplit(')', 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf('SC_CLK_TCK')
+
+
 def tree_roles(master):
     """(worker cluster pid, worker pids, broker pids): the master's child that has children is
     the worker cluster, its other children are brokers."""
@@ -109,13 +116,23 @@ def listening_inodes(port):
     return found
 
 
-def start_server(stack, kind, port, log_path):
-    """A 2 worker + 1 broker cluster of ``kind`` on ``port`` (its Tree), once it serves."""
+def start_server(stack, kind, port, log_path, workers=2):
+    """A cluster of ``kind`` with ``workers`` workers and 1 broker on ``port`` (its Tree), once
+    every worker has answered (so the clients spread over all of them)."""
     if kind == 'gsc':
-        tree = cluster.start_cluster(stack, port, log_path, workers=2, brokers=1)
+        tree = cluster.start_cluster(stack, port, log_path, workers=workers, brokers=1)
     else:
-        tree = cluster.start_socketcluster(stack, port, log_path, workers=2)
+        tree = cluster.start_socketcluster(stack, port, log_path, workers=workers)
     cluster.wait_serving(tree, port)
+    seen = set()
+    deadline = time.monotonic() + READY_TIMEOUT
+    while len(seen) < workers and time.monotonic() < deadline:
+        try:
+            seen.add(cluster.probe(port, [('pid', None)])[1])
+        except (OSError, ValueError):
+            time.sleep(0.01)
+    if len(seen) < workers:
+        raise RuntimeError('only workers %s answered within %.0f s' % (sorted(seen), READY_TIMEOUT))
     return tree
 
 
@@ -228,6 +245,7 @@ def run(args):
         if not ready['ok']:
             raise RuntimeError('clients not ready: %s' % ready)
         time.sleep(args.settle)
+        cpu0, t0 = cpu_seconds(clients.proc.pid), time.monotonic()
         for k in range(args.kills):
             label = 'worker' if k % 2 == 0 else 'broker'
             results.append(kill_once(tree, port, clients, args, label, (k // 2) % 2))
@@ -236,6 +254,8 @@ def run(args):
             if tree.poll() is not None:
                 raise RuntimeError('the master exited with code %s' % tree.poll())
             time.sleep(args.settle)
+        print('clients used %.0f %% of a core over the kills' % (
+            100 * (cpu_seconds(clients.proc.pid) - cpu0) / (time.monotonic() - t0)), flush=True)
     except RuntimeError as err:
         results.append({'fatal': str(err)})
         print('fatal: %s' % err, flush=True)
@@ -257,6 +277,12 @@ def fmt(value):
     return '-' if value is None else '{:,.0f}'.format(value)
 
 
+def aggregate(rows, key, agg):
+    """``agg`` (median, max) of ``key`` over ``rows`` that have it, formatted."""
+    values = [r[key] for r in rows if r.get(key) is not None]
+    return fmt(agg(values)) if values else '-'
+
+
 def table(results):
     """The markdown table: one row per kill, then the median and max per kind of kill."""
     out = ['| kill | process | every subscriber again, ms (max) | p50 ms | missing | respawned ms | '
@@ -270,11 +296,11 @@ def table(results):
     for label in ('worker', 'broker'):
         rows = [r for r in ok if r['label'] == label]
         for name, agg in (('median', statistics.median), ('max', max)):
-            figures = [[r[k] for r in rows if r.get(k) is not None] for k in ('max_ms', 'p50_ms', 'spawn_ms', 'listen_ms')]
             if rows:
                 out.append('| %s | %s | %s | %s | %d | %s | %s | | | |' % (
-                    name, label, *(fmt(agg(f)) if f else '-' for f in figures[:2]), sum(r['missing'] for r in rows),
-                    *(fmt(agg(f)) if f else '-' for f in figures[2:])))
+                    name, label, aggregate(rows, 'max_ms', agg), aggregate(rows, 'p50_ms', agg),
+                    sum(r['missing'] for r in rows), aggregate(rows, 'spawn_ms', agg),
+                    aggregate(rows, 'listen_ms', agg)))
     return '\n'.join(out)
 
 

@@ -28,7 +28,9 @@ function parseArgs(argv) {
     if (!(key in a)) throw new Error('unknown option ' + argv[i]);
     a[key] = typeof a[key] === 'number' ? Number(argv[i + 1]) : argv[i + 1];
   }
-  if (!a.url || !/^ws:\/\/127\.\d+\.\d+\.\d+:\d+\//.test(a.url)) throw new Error('--url ws://127.x.x.x:PORT/... required');
+  if (!a.url || !/^ws:\/\/127\.\d+\.\d+\.\d+:\d+\//.test(a.url)) {
+    throw new Error('--url ws://127.x.x.x:PORT/... required');
+  }
   return a;
 }
 const A = parseArgs(process.argv);
@@ -41,7 +43,7 @@ const totals = { connects: 0, connect_failures: 0, disconnects: 0, deliveries: 0
 class Client {
   constructor(index, subscriber) {
     this.index = index; this.subscriber = subscriber; this.cid = 0; this.pending = new Map();
-    this.ws = null; this.ready = false; this.delay = A.retryMs; this.stopped = false;
+    this.ws = null; this.ready = false; this.received = false; this.delay = A.retryMs; this.stopped = false;
     this.firstAfter = null; // monotonic ms of the first delivery published after the current kill
     this.connect();
   }
@@ -119,7 +121,8 @@ function measureKill(label, tNs) {
     const waiting = subs.filter((sub) => sub.firstAfter === null).length;
     if (waiting && nowMs() < deadline) return;
     clearInterval(check);
-    const times = subs.filter((sub) => sub.firstAfter !== null).map((sub) => sub.firstAfter - kill.t).sort((x, y) => x - y);
+    const times = subs.filter((sub) => sub.firstAfter !== null).map((sub) => sub.firstAfter - kill.t)
+      .sort((x, y) => x - y);
     const delta = {};
     for (const k of Object.keys(totals)) delta[k] = totals[k] - before[k];
     out(Object.assign({ type: 'kill', label, received: times.length, missing: waiting,

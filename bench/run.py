@@ -42,16 +42,16 @@ MAX_REPEAT = 10
 # scenario -> (servers, headline metric, unit, loadgen args full, loadgen args --quick);
 # startup and respawn take {'n': runs} / {'kills': kills} instead of loadgen args.
 SCENARIOS = {
-    'rpc': (('sc', 'gsc', 'bare', 'cluster2w'), 'acks_per_s', 'acks/s',
+    'rpc': (('sc', 'cluster1w', 'gsc', 'bare', 'cluster2w'), 'acks_per_s', 'acks/s',
             ['--conns', '100', '--window', '10', '--duration', '10', '--warmup', '2'],
             ['--conns', '50', '--window', '10', '--duration', '3', '--warmup', '1']),
-    'fanout': (('sc', 'gsc', 'cluster2w', 'redis2i'), 'deliveries_per_s', 'deliveries/s',
+    'fanout': (('sc', 'cluster1w', 'gsc', 'cluster2w', 'redis2i'), 'deliveries_per_s', 'deliveries/s',
                ['--subs', '1000', '--pub-window', '50', '--duration', '10', '--warmup', '2'],
                ['--subs', '200', '--pub-window', '50', '--duration', '3', '--warmup', '1', '--drain', '3']),
-    'connect': (('sc', 'gsc', 'bare'), 'handshakes_per_s', 'handshakes/s',
+    'connect': (('sc', 'cluster1w', 'gsc', 'bare'), 'handshakes_per_s', 'handshakes/s',
                 ['--n', '2000', '--concurrency', '100'],
                 ['--n', '500', '--concurrency', '100']),
-    'idle': (('sc', 'gsc', 'bare'), 'kib_per_conn_rss', 'KiB/conn',
+    'idle': (('sc', 'cluster1w', 'gsc', 'bare'), 'kib_per_conn_rss', 'KiB/conn',
              ['--idle-n', '5000', '--concurrency', '100', '--settle', '5'],
              ['--idle-n', '1000', '--concurrency', '100', '--settle', '2']),
     'startup': (('cluster2w',), 'ready_ms', 'ms', {'n': 5}, {'n': 3}),
@@ -111,8 +111,8 @@ def start_server(stack, server, port, log_path):
         cluster.wait_serving(tree, port)
         return tree.pid, []
     quiet = {'logLevel': CLUSTER_LOG_LEVEL}
-    if server == 'cluster2w':  # 2 workers + 1 broker
-        tree = cluster.start_cluster(stack, port, log_path, workers=2, extra=quiet)
+    if server in ('cluster1w', 'cluster2w'):  # 1 or 2 workers + 1 broker
+        tree = cluster.start_cluster(stack, port, log_path, workers=int(server[-2]), extra=quiet)
         cluster.wait_serving(tree, port)
         return tree.pid, []
     if server == 'redis2i':  # two instances of 1 worker each, through a private redis-server
@@ -333,20 +333,22 @@ def fmt_metric(value, unit):
 
 
 def table(rows):
-    """The markdown table of ``rows`` (ratios against the bare server and the one gsc worker of
-    the same scenario and command)."""
-    out = ['| scenario | server | result | p50 ms | p99 ms | server CPU % | loadgen CPU % | failures | ÷ sc | ÷ bare | ÷ gsc | notes |',
-           '| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |']
+    """The markdown table of ``rows`` (ratios against SocketCluster, the bare server and the one
+    gsc worker of the same scenario and command)."""
+    out = ['| scenario | server | result | p50 ms | p99 ms | server CPU % | loadgen CPU % | other CPU % | failures '
+           '| ÷ sc | ÷ bare | ÷ gsc | notes |',
+           '| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |']
     for row in rows:
         med, unit = row['median'], row['unit']
         value = med.get(row['metric'])
         failures = sum(med.get(k, 0) for k in FAILURE_FIELDS)
         ratios = ['-' if row.get('ratio_vs_' + base) is None else '%.2f' % row['ratio_vs_' + base]
                   for base in BASES]
-        out.append('| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |' % (
+        out.append('| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |' % (
             row['scenario'], row['server'], fmt_metric(value, unit),
             fmt(med.get('p50_ms'), 2), fmt(med.get('p99_ms'), 1), fmt(med.get('server_cpu_pct')),
-            fmt(med.get('loadgen_cpu_pct')), fmt(failures), ratios[0], ratios[1], ratios[2], row.get('notes', '')))
+            fmt(med.get('loadgen_cpu_pct')), fmt(med.get('other_cpu_pct')), fmt(failures),
+            ratios[0], ratios[1], ratios[2], row.get('notes', '')))
     return '\n'.join(out)
 
 
