@@ -188,9 +188,10 @@ class Clients:
         self._stderr.close()
 
 
-def wait_replacement(tree, port, kind, parent, before, listening_before, t0, window):
+def wait_replacement(tree, port, by_log_line, parent, before, listening_before, t0, window):
     """Seconds from ``t0`` until a new child of ``parent`` appeared and until it listened
-    (None when not within ``window``); and its pid."""
+    (None when not within ``window``); and its pid. It listens when a new listening socket is
+    among its file descriptors or, ``by_log_line``, when it logged SC_LISTENING."""
     spawned = listened = new_pid = None
     while time.monotonic() - t0 < window and listened is None:
         if new_pid is None:
@@ -198,7 +199,7 @@ def wait_replacement(tree, port, kind, parent, before, listening_before, t0, win
             if fresh:
                 new_pid, spawned = fresh[0], time.monotonic() - t0
         if new_pid is not None:
-            if kind == 'sc' and parent != tree.pid:  # a SocketCluster worker: its log line
+            if by_log_line:
                 when = tree.first_line(SC_LISTENING + str(new_pid))
                 listened = when - t0 if when else None
             else:
@@ -221,7 +222,8 @@ def kill_once(tree, port, clients, args, label, target):
     t0 = t0_ns / 1e9
     os.kill(victim, signal.SIGKILL)
     clients.send('kill %s %d' % (label, t0_ns))
-    spawned, listened, new_pid = wait_replacement(tree, port, args.server, parent, before,
+    by_log_line = args.server == 'sc' and label == 'worker'
+    spawned, listened, new_pid = wait_replacement(tree, port, by_log_line, parent, before,
                                                   listening_before, t0, args.window)
     result = clients.next('kill', args.window + 10)
     result.update({'victim': victim, 'new_pid': new_pid,
@@ -231,11 +233,12 @@ def kill_once(tree, port, clients, args, label, target):
 
 
 def run(args):
-    """Start the cluster and the clients, kill ``args.kills`` times; the list of results."""
+    """Start the cluster and the clients, kill ``args.kills`` times: (the list of results, the
+    server log's path, the clients' CPU % of a core over the kills)."""
     stamp = datetime.datetime.now().strftime('%Y%m%d-%H%M%S')
     log_path = os.path.join(RESULTS, 'recovery-%s-%s.stderr.log' % (args.server, stamp))
     stack = cluster.Stack()
-    clients = None
+    clients = clients_cpu = None
     results = []
     try:
         port = cluster.free_port()
@@ -250,12 +253,11 @@ def run(args):
             label = 'worker' if k % 2 == 0 else 'broker'
             results.append(kill_once(tree, port, clients, args, label, (k // 2) % 2))
             results[-1]['kill'] = k + 1
-            logging_line(results[-1])
+            print_progress(results[-1])
             if tree.poll() is not None:
                 raise RuntimeError('the master exited with code %s' % tree.poll())
             time.sleep(args.settle)
-        print('clients used %.0f %% of a core over the kills' % (
-            100 * (cpu_seconds(clients.proc.pid) - cpu0) / (time.monotonic() - t0)), flush=True)
+        clients_cpu = round(100 * (cpu_seconds(clients.proc.pid) - cpu0) / (time.monotonic() - t0))
     except RuntimeError as err:
         results.append({'fatal': str(err)})
         print('fatal: %s' % err, flush=True)
@@ -263,10 +265,10 @@ def run(args):
         if clients is not None:
             clients.stop()
         stack.stop()
-    return results, os.path.relpath(log_path, HERE)
+    return results, os.path.relpath(log_path, HERE), clients_cpu
 
 
-def logging_line(result):
+def print_progress(result):
     """One progress line per kill."""
     print('  kill %d (%s): every subscriber again after %s ms, listening after %s ms' % (
         result['kill'], result['label'], result.get('max_ms'), result.get('listen_ms')), flush=True)
@@ -325,14 +327,16 @@ def main():
     loadavg = os.getloadavg()
     print('recovery bench: %s, %d kills, %d subscribers, %d publishers x %g/s, load average %s' % (
         args.server, args.kills, args.subs, args.pubs, args.rate, ' '.join('%.2f' % x for x in loadavg)), flush=True)
-    results, log = run(args)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))  # stop every tree on the way out
+    results, log, clients_cpu = run(args)
     print()
     print(table(results))
-    print('\nload average after: %s; server log: %s' % (' '.join('%.2f' % x for x in os.getloadavg()), log))
+    print('\nclients: %s %% of a core; load average after: %s; server log: %s' % (
+        clients_cpu, ' '.join('%.2f' % x for x in os.getloadavg()), log))
     path = os.path.join(RESULTS, 'recovery-latest.json')
     with open(path, 'w') as f:
         json.dump({'args': vars(args), 'loadavg_at_start': loadavg, 'loadavg_at_end': os.getloadavg(),
-                   'server_log': log, 'results': results}, f, indent=1)
+                   'clients_cpu_pct': clients_cpu, 'server_log': log, 'results': results}, f, indent=1)
     print('wrote %s' % os.path.relpath(path))
     return 1 if any(r.get('fatal') for r in results) else 0
 

@@ -160,11 +160,15 @@ def run_once(scenario, server, args, tag):
 
 
 def add_derived(result):
-    """Figures computed from the loadgen's: handshakes per second of server CPU (connect) and
-    the whole tree's loaded RSS per connection (idle; the headline is the RSS delta)."""
-    cpu_s = result.get('server_cpu_pct', 0) / 100 * result.get('elapsed_s', 0)
-    if result.get('scenario') == 'connect' and cpu_s > 0:
-        result['handshakes_per_cpu_s'] = round(result['ok'] / cpu_s)
+    """Figures computed from the loadgen's: acks, deliveries and handshakes per second of server
+    CPU (what they cost, whatever else the shared machine was doing) and the whole tree's loaded
+    RSS per connection (idle; the headline is the RSS delta)."""
+    cpu_share = result.get('server_cpu_pct', 0) / 100
+    for rate, per_cpu in (('acks_per_s', 'acks_per_cpu_s'), ('deliveries_per_s', 'deliveries_per_cpu_s')):
+        if rate in result and cpu_share > 0:
+            result[per_cpu] = round(result[rate] / cpu_share)
+    if result.get('scenario') == 'connect' and cpu_share * result.get('elapsed_s', 0) > 0:
+        result['handshakes_per_cpu_s'] = round(result['ok'] / (cpu_share * result['elapsed_s']))
     if result.get('scenario') == 'idle' and result.get('alive_at_sample'):
         result['kib_per_conn_total'] = round(result['loaded_rss_mib'] * 1024 / result['alive_at_sample'], 2)
 
@@ -358,8 +362,10 @@ VERSUS_SC = (('connect', 'handshakes_per_s', 'handshakes/s', 0),
              ('idle', 'kib_per_conn_rss', 'idle KiB/conn (RSS delta)', 1),
              ('idle', 'kib_per_conn_total', 'idle KiB/conn (whole RSS)', 1),
              ('rpc', 'acks_per_s', 'rpc acks/s', 0),
+             ('rpc', 'acks_per_cpu_s', 'rpc acks per server CPU s', 0),
              ('rpc', 'p99_ms', 'rpc p99 ms', 1),
-             ('fanout', 'deliveries_per_s', 'fan-out deliveries/s', 0))
+             ('fanout', 'deliveries_per_s', 'fan-out deliveries/s', 0),
+             ('fanout', 'deliveries_per_cpu_s', 'fan-out deliveries per server CPU s', 0))
 
 
 def versus_sc_table(rows):
