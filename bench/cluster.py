@@ -6,6 +6,8 @@
 * :func:`start_cluster`: ``python run.py -p PORT -w N -b 1 --wc bench.echo_controller -e prod``
   with SOCKETCLUSTER_OPTIONS; a private ``socketRoot`` per tree, because two masters started
   from the same app directory with the same appName share (and wipe) one socket directory.
+* :func:`start_socketcluster`: SocketCluster 14.4.2 itself (``bench/socketcluster/server.js``),
+  with a private ``socketRoot`` too.
 * :func:`start_redis`: a private redis-server on a free port, stopped by process group.
 * :func:`probe`: a blocking raw-WebSocket SocketCluster client (upgrade, ``#handshake``, then
   emits), used to measure start-up and respawn: nothing of gsc is imported here.
@@ -31,6 +33,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 HOST = '127.0.0.1'
 CONTROLLER = 'bench.echo_controller'
+SC_SERVER = os.path.join(HERE, 'socketcluster', 'server.js')
 PING_INTERVAL_MS = 3600 * 1000
 READY_TIMEOUT = 30.0
 STOP_TIMEOUT = 10.0
@@ -135,6 +138,16 @@ def start_cluster(stack, port, log_path, workers=2, brokers=1, extra=None):
                SOCKETCLUSTER_OPTIONS=json.dumps(cluster_options(extra, socket_root)))
     cmd = [sys.executable, os.path.join(ROOT, 'run.py'), '-p', str(port), '-w', str(workers),
            '-b', str(brokers), '--wc', CONTROLLER, '-e', 'prod']
+    return stack.add(Tree(cmd, log_path, env=env))
+
+
+def start_socketcluster(stack, port, log_path, workers=1, brokers=1):
+    """SocketCluster 14.4.2 on ``port`` (its own session, private socketRoot); the Tree, not
+    waited for."""
+    socket_root = tempfile.mkdtemp(prefix='gsc-bench-sc-')
+    stack.dirs.append(socket_root)
+    env = dict(os.environ, SOCKETCLUSTER_OPTIONS=json.dumps({'socketRoot': socket_root}))
+    cmd = ['node', SC_SERVER, '--port', str(port), '--workers', str(workers), '--brokers', str(brokers)]
     return stack.add(Tree(cmd, log_path, env=env))
 
 

@@ -1,10 +1,13 @@
 """Benchmark gsc over loopback with the Node loadgen in a separate process.
 
-    npm ci --prefix bench/loadgen && python bench/run.py [--quick] [--only rpc,fanout] [--repeat N] [--cluster]
+    npm ci --prefix bench/loadgen && npm ci --prefix bench/socketcluster
+    python bench/run.py [--quick] [--only rpc,fanout] [--repeat N] [--cluster]
 
-For each scenario and server: start the server (``bench/servers.py SERVER``, or with
---cluster whole ``run.py`` trees, see bench/cluster.py) in its own session, wait until it
-accepts, run ``bench/loadgen/loadgen.js``, keep its JSON line, stop the tree by process group.
+For each scenario and server: start the server (``bench/servers.py SERVER``, SocketCluster
+14.4.2 itself: ``bench/socketcluster/server.js``, or with --cluster whole ``run.py`` trees, see
+bench/cluster.py) in its own session, wait until it accepts, run ``bench/loadgen/loadgen.js``,
+keep its JSON line, stop the tree by process group. Every figure is also divided by
+SocketCluster's in the same command.
 The startup and respawn scenarios (--cluster) are timed from here, without the loadgen; the
 http scenario measures a WSGI route with ``wrk`` (Debian's package) while the loadgen holds
 idle sockets.
@@ -30,6 +33,7 @@ from cluster import free_port
 HERE = os.path.dirname(os.path.abspath(__file__))
 SERVERS = os.path.join(HERE, 'servers.py')
 LOADGEN = os.path.join(HERE, 'loadgen', 'loadgen.js')
+SC_DIR = os.path.join(HERE, 'socketcluster')
 RESULTS = os.path.join(HERE, 'results')
 HOST = '127.0.0.1'
 START_TIMEOUT = 15.0
@@ -38,16 +42,16 @@ MAX_REPEAT = 10
 # scenario -> (servers, headline metric, unit, loadgen args full, loadgen args --quick);
 # startup and respawn take {'n': runs} / {'kills': kills} instead of loadgen args.
 SCENARIOS = {
-    'rpc': (('gsc', 'bare', 'cluster2w'), 'acks_per_s', 'acks/s',
+    'rpc': (('sc', 'cluster1w', 'gsc', 'bare', 'cluster2w'), 'acks_per_s', 'acks/s',
             ['--conns', '100', '--window', '10', '--duration', '10', '--warmup', '2'],
             ['--conns', '50', '--window', '10', '--duration', '3', '--warmup', '1']),
-    'fanout': (('gsc', 'cluster2w', 'redis2i'), 'deliveries_per_s', 'deliveries/s',
+    'fanout': (('sc', 'cluster1w', 'gsc', 'cluster2w', 'redis2i'), 'deliveries_per_s', 'deliveries/s',
                ['--subs', '1000', '--pub-window', '50', '--duration', '10', '--warmup', '2'],
                ['--subs', '200', '--pub-window', '50', '--duration', '3', '--warmup', '1', '--drain', '3']),
-    'connect': (('gsc', 'bare'), 'handshakes_per_s', 'handshakes/s',
+    'connect': (('sc', 'cluster1w', 'gsc', 'bare'), 'handshakes_per_s', 'handshakes/s',
                 ['--n', '2000', '--concurrency', '100'],
                 ['--n', '500', '--concurrency', '100']),
-    'idle': (('gsc', 'bare'), 'kib_per_conn_rss', 'KiB/conn',
+    'idle': (('sc', 'cluster1w', 'gsc', 'bare'), 'kib_per_conn_rss', 'KiB/conn',
              ['--idle-n', '5000', '--concurrency', '100', '--settle', '5'],
              ['--idle-n', '1000', '--concurrency', '100', '--settle', '2']),
     'startup': (('cluster2w',), 'ready_ms', 'ms', {'n': 5}, {'n': 3}),
@@ -56,7 +60,9 @@ SCENARIOS = {
              {'idle': 1000, 'connections': 50, 'duration': 10},
              {'idle': 200, 'connections': 50, 'duration': 3}),
 }
-# servers that are run.py trees (only with --cluster); scenarios that need no loadgen
+# servers that are run.py trees (only with --cluster); scenarios that need no loadgen;
+# the ratio bases: SocketCluster 14.4.2 (1 worker + 1 broker), the bare server, one gsc worker
+BASES = ('sc', 'bare', 'gsc')
 CLUSTER_SERVERS = ('cluster2w', 'redis2i')
 TIMED = ('startup', 'respawn')
 WRK = shutil.which('wrk')
@@ -100,9 +106,13 @@ def start_server(stack, server, port, log_path):
         tree = stack.add(cluster.Tree([sys.executable, SERVERS, server, '--port', str(port)], log_path))
         wait_accepting(tree.proc, port)
         return tree.pid, []
+    if server == 'sc':  # SocketCluster 14.4.2: master + 1 worker + 1 broker
+        tree = cluster.start_socketcluster(stack, port, log_path)
+        cluster.wait_serving(tree, port)
+        return tree.pid, []
     quiet = {'logLevel': CLUSTER_LOG_LEVEL}
-    if server == 'cluster2w':  # 2 workers + 1 broker
-        tree = cluster.start_cluster(stack, port, log_path, workers=2, extra=quiet)
+    if server in ('cluster1w', 'cluster2w'):  # 1 or 2 workers + 1 broker
+        tree = cluster.start_cluster(stack, port, log_path, workers=int(server[-2]), extra=quiet)
         cluster.wait_serving(tree, port)
         return tree.pid, []
     if server == 'redis2i':  # two instances of 1 worker each, through a private redis-server
@@ -135,6 +145,7 @@ def run_once(scenario, server, args, tag):
             result = json.loads(lines[-1]) if lines else {'fatal': 'no JSON from loadgen: %s' % done.stderr[-500:]}
         except subprocess.TimeoutExpired:
             result = {'fatal': 'loadgen killed after %.0f s' % loadgen_timeout(args)}
+        add_derived(result)
         dead = [t.log_path for t in stack.trees if t.poll() is not None]
         if dead:
             result['server_died'] = 'exited: %s' % ', '.join(os.path.relpath(p, HERE) for p in dead)
@@ -146,6 +157,20 @@ def run_once(scenario, server, args, tag):
     result['server_stderr'] = text[-3000:]
     result['server_stderr_log'] = os.path.relpath(log_path, HERE)
     return result
+
+
+def add_derived(result):
+    """Figures computed from the loadgen's: acks, deliveries and handshakes per second of server
+    CPU (what they cost, whatever else the shared machine was doing) and the whole tree's loaded
+    RSS per connection (idle; the headline is the RSS delta)."""
+    cpu_share = result.get('server_cpu_pct', 0) / 100
+    for rate, per_cpu in (('acks_per_s', 'acks_per_cpu_s'), ('deliveries_per_s', 'deliveries_per_cpu_s')):
+        if rate in result and cpu_share > 0:
+            result[per_cpu] = round(result[rate] / cpu_share)
+    if result.get('scenario') == 'connect' and cpu_share * result.get('elapsed_s', 0) > 0:
+        result['handshakes_per_cpu_s'] = round(result['ok'] / (cpu_share * result['elapsed_s']))
+    if result.get('scenario') == 'idle' and result.get('alive_at_sample'):
+        result['kib_per_conn_total'] = round(result['loaded_rss_mib'] * 1024 / result['alive_at_sample'], 2)
 
 
 def run_timed(scenario, args, tag):
@@ -245,6 +270,18 @@ def run_http(server, args, tag):
     return result
 
 
+def add_ratios(scenario_rows, metric):
+    """``ratio_vs_BASE`` on each row of one scenario: its median ``metric`` divided by BASE's."""
+    by_server = {row['server']: row for row in scenario_rows}
+    for base in BASES:
+        if base not in by_server or len(scenario_rows) < 2:
+            continue
+        base_value = by_server[base]['median'].get(metric)
+        for row in scenario_rows:
+            value = row['median'].get(metric)
+            row['ratio_vs_' + base] = value / base_value if value is not None and base_value else None
+
+
 def median_of(runs):
     """The median of every numeric field over ``runs`` (one run: itself)."""
     keys = {k for run in runs for k, v in run.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
@@ -300,19 +337,58 @@ def fmt_metric(value, unit):
 
 
 def table(rows):
-    """The markdown table of ``rows`` (ratios against the bare server and the one gsc worker of
-    the same scenario and command)."""
-    out = ['| scenario | server | result | p50 ms | p99 ms | server CPU % | loadgen CPU % | failures | ÷ bare | ÷ gsc | notes |',
-           '| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |']
+    """The markdown table of ``rows`` (ratios against SocketCluster, the bare server and the one
+    gsc worker of the same scenario and command)."""
+    out = ['| scenario | server | result | p50 ms | p99 ms | server CPU % | loadgen CPU % | other CPU % | failures '
+           '| ÷ sc | ÷ bare | ÷ gsc | notes |',
+           '| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |']
     for row in rows:
         med, unit = row['median'], row['unit']
         value = med.get(row['metric'])
         failures = sum(med.get(k, 0) for k in FAILURE_FIELDS)
-        ratios = ['-' if row.get(key) is None else '%.2f' % row[key] for key in ('ratio_vs_bare', 'ratio_vs_gsc')]
-        out.append('| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |' % (
+        ratios = ['-' if row.get('ratio_vs_' + base) is None else '%.2f' % row['ratio_vs_' + base]
+                  for base in BASES]
+        out.append('| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |' % (
             row['scenario'], row['server'], fmt_metric(value, unit),
             fmt(med.get('p50_ms'), 2), fmt(med.get('p99_ms'), 1), fmt(med.get('server_cpu_pct')),
-            fmt(med.get('loadgen_cpu_pct')), fmt(failures), ratios[0], ratios[1], row.get('notes', '')))
+            fmt(med.get('loadgen_cpu_pct')), fmt(med.get('other_cpu_pct')), fmt(failures),
+            ratios[0], ratios[1], ratios[2], row.get('notes', '')))
+    return '\n'.join(out)
+
+
+# the columns of the SocketCluster comparison: (scenario, median field, heading, decimals)
+VERSUS_SC = (('connect', 'handshakes_per_s', 'handshakes/s', 0),
+             ('connect', 'handshakes_per_cpu_s', 'handshakes per server CPU s', 0),
+             ('idle', 'kib_per_conn_rss', 'idle KiB/conn (RSS delta)', 1),
+             ('idle', 'kib_per_conn_total', 'idle KiB/conn (whole RSS)', 1),
+             ('rpc', 'acks_per_s', 'rpc acks/s', 0),
+             ('rpc', 'acks_per_cpu_s', 'rpc acks per server CPU s', 0),
+             ('rpc', 'p99_ms', 'rpc p99 ms', 1),
+             ('fanout', 'deliveries_per_s', 'fan-out deliveries/s', 0),
+             ('fanout', 'deliveries_per_cpu_s', 'fan-out deliveries per server CPU s', 0))
+
+
+def versus_sc_table(rows):
+    """One row per server, every figure with its ratio to SocketCluster's in the same command
+    (a column is left out when its scenario did not run, or did not run SocketCluster)."""
+    found = {(row['scenario'], row['server']): row['median'] for row in rows}
+    columns = [col for col in VERSUS_SC if (col[0], 'sc') in found]
+    if not columns:
+        return ''
+    servers = []
+    for row in rows:
+        if row['server'] not in servers and row['scenario'] in {col[0] for col in columns}:
+            servers.append(row['server'])
+    out = ['| server | %s |' % ' | '.join(col[2] for col in columns),
+           '| --- |%s' % (' --- |' * len(columns))]
+    for server in servers:
+        cells = []
+        for scenario, field, _, digits in columns:
+            value = found.get((scenario, server), {}).get(field)
+            base = found[(scenario, 'sc')].get(field)
+            ratio = ' (%.2fx)' % (value / base) if value is not None and base and server != 'sc' else ''
+            cells.append(fmt(value, digits) + ratio)
+        out.append('| %s | %s |' % (server, ' | '.join(cells)))
     return '\n'.join(out)
 
 
@@ -352,6 +428,8 @@ def main():
         print('http scenario skipped: wrk is not installed (apt-get install -y wrk)')
     if not os.path.isdir(os.path.join(HERE, 'loadgen', 'node_modules', 'ws')):
         parser.error('run `npm ci --prefix bench/loadgen` first')
+    if not os.path.isdir(os.path.join(SC_DIR, 'node_modules', 'socketcluster')):
+        parser.error('run `npm ci --prefix bench/socketcluster` first')
     raise_nofile()
     os.makedirs(RESULTS, exist_ok=True)
 
@@ -381,16 +459,12 @@ def main():
             rows.append({'scenario': scenario, 'server': server, 'metric': metric, 'unit': unit,
                          'median': median_of(runs[server]), 'runs': runs[server],
                          'notes': notes(scenario, runs[server]), 'problems': problems(runs[server])})
-        scenario_rows = rows[-len(servers):]
-        for base in ('bare', 'gsc'):
-            if base in runs and len(servers) > 1:
-                base_value = next(row for row in scenario_rows if row['server'] == base)['median'].get(metric)
-                for row in scenario_rows:
-                    value = row['median'].get(metric)
-                    row['ratio_vs_' + base] = value / base_value if value is not None and base_value else None
+        add_ratios(rows[-len(servers):], metric)
 
     print()
     print(table(rows))
+    print()
+    print(versus_sc_table(rows))
     for row in rows:
         for problem in row['problems']:
             print('\n%s %s: %s' % (row['scenario'], row['server'], problem))
