@@ -9,8 +9,10 @@ after in one command), one worker (``TREE/bench/servers.py gsc``, its own sessio
   sockets and epoll, so that reading 3,100 deliveries costs the crowd little;
 * the rpc clients (``bench/echo_clients.py``, their own process): ``--clients`` connections
   emitting ``echo`` at ``--rate`` per second each, one in flight, latency per answer;
-* a quiet window of PUBLISHES seconds (the subscribers connected, nothing published), then a
-  publish window: one publish per second, PUBLISHES times, each delivered to every subscriber.
+* rounds of a quiet window of ROUND seconds (the subscribers connected, nothing published)
+  then a publishing window of ROUND publishes, one per second, each delivered to every
+  subscriber; PUBLISHES in all, so PUBLISHES seconds of each kind. The windows alternate, so
+  that the drift of a shared machine hits both alike.
 
 It prints, per tree, the rpc latency p50/p99/max of both windows and the ratio of the publish
 window's p99 to the quiet window's (goal: <= 1.5), and per publish the time until its ack and
@@ -163,19 +165,21 @@ class Crowd:
         self.poller.register(publisher.sock.fileno(), select.EPOLLIN)
         self.sent, self.acked, self.first, self.last, self.count = {}, {}, {}, {}, {}
 
-    def run(self, publishes):
-        """Publish ``publishes`` times, one per second; then wait (bounded) for every delivery."""
+    def run(self, first, count):
+        """Publish ``count`` times from index ``first``, one per second; then wait (bounded)
+        for every delivery."""
         start = time.monotonic()
-        next_index = 0
-        drain_until = start + publishes + DRAIN_TIMEOUT
+        indexes = range(first, first + count)
+        done = 0
+        drain_until = start + count + DRAIN_TIMEOUT
         while time.monotonic() < drain_until:
             now = time.monotonic()
-            if next_index < publishes and now >= start + next_index:
-                self.publish(next_index)
-                next_index += 1
-            elif now >= start + publishes and self.all_delivered(publishes):
+            if done < count and now >= start + done:
+                self.publish(first + done)
+                done += 1
+            elif now >= start + count and self.all_delivered(indexes):
                 break
-            wait = (start + next_index - now) if next_index < publishes else 0.05
+            wait = (start + done - now) if done < count else 0.05
             for fd, _ in self.poller.poll(max(0.0, min(wait, 0.05))):
                 self.on_readable(fd)
 
@@ -185,10 +189,9 @@ class Crowd:
         self.publisher.sock.sendall(emit_frame('#publish', {
             'channel': CHANNEL, 'data': {'i': index, 's': self.pad}}, index + 10))
 
-    def all_delivered(self, publishes):
-        """True when every publish was acked and read by every subscriber."""
-        return len(self.acked) == publishes and all(
-            self.count.get(i) == len(self.subscribers) for i in range(publishes))
+    def all_delivered(self, indexes):
+        """True when every publish of ``indexes`` was acked and read by every subscriber."""
+        return all(i in self.acked and self.count.get(i) == len(self.subscribers) for i in indexes)
 
     def on_readable(self, fd):
         """Read what one connection has: acks (publisher) or deliveries (subscribers)."""
@@ -214,9 +217,9 @@ class Crowd:
                 self.first.setdefault(index, now)
                 self.last[index] = now
 
-    def report(self, publishes):
+    def report(self, indexes):
         """One JSON line per publish: ack and first/last delivery in ms after the send."""
-        for i in range(publishes):
+        for i in indexes:
             sent = self.sent.get(i)
             if sent is None:
                 continue
@@ -233,16 +236,19 @@ def _ms_after(t, start):
 
 
 def crowd_main(args):
-    """The crowd process: ``ready`` once subscribed; ``publish`` on stdin starts publishing."""
+    """The crowd process: ``ready`` once subscribed; each ``publish N`` line on stdin
+    publishes N times (one per second), then reports them and says ``done``; EOF ends it."""
     os.nice(CROWD_NICENESS)
     subscribers, publisher = open_crowd(args.port, args.subscribers)
     crowd = Crowd(subscribers, publisher, args.pad)
     print('ready', flush=True)
-    line = sys.stdin.readline()
-    if line.strip() == 'publish':
-        crowd.run(args.publishes)
-        crowd.report(args.publishes)
-    print('done', flush=True)
+    first = 0
+    for line in sys.stdin:
+        count = int(line.split()[1])
+        crowd.run(first, count)
+        crowd.report(range(first, first + count))
+        first += count
+        print('done', flush=True)
 
 
 # -- the parent: one tree after the other ---------------------------------------------------
@@ -357,21 +363,22 @@ def measure_tree(tree, args, log_path, echo_path):
         with open(echo_path, 'w') as echo_out:
             procs.start([sys.executable, os.path.join(HERE, 'echo_clients.py'), '--port', str(port),
                          '--clients', str(args.clients), '--rate', str(args.rate),
-                         '--seconds', str(2 * window + DRAIN_TIMEOUT + 5)],
+                         '--seconds', str(2 * window + DRAIN_TIMEOUT * len(rounds(window, args.round)) + 30)],
                         stdin=subprocess.DEVNULL, stdout=echo_out)
         wait_for_line(echo_path, 'ready', 30)
         time.sleep(1.0)  # let the rpc clients settle
-        quiet = (time.monotonic(), time.monotonic() + window)
-        time.sleep(window)
-        crowd.stdin.write('publish\n')
-        crowd.stdin.flush()
-        loud = (time.monotonic(), time.monotonic() + window)
-        publishes = []
-        while True:
-            line = crowd_lines.next(window + DRAIN_TIMEOUT + 30, 'the publishes')
-            if line == 'done':
-                break
-            publishes.append(json.loads(line))
+        quiet, loud, publishes = [], [], []
+        for count in rounds(args.publishes, args.round):
+            quiet.append((time.monotonic(), time.monotonic() + count))
+            time.sleep(count)
+            crowd.stdin.write('publish %d\n' % count)
+            crowd.stdin.flush()
+            loud.append((time.monotonic(), time.monotonic() + count))
+            while True:
+                line = crowd_lines.next(count + DRAIN_TIMEOUT + 30, 'the publishes')
+                if line == 'done':
+                    break
+                publishes.append(json.loads(line))
         if server.poll() is not None:
             raise RuntimeError('the server died; see %s' % log_path)
     finally:
@@ -382,11 +389,17 @@ def measure_tree(tree, args, log_path, echo_path):
             'publishes': publishes}
 
 
-def window_stats(samples, window):
-    """Latency figures of the echo samples sent within ``window`` (timeouts counted apart)."""
-    start, end = window
-    latencies = [float(s[2]) for s in samples if s[0] == 'sample' and start <= float(s[1]) < end]
-    timeouts = sum(1 for s in samples if s[0] == 'timeout' and start <= float(s[1]) < end)
+def rounds(publishes, per_round):
+    """The publishes of each round: ``per_round`` each, the rest in the last."""
+    return [min(per_round, publishes - done) for done in range(0, publishes, per_round)]
+
+
+def window_stats(samples, windows):
+    """Latency figures of the echo samples sent within one of ``windows`` (timeouts apart)."""
+    def inside(sent):
+        return any(start <= sent < end for start, end in windows)
+    latencies = [float(s[2]) for s in samples if s[0] == 'sample' and inside(float(s[1]))]
+    timeouts = sum(1 for s in samples if s[0] == 'timeout' and inside(float(s[1])))
     return dict(percentiles(latencies), timeouts=timeouts)
 
 
@@ -423,6 +436,8 @@ def main():
     parser.add_argument('--subscribers', type=int, default=3100)
     parser.add_argument('--publishes', type=int, default=10, help='publishes (one per second), '
                         'and the seconds of the quiet window')
+    parser.add_argument('--round', type=int, default=2, help='publishes per round: quiet and '
+                        'publishing windows alternate, ROUND seconds each, so drift hits both')
     parser.add_argument('--pad', type=int, default=100, help='bytes of padding in each publish')
     parser.add_argument('--clients', type=int, default=4, help='rpc clients')
     parser.add_argument('--rate', type=float, default=50.0, help='echo emits per second per rpc client')

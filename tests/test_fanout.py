@@ -9,7 +9,7 @@ import gevent
 from conftest import handshake, recv_json, wait_until
 from gsc import exchange
 
-MANY = 150
+MANY = 200
 
 
 def subscribe(client, channel, cid=2):
