@@ -6,12 +6,13 @@ about a channel on its first local subscriber and released after its last.  Each
 message from the engine is encoded once as a ``#publish`` frame for every socket of
 this worker (per socket only when a publishOut middleware is registered).
 
-A message for at most ``SLICE_SOCKETS`` sockets is written at once, as it arrives.  A bigger
-fan-out goes to the worker's one fan-out queue, written by one greenlet in slices of
-``SLICE_SOCKETS`` sockets with a turn of the event loop between two slices, so that the
-other clients are served meanwhile.  Every later message waits in the same queue until it is
-empty, so each socket receives the messages in the order they came; a socket that leaves a
-channel (or closes) mid-fan-out gets none of that channel's messages after it left.
+While no fan-out is in progress, a message for at most ``SLICE_SOCKETS`` sockets is written
+at once, as it arrives.  A bigger one goes to the worker's one fan-out queue, written by one
+greenlet in slices of about ``SLICE_SOCKETS`` sends with a turn of the event loop between two
+slices, so that the other clients are served meanwhile.  Every later message waits in the same
+queue until it is empty, so each socket receives the messages in the order they came; a socket
+that leaves a channel (or closes) mid-fan-out gets none of that channel's messages after it
+left.  Consecutive queued messages of one channel are written together, one send per socket.
 """
 
 import logging
