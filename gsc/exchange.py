@@ -337,6 +337,7 @@ class Exchange(EventEmitter):
                 raise err
             callback(err)
             return
+        self.server.publishes += 1
         self.engine.publish(channel, data, callback)
 
     def channel(self, name, options=None):

@@ -40,7 +40,7 @@ WORKER_COUNTERS = (
     ('handshakes', 'gsc_handshakes', 'Socket handshakes completed'),
     ('messagesReceived', 'gsc_messages_received', 'WebSocket messages received from clients'),
     ('messagesSent', 'gsc_messages_sent', 'WebSocket messages sent to clients'),
-    ('publishes', 'gsc_publishes', 'Publications of clients (#publish) accepted'),
+    ('publishes', 'gsc_publishes', 'Publications handed to the broker engine (clients and server code)'),
     ('subscribes', 'gsc_subscribes', 'Channel subscriptions of sockets accepted'),
     ('ackTimeouts', 'gsc_ack_timeouts',
      'Server emits whose client answer did not come within ackTimeout'),

@@ -676,7 +676,6 @@ class ServerSocket(EventEmitter):
                 server.emit_warning(err)
                 respond(err)
                 return
-            server.publishes += 1
             respond(None, ack_data)
             self._emit_local('#publish', {'channel': channel, 'data': message})
         server.exchange.publish(channel, message, published)
