@@ -12,7 +12,7 @@ log = logging.getLogger(__name__)
 
 def run(broker):
     """Called once in every broker before it starts listening."""
-    log.info('   >> Broker PID: %s', broker.pid)
+    log.info('Broker %s is up (PID %s)', broker.id, broker.pid)
     broker.on('subscribe', lambda channel: log.info('broker %s: %s is in use', broker.id, channel))
     broker.on('unsubscribe', lambda channel: log.info('broker %s: %s is idle', broker.id, channel))
 

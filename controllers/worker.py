@@ -57,7 +57,7 @@ def check_publish(req):
 
 def run(worker):
     """Called once in every worker before it starts listening."""
-    log.info('   >> Worker PID: %s', worker.pid)
+    log.info('Worker %s is up (PID %s)', worker.id, worker.pid)
     server = worker.sc_server
     server.add_middleware(server.MIDDLEWARE_SUBSCRIBE, check_subscribe)
     server.add_middleware(server.MIDDLEWARE_PUBLISH_IN, check_publish)
