@@ -23,7 +23,6 @@ group, also on an error.
 import argparse
 import json
 import os
-import resource
 import select
 import signal
 import socket
@@ -37,24 +36,17 @@ sys.path.insert(0, HERE)
 
 from cluster import free_port  # noqa: E402
 from hostile_wire import OP_TEXT, client_frame, emit_frame, upgrade_request  # noqa: E402
+from run import HOST, raise_nofile, wait_accepting  # noqa: E402
 
-HOST = '127.0.0.1'
 CHANNEL = 'stall'
 SETUP_BATCH = 100
 SETUP_TIMEOUT = 120.0
 IO_TIMEOUT = 10.0
 DRAIN_TIMEOUT = 5.0
-START_TIMEOUT = 30.0
 READ_SIZE = 65536
 # The crowd reads 3,100 deliveries in a burst of CPU: it yields the 2 cores to the worker and
 # the rpc clients, so that their latency measures the worker's loop, not the crowd.
 CROWD_NICENESS = 10
-
-
-def raise_nofile():
-    """Raise the soft open-files limit to the hard one (inherited by every child)."""
-    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
 # -- the crowd: subscribers and the publisher, in their own process ---------------------
@@ -285,20 +277,6 @@ def _signal_group(proc, sig):
         os.killpg(proc.pid, sig)
     except ProcessLookupError:
         pass
-
-
-def wait_accepting(proc, port):
-    """Return once ``port`` accepts; raise if the server exits or START_TIMEOUT passes."""
-    deadline = time.monotonic() + START_TIMEOUT
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError('server exited with code %s' % proc.returncode)
-        try:
-            socket.create_connection((HOST, port), timeout=0.5).close()
-            return
-        except OSError:
-            time.sleep(0.1)
-    raise RuntimeError('server did not accept within %.0f s' % START_TIMEOUT)
 
 
 class LineReader:
