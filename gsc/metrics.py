@@ -14,7 +14,6 @@ Per-worker series carry a ``worker`` label (and ``broker`` for the links); there
 cluster-total series: ``sum()`` over the label gives them, without double counting.
 """
 
-import re
 
 import gevent
 from gevent.event import AsyncResult
@@ -22,7 +21,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from . import codec
-from .errors import BrokerError, InvalidActionError, InvalidOptionsError
+from .errors import InvalidActionError, InvalidOptionsError
 from .http import HTTPServer
 
 WORKER_TIMEOUT = 1000
@@ -33,8 +32,6 @@ CLUSTER_TIMEOUT = 2500
 """ms a worker waits for the master's snapshot (past the two timeouts above)."""
 JSON = [('Content-Type', 'application/json')]
 PROMETHEUS = [('Content-Type', 'text/plain; version=0.0.4; charset=utf-8')]
-LINK_LOSS = re.compile(r'Lost the connection to (?:broker (\d+)|(Redis))')
-"""The warning each engine emits once per lost link (gsc.engines.broker and .redis)."""
 
 WORKER_COUNTERS = (
     ('handshakes', 'gsc_handshakes', 'Socket handshakes completed'),
@@ -76,29 +73,11 @@ def validate_options(options):
 
 # -- in a worker -------------------------------------------------------------------------
 
-def count_link_loss(server, warning):
-    """Count a lost broker or Redis link in ``server.link_losses`` ('broker N' or 'redis')."""
-    if type(warning) is not BrokerError:
-        return
-    match = LINK_LOSS.match(str(warning))
-    if match is not None:
-        name = 'redis' if match.group(2) else 'broker ' + match.group(1)
-        server.link_losses[name] = server.link_losses.get(name, 0) + 1
-
-
 def engine_links(server):
     """``[[name, up, losses], ...]``: the links of a worker's pub/sub engine ('broker N' or
     'redis'), whether each is up, and how often it was lost."""
-    engine = server.exchange.engine
-    losses = server.link_losses
-    links = getattr(engine, 'links', None)
-    if links is not None:
-        return [['broker %d' % link.index, link.state == 'connected',
-                 losses.get('broker %d' % link.index, 0)] for link in links]
-    if hasattr(engine, '_pubsub'):
-        # the Redis engine exposes no state: its pub/sub connection exists while it is up
-        return [['redis', engine._pubsub is not None, losses.get('redis', 0)]]
-    return []
+    states = getattr(server.exchange.engine, 'link_states', None)
+    return [list(state) for state in states()] if states is not None else []
 
 
 def worker_figures(worker, brief):

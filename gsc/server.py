@@ -20,7 +20,6 @@ from websockets.extensions.permessage_deflate import ServerPerMessageDeflateFact
 from websockets.headers import build_extension, parse_extension
 
 from . import codec as default_codec
-from . import metrics
 from .auth import AuthEngine, generate_auth_key
 from .emitter import EventEmitter
 from .engines import create_engine
@@ -76,8 +75,8 @@ class SCServer(EventEmitter, MiddlewareTypes):
     ``http_server`` (set by :func:`attach`), ``messages_received`` (inbound messages, all sockets),
     ``ws_connections`` (upgraded connections being served, counted against maxConnections);
     the counters of :mod:`gsc.metrics`: ``messages_sent``, ``handshakes``, ``publishes``,
-    ``subscribes``, ``ack_timeouts``, ``slow_consumer_closes``, ``link_losses`` ('broker N'
-    or 'redis' -> count).
+    ``subscribes``, ``ack_timeouts``, ``slow_consumer_closes`` (the engine's links report
+    themselves: ``exchange.engine.link_states()``).
     """
 
     def __init__(self, options=None, engine=None):
@@ -109,7 +108,6 @@ class SCServer(EventEmitter, MiddlewareTypes):
         self.ws_connections = 0
         self.messages_sent = self.handshakes = self.publishes = self.subscribes = 0
         self.ack_timeouts = self.slow_consumer_closes = 0
-        self.link_losses = {}
         self._id_counter = 0
         self.exchange = Exchange(self, engine or create_engine(
             opts['brokerEngine'], opts['brokerEngineOptions'], self.emit_warning))
@@ -312,7 +310,6 @@ class SCServer(EventEmitter, MiddlewareTypes):
         """The server ``warning`` event; when nobody listens, the warning is logged with the
         first of its kind at once, then one summary per kind per 10 s (clients cause
         warnings at will: see :mod:`gsc.reporting`)."""
-        metrics.count_link_loss(self, warning)
         if not self.emit('warning', warning):
             self.unheard_warnings.add(warning)
 

@@ -82,6 +82,7 @@ class BrokerLink:
         self.ack_timeout = ack_timeout
         self.channels = set()
         self.state = 'disconnected'
+        self.losses = 0
         self.channel = None
         self._queue = {}  # id(entry) -> [action, JSON bytes, callback, timer, size], in order
         self._ready = None
@@ -175,6 +176,7 @@ class BrokerLink:
         if self._closed:
             return
         if self._was_connected:
+            self.losses += 1
             self.on_warning(BrokerError(
                 'Lost the connection to broker %d (%s) - messages published on its channels until '
                 'it is back are lost' % (self.index, reason)))
@@ -389,6 +391,11 @@ class BrokerEngine:
                 callback(failed[0] if failed else None, combine(answers))
         for i, link in enumerate(links):
             link.command(action, fields_for(link), lambda err, value, i=i: answered(i, err, value))
+
+    def link_states(self):
+        """``[(name, up, losses)]`` of the links: ``('broker 0', True, 1)``, ..."""
+        return [('broker %d' % link.index, link.state == 'connected', link.losses)
+                for link in self.links]
 
     def close(self):
         """Close every link."""

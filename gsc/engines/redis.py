@@ -113,6 +113,7 @@ class RedisEngine:
         self._client = redis.Redis(connection_pool=self._pool)
         self._channels = set()
         self._pubsub = None
+        self.losses = 0
         self._listener = None
         self._on_message = None
         self._closed = False
@@ -180,6 +181,10 @@ class RedisEngine:
         callback(BrokerError('The key/value store needs the broker engine (brokerEngine '
                              '"sc-broker-cluster"); the Redis engine only carries pub/sub'))
 
+    def link_states(self):
+        """``[('redis', up, losses)]``: the subscriber connection to Redis."""
+        return [('redis', self._pubsub is not None, self.losses)]
+
     def close(self):
         """Stop listening and drop the connections."""
         self._closed = True
@@ -224,6 +229,7 @@ class RedisEngine:
                 if self._closed:
                     return
                 self._pubsub = None
+                self.losses += 1
                 lost_at = time.monotonic()
                 self.on_warning(BrokerError(
                     'Lost the connection to Redis at %s - messages published until it is back '

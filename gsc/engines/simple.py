@@ -50,5 +50,9 @@ class SimpleEngine:
             return
         callback(None, value)
 
+    def link_states(self):
+        """No links: everything is in this process."""
+        return []
+
     def close(self):
         """Nothing to release."""
