@@ -61,7 +61,10 @@ class SCWorkerCluster(ClusterMember, Supervisor):
         """Fork worker ``worker_id`` (run loop only)."""
         if self.is_terminating:
             return
-        main = functools.partial(worker_module.main, worker_id, self.options)
+        # only after the first good start: until then the master's fail-fast start relies on
+        # every worker listening only once its controller ran
+        main = functools.partial(worker_module.main, worker_id, self.options,
+                                 respawn=respawn and self._reported_ready)
         child = ChildProcess('worker', worker_id, main, self.handle_worker_message,
                              self._on_worker_exit, self.options['ipcAckTimeout'], respawn,
                              self.options['appName'])
