@@ -5,8 +5,8 @@ of the options is imported and served beside the realtime path, the worker contr
 ``run(worker)`` is called (it may set another app: ``worker.set_wsgi_app``), then the worker
 starts listening on the shared port (its own socket with SO_REUSEPORT, so the kernel
 balances connections between the workers) and tells the worker cluster it is ready.
-A worker respawned after the cluster's first good start listens before all that (issue 10):
-see :meth:`SCWorker.start`.
+A worker respawned after the cluster's first good start listens before all that: the worker
+cluster opens its listening socket before the fork (issue 10; see :meth:`SCWorker.start`).
 
 Warnings: the worker's ``warning`` listeners get every one at once.  The master gets the
 worker's own warnings at once, and the SCServer's (which clients cause at will) as a
@@ -55,6 +55,24 @@ def bind_listener(options):
     return sock
 
 
+def listen_backlog(options):
+    """The ``listen()`` backlog: ``tcpSynBacklog``, or 511."""
+    return options.get('tcpSynBacklog') or DEFAULT_BACKLOG
+
+
+def open_listener(options):
+    """The fd of a listening socket of ``host:port`` (SO_REUSEPORT), opened in the worker
+    cluster for a respawned worker; None when it cannot be opened (the worker then binds
+    itself and reports why)."""
+    try:
+        sock = bind_listener(options)
+        sock.listen(listen_backlog(options))
+    except OSError as exc:
+        log.warning('Could not listen for the respawned worker before its start: %s', exc)
+        return None
+    return sock.detach()
+
+
 def access_log(options):
     """pywsgi's request log for the ``accessLog`` option: the ``gsc.access`` logger, or None."""
     if not options.get('accessLog'):
@@ -76,7 +94,8 @@ class SCWorker(ClusterMember):
 
     Attributes: ``id``, ``is_leader`` (id 0), ``type`` ('worker'), ``options`` (every
     option of the master plus ``id``), ``respawn`` (it replaces a worker that exited after
-    the cluster's first good start), ``is_terminating``, ``http_server``,
+    the cluster's first good start, and got its listening socket from the worker cluster),
+    ``is_terminating``, ``http_server``,
     ``sc_server``, ``exchange``.  Events: ``masterMessage(data, respond)``, ``error``,
     ``warning``, ``ready``, ``connection(socket, status)``.
     """
@@ -89,15 +108,15 @@ class SCWorker(ClusterMember):
     EVENT_READY = 'ready'
     EVENT_CONNECTION = 'connection'
 
-    def __init__(self, id_, options, fd, respawn=False):
+    def __init__(self, id_, options, fd, listener_fd=None):
         options = dict(options, id=id_)
         ClusterMember.__init__(self, id_, options, fd)
         self.is_leader = id_ == 0
-        self.respawn = respawn
+        self.respawn = listener_fd is not None
         self.http_server = None
         self.sc_server = None
         self.exchange = None
-        self._listener = None
+        self._listener = None if listener_fd is None else gevent.socket.socket(fileno=listener_fd)
         self._http_requests = 0
         self._ws_requests = 0
         self._messages_seen = 0
@@ -111,16 +130,15 @@ class SCWorker(ClusterMember):
     def start(self):
         """Build the servers, run the controller, listen, then report ready.
 
-        A respawned worker (``respawn``) listens first: the kernel takes its connections
-        (up to ``tcpSynBacklog``) while the servers are built and the controller runs, and
-        they are served once it ran; with the cluster's brokers the controller runs before
-        the links are up (they queue the exchange's commands until then).  Either way the
-        worker reports ready with its controller run and its engine up.
+        A respawned worker (``respawn``) listens from its fork on: the kernel takes its
+        connections (up to ``tcpSynBacklog``) while the servers are built and the controller
+        runs, and they are served once it ran; with the cluster's brokers the controller runs
+        before the links are up (they queue the exchange's commands until then).  Either way
+        the worker reports ready with its controller run and its engine up.
         """
         options = self.options
-        self._listener = bind_listener(options)
-        if self.respawn:
-            self._listen()
+        if self._listener is None:
+            self._listener = bind_listener(options)
         self._build_servers()
         if not (self.respawn and isinstance(self.exchange.engine, BrokerEngine)):
             self._wait_for_engine()
@@ -128,15 +146,12 @@ class SCWorker(ClusterMember):
         controllers.run('workerController', options['workerController'],
                         options['paths']['appDirPath'], self)
         if not self.respawn:
-            self._listen()
+            self._listener.listen(listen_backlog(options))
         self.http_server.start()
         self._wait_for_engine()
         self.set_ready()
         self.channel.send('ready', {'id': self.id, 'pid': self.pid})
         self.emit('ready')
-
-    def _listen(self):
-        self._listener.listen(self.options.get('tcpSynBacklog') or DEFAULT_BACKLOG)
 
     def _build_servers(self):
         """The HTTP server on the bound socket, its SCServer and the options' ``wsgiApp``."""
@@ -263,6 +278,7 @@ class SCWorker(ClusterMember):
                 self.exit(0)
 
 
-def main(id_, options, fd, respawn=False):
-    """Entry point of a forked worker process; returns its exit code."""
-    return SCWorker(id_, options, fd, respawn).serve()
+def main(id_, options, fd, listener_fd=None):
+    """Entry point of a forked worker process; returns its exit code.  ``listener_fd``: the
+    listening socket the worker cluster opened for a respawned worker."""
+    return SCWorker(id_, options, fd, listener_fd).serve()
