@@ -8,6 +8,7 @@ Forks happen in its run loop (the main greenlet); exit watchers only queue work 
 
 import functools
 import logging
+import os
 
 import gevent
 
@@ -61,13 +62,22 @@ class SCWorkerCluster(ClusterMember, Supervisor):
         """Fork worker ``worker_id`` (run loop only)."""
         if self.is_terminating:
             return
-        main = functools.partial(worker_module.main, worker_id, self.options)
+        # a respawn listens from its fork on, but only after the first good start: until then
+        # the master's fail-fast start relies on every worker listening once its controller ran
+        listener_fd = worker_module.open_listener(self.options) \
+            if respawn and self._reported_ready else None
+        main = functools.partial(worker_module.main, worker_id, self.options,
+                                 listener_fd=listener_fd)
         child = ChildProcess('worker', worker_id, main, self.handle_worker_message,
                              self._on_worker_exit, self.options['ipcAckTimeout'], respawn,
                              self.options['appName'])
         self.workers[worker_id] = child
         self.stopped.discard(worker_id)
-        child.start()
+        try:
+            child.start()
+        finally:
+            if listener_fd is not None:
+                os.close(listener_fd)  # the worker's copy stays open
         if respawn:
             log.info('Worker %s was respawned', worker_id)
 

@@ -5,6 +5,8 @@ of the options is imported and served beside the realtime path, the worker contr
 ``run(worker)`` is called (it may set another app: ``worker.set_wsgi_app``), then the worker
 starts listening on the shared port (its own socket with SO_REUSEPORT, so the kernel
 balances connections between the workers) and tells the worker cluster it is ready.
+A worker respawned after the cluster's first good start listens before all that: the worker
+cluster opens its listening socket before the fork (issue 10; see :meth:`SCWorker.start`).
 
 Warnings: the worker's ``warning`` listeners get every one at once.  The master gets the
 worker's own warnings at once, and the SCServer's (which clients cause at will) as a
@@ -53,6 +55,24 @@ def bind_listener(options):
     return sock
 
 
+def listen_backlog(options):
+    """The ``listen()`` backlog: ``tcpSynBacklog``, or 511."""
+    return options.get('tcpSynBacklog') or DEFAULT_BACKLOG
+
+
+def open_listener(options):
+    """The fd of a listening socket of ``host:port`` (SO_REUSEPORT), opened in the worker
+    cluster for a respawned worker; None when it cannot be opened (the worker then binds
+    itself and reports why)."""
+    try:
+        sock = bind_listener(options)
+        sock.listen(listen_backlog(options))
+    except OSError as exc:
+        log.warning('Could not listen for the respawned worker before its start: %s', exc)
+        return None
+    return sock.detach()
+
+
 def access_log(options):
     """pywsgi's request log for the ``accessLog`` option: the ``gsc.access`` logger, or None."""
     if not options.get('accessLog'):
@@ -73,7 +93,9 @@ class SCWorker(ClusterMember):
     """A worker process (``worker`` in the worker controller's ``run(worker)``).
 
     Attributes: ``id``, ``is_leader`` (id 0), ``type`` ('worker'), ``options`` (every
-    option of the master plus ``id``), ``is_terminating``, ``http_server``,
+    option of the master plus ``id``), ``respawn`` (it replaces a worker that exited after
+    the cluster's first good start, and got its listening socket from the worker cluster),
+    ``is_terminating``, ``http_server``,
     ``sc_server``, ``exchange``.  Events: ``masterMessage(data, respond)``, ``error``,
     ``warning``, ``ready``, ``connection(socket, status)``.
     """
@@ -86,14 +108,15 @@ class SCWorker(ClusterMember):
     EVENT_READY = 'ready'
     EVENT_CONNECTION = 'connection'
 
-    def __init__(self, id_, options, fd):
+    def __init__(self, id_, options, fd, listener_fd=None):
         options = dict(options, id=id_)
         ClusterMember.__init__(self, id_, options, fd)
         self.is_leader = id_ == 0
+        self.respawn = listener_fd is not None
         self.http_server = None
         self.sc_server = None
         self.exchange = None
-        self._listener = None
+        self._listener = None if listener_fd is None else gevent.socket.socket(fileno=listener_fd)
         self._http_requests = 0
         self._ws_requests = 0
         self._messages_seen = 0
@@ -105,9 +128,34 @@ class SCWorker(ClusterMember):
         self.on('warning', self._on_warning)
 
     def start(self):
-        """Build the servers, run the controller, listen, then report ready."""
+        """Build the servers, run the controller, listen, then report ready.
+
+        A respawned worker (``respawn``) listens from its fork on: the kernel takes its
+        connections (up to ``tcpSynBacklog``) while the servers are built and the controller
+        runs, and they are served once it ran; with the cluster's brokers the controller runs
+        before the links are up (they queue the exchange's commands until then).  Either way
+        the worker reports ready with its controller run and its engine up.
+        """
         options = self.options
-        self._listener = bind_listener(options)
+        if self._listener is None:
+            self._listener = bind_listener(options)
+        self._build_servers()
+        if not (self.respawn and isinstance(self.exchange.engine, BrokerEngine)):
+            self._wait_for_engine()
+        self._status_timer = gevent.spawn(self._watch_status)
+        controllers.run('workerController', options['workerController'],
+                        options['paths']['appDirPath'], self)
+        if not self.respawn:
+            self._listener.listen(listen_backlog(options))
+        self.http_server.start()
+        self._wait_for_engine()
+        self.set_ready()
+        self.channel.send('ready', {'id': self.id, 'pid': self.pid})
+        self.emit('ready')
+
+    def _build_servers(self):
+        """The HTTP server on the bound socket, its SCServer and the options' ``wsgiApp``."""
+        options = self.options
         self.http_server = HTTPServer(self._listener, log=access_log(options),
                                       **ssl_kwargs(options))
         self.http_server.routes = metrics.worker_routes(self)
@@ -119,15 +167,6 @@ class SCWorker(ClusterMember):
         if options.get('wsgiApp'):
             self.set_wsgi_app(controllers.wsgi_app(options['wsgiApp'],
                                                    options['paths']['appDirPath']))
-        self._wait_for_engine()
-        self._status_timer = gevent.spawn(self._watch_status)
-        controllers.run('workerController', options['workerController'],
-                        options['paths']['appDirPath'], self)
-        self._listener.listen(options.get('tcpSynBacklog') or DEFAULT_BACKLOG)
-        self.http_server.start()
-        self.set_ready()
-        self.channel.send('ready', {'id': self.id, 'pid': self.pid})
-        self.emit('ready')
 
     def _broker_engine(self):
         """The links to the cluster's broker processes (``brokerEngine`` 'sc-broker-cluster'),
@@ -239,6 +278,7 @@ class SCWorker(ClusterMember):
                 self.exit(0)
 
 
-def main(id_, options, fd):
-    """Entry point of a forked worker process; returns its exit code."""
-    return SCWorker(id_, options, fd).serve()
+def main(id_, options, fd, listener_fd=None):
+    """Entry point of a forked worker process; returns its exit code.  ``listener_fd``: the
+    listening socket the worker cluster opened for a respawned worker."""
+    return SCWorker(id_, options, fd, listener_fd).serve()
