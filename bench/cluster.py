@@ -283,6 +283,20 @@ def wait_serving(tree, port, timeout=READY_TIMEOUT, pause=0.01):
     raise RuntimeError('no handshake on port %d within %.0f s' % (port, timeout))
 
 
+def wait_started(tree, timeout=READY_TIMEOUT, pause=0.05):
+    """Return once the tree's log says every worker listens ('SocketCluster started'): before
+    that, a killed worker fails the whole start (fail-fast), it is not respawned."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if tree.poll() is not None:
+            raise RuntimeError('%s exited with code %s before starting' % (tree.log_path, tree.poll()))
+        with open(tree.log_path, errors='replace') as f:
+            if 'SocketCluster started' in f.read():
+                return
+        time.sleep(pause)
+    raise RuntimeError('%s did not start within %.0f s' % (tree.log_path, timeout))
+
+
 # -- /proc -----------------------------------------------------------------------------------
 
 def children(pid):
@@ -344,7 +358,7 @@ def measure_respawn(log_path, kills=5, workers=2, window=15.0, settle=1.0):
     results = []
     try:
         tree = start_cluster(stack, port, log_path, workers=workers)
-        wait_serving(tree, port)
+        wait_started(tree)
         for k in range(kills):
             before = worker_pids(tree.pid)
             if len(before) != workers:
