@@ -189,6 +189,14 @@ class WebSocketTransport:
     returns before the connection ends, and reading resumes in a new greenlet on input.
     """
 
+    # one per connection: slots keep an idle connection small
+    __slots__ = ('sock', 'protocol', 'on_message', 'on_close', 'on_end', 'bytes_received',
+                 'max_outbound', '_framed_by_protocol', '_read', '_initial', '_raw', '_idle',
+                 '_reader', '_fresh', '_parked', '_loop', '_out', '_out_bytes', '_sending',
+                 '_flush_scheduled', '_writer', '_accepting', '_close_queued', '_overflowed',
+                 '_closed', '_eof_pending', '_close_timer', '_unyielded_messages',
+                 '_unyielded_bytes', '__weakref__')
+
     def __init__(self, sock, on_message, on_close, side=Side.SERVER, max_payload=None,
                  read=None, max_outbound=DEFAULT_MAX_OUTBOUND, initial=b'', extensions=None,
                  idle_readers=None, on_end=None):
@@ -213,8 +221,7 @@ class WebSocketTransport:
         self._reader = None  # the reader greenlet while it waits in recv
         self._fresh = True  # input came since the last sweep
         self._parked = None  # the io watcher waiting for input while there is no reader
-        self._hub = get_hub()
-        self._loop = self._hub.loop
+        self._loop = get_hub().loop
         self._out = []
         self._out_bytes = 0
         self._sending = None
