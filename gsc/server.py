@@ -31,7 +31,7 @@ from .middleware import (MIDDLEWARE_AUTHENTICATE, MIDDLEWARE_HANDSHAKE_SC, MIDDL
 from .reporting import WarningDigest
 from .server_options import DEFLATE_OPTIONS, normalise_server_options
 from .socket import ServerSocket
-from .transport import WebSocketTransport
+from .transport import IdleReaders, WebSocketTransport
 
 log = logging.getLogger(__name__)
 
@@ -108,6 +108,7 @@ class SCServer(EventEmitter, MiddlewareTypes):
         self.ws_connections = 0
         self.messages_sent = self.handshakes = self.publishes = self.subscribes = 0
         self.ack_timeouts = self.slow_consumer_closes = 0
+        self._idle_readers = IdleReaders()
         self._id_counter = 0
         self.exchange = Exchange(self, engine or create_engine(
             opts['brokerEngine'], opts['brokerEngineOptions'], self.emit_warning))
@@ -263,7 +264,8 @@ class SCServer(EventEmitter, MiddlewareTypes):
 
         A plain TCP socket is detached and served by a fresh greenlet, so the handler (its
         environ, header objects and read buffer) is freed at once: an idle connection keeps
-        only what gsc needs.  A TLS socket keeps its handler's greenlet.
+        only what gsc needs, and no greenlet once idle.  A TLS socket keeps its handler's
+        greenlet.
         """
         sock = handler.socket
         try:
@@ -275,30 +277,34 @@ class SCServer(EventEmitter, MiddlewareTypes):
         extensions = getattr(handler, 'ws_extensions', None)
         self.ws_connections += 1
         if hasattr(sock, '_sslobj'):
-            self._serve_counted(sock, request, initial, extensions)
+            self._serve(sock, request, initial, extensions)
             return
         own = GeventSocket(sock.family, sock.type, fileno=sock.detach())
-        gevent.spawn(self._serve_counted, own, request, initial, extensions)
-
-    def _serve_counted(self, *args):
-        try:
-            self._serve(*args)
-        finally:
-            self.ws_connections -= 1
+        gevent.spawn(self._serve, own, request, initial, extensions)
 
     def _serve(self, sock, request, initial, extensions):
-        socket = None
-        transport = WebSocketTransport(
-            sock, lambda frame: socket.handle_frame(frame),
-            lambda code, reason: socket.handle_close(code, reason),
-            max_payload=self.max_payload, max_outbound=self.options['maxOutboundBytes'],
-            initial=initial, extensions=extensions)
-        socket = ServerSocket(self.generate_id(), self, transport, request)
+        """Serve one upgraded connection: its reader runs here until it ends or goes idle
+        (a plain connection's reader then ends, and a new one starts on input)."""
+        try:
+            transport = WebSocketTransport(
+                sock, None, None, max_payload=self.max_payload,
+                max_outbound=self.options['maxOutboundBytes'], initial=initial,
+                extensions=extensions, idle_readers=self._idle_readers,
+                on_end=self._connection_ended)
+            socket = ServerSocket(self.generate_id(), self, transport, request)
+            transport.on_message = socket.handle_frame
+            transport.on_close = socket.handle_close
+        except BaseException:
+            self.ws_connections -= 1
+            raise
         self.pending_clients[socket.id] = socket
         self.emit('handshake', socket)
         self.emit('_handshake', socket)
         socket.start_timers()
         transport.run()
+
+    def _connection_ended(self):
+        self.ws_connections -= 1
 
     # -- events ------------------------------------------------------------------
 

@@ -13,7 +13,11 @@ This module only reads, writes and keeps the close timer:
 * writes from any greenlet are appended to one outbound buffer and flushed by a single
   loop callback per turn of the event loop, so every frame produced while handling one
   read leaves in one ``send``; a client that stops reading is drained by one writer
-  greenlet, and closed with 1013 when its backlog passes ``max_outbound``.
+  greenlet, and closed with 1013 when its backlog passes ``max_outbound``;
+* a plain-TCP server connection given :class:`IdleReaders` has no greenlet while it is idle:
+  its reader ends after a sweep finds it waiting in ``recv`` with no input since the sweep
+  before, and a libev io watcher on the socket starts a new reader when input arrives
+  (a waiting greenlet keeps ~5 KB: its saved C stack and itself).
 """
 
 import codecs
@@ -23,7 +27,7 @@ from collections import namedtuple
 from socket import SHUT_WR
 
 import gevent
-from gevent import get_hub
+from gevent import get_hub, getcurrent
 from websockets.frames import BINARY as OP_BINARY, CONT as OP_CONT, TEXT as OP_TEXT, Frame
 from websockets.protocol import CLOSED, OPEN, SEND_EOF, Protocol, Side
 
@@ -41,6 +45,8 @@ CLOSE_TIMEOUT = 2.0
 OVERFLOW_GRACE = 5.0
 DEFAULT_MAX_OUTBOUND = 16 * 1024 * 1024
 TRY_AGAIN_LATER = 1013
+# seconds between two sweeps of IdleReaders: a reader ends after one to two of them idle
+IDLE_SWEEP_INTERVAL = 1.0
 _pack_short = struct.Struct('!BB').pack
 _pack_medium = struct.Struct('!BBH').pack
 _pack_long = struct.Struct('!BBQ').pack
@@ -132,23 +138,75 @@ def yield_to_loop():
         hub.wait(timer)
 
 
+class _Park(Exception):
+    """Thrown into an idle reader that waits in ``recv``: it ends, the connection stays."""
+
+
+class IdleReaders:
+    """The live readers of one server's plain connections; every ``interval`` seconds, a reader
+    that has waited in ``recv`` since the sweep before with no input between them ends, and its
+    connection waits for input on a libev io watcher (see :meth:`WebSocketTransport.park_if_idle`).
+    The sweeping timer runs only while some reader is live."""
+
+    def __init__(self, interval=None):
+        self.interval = IDLE_SWEEP_INTERVAL if interval is None else interval
+        self._readers = set()
+        self._timer = None
+
+    def __len__(self):
+        return len(self._readers)
+
+    def add(self, transport):
+        """``transport`` has a live reader."""
+        self._readers.add(transport)
+        if self._timer is None:
+            self._timer = get_hub().loop.timer(self.interval, self.interval)
+            self._timer.ref = False
+            self._timer.start(self._sweep)
+
+    def discard(self, transport):
+        """``transport``'s reader ended."""
+        self._readers.discard(transport)
+
+    def _sweep(self):
+        if not self._readers:
+            self._timer.close()
+            self._timer = None
+            return
+        for transport in list(self._readers):
+            transport.park_if_idle()
+
+
 class WebSocketTransport:
     """A WebSocket over a connected gevent socket, in state OPEN.
 
     ``on_message(payload)`` gets every complete message (``str`` for text frames,
     ``bytes`` for binary ones); ``on_close(code, reason)`` is called once when the
-    connection ends, whoever ended it.  ``read`` is the function used to read bytes
-    (``sock.recv`` by default); ``initial`` holds bytes already read past the upgrade.
+    connection ends, whoever ended it, and ``on_end()`` once after its socket is closed.
+    ``read`` is the function used to read bytes (``sock.recv`` by default); ``initial`` holds
+    bytes already read past the upgrade.  With ``idle_readers`` (an :class:`IdleReaders`), a
+    plain socket read with ``sock.recv`` has no reader greenlet while idle: :meth:`run` then
+    returns before the connection ends, and reading resumes in a new greenlet on input.
     """
 
+    # one per connection: slots keep an idle connection small
+    __slots__ = ('sock', 'protocol', 'on_message', 'on_close', 'on_end', 'bytes_received',
+                 'max_outbound', '_framed_by_protocol', '_read', '_initial', '_raw', '_idle',
+                 '_reader', '_fresh', '_parked', '_loop', '_out', '_out_bytes', '_sending',
+                 '_flush_scheduled', '_writer', '_accepting', '_close_queued', '_overflowed',
+                 '_closed', '_eof_pending', '_close_timer', '_unyielded_messages',
+                 '_unyielded_bytes', '__weakref__')
+
     def __init__(self, sock, on_message, on_close, side=Side.SERVER, max_payload=None,
-                 read=None, max_outbound=DEFAULT_MAX_OUTBOUND, initial=b'', extensions=None):
+                 read=None, max_outbound=DEFAULT_MAX_OUTBOUND, initial=b'', extensions=None,
+                 idle_readers=None, on_end=None):
         self.sock = sock
         self.protocol = MessageProtocol(side, state=OPEN, max_size=max_payload)
         if extensions:
             self.protocol.extensions = list(extensions)
         self.on_message = on_message
         self.on_close = on_close
+        self.on_end = on_end
         self.bytes_received = 0
         self.max_outbound = max_outbound
         # masked (client) and compressed frames are made by the protocol; a server's plain
@@ -159,8 +217,11 @@ class WebSocketTransport:
         # a plain socket is written from the flush callback without blocking; TLS records
         # must go through the gevent SSL socket, so TLS writes always use the writer greenlet
         self._raw = None if hasattr(sock, '_sslobj') else sock._sock
-        self._hub = get_hub()
-        self._loop = self._hub.loop
+        self._idle = idle_readers if self._raw is not None and read is None else None
+        self._reader = None  # the reader greenlet while it waits in recv
+        self._fresh = True  # input came since the last sweep
+        self._parked = None  # the io watcher waiting for input while there is no reader
+        self._loop = get_hub().loop
         self._out = []
         self._out_bytes = 0
         self._sending = None
@@ -240,6 +301,8 @@ class WebSocketTransport:
         if not self._closed:
             self._closed = True
             self._drop_backlog()
+            # a parked connection has no reader to notice: start one, which finishes at once
+            self._unpark()
             try:
                 self.sock.close()
             except OSError:
@@ -353,37 +416,92 @@ class WebSocketTransport:
     # -- receiving ---------------------------------------------------------------
 
     def run(self):
-        """Read and dispatch until the connection ends, then call ``on_close`` once."""
+        """Read and dispatch until the connection ends, then call ``on_close`` once; with
+        idle readers, return early when the connection goes idle (reading resumes later)."""
+        idle = self._idle
+        if idle is None:
+            try:
+                self._read_loop()
+            finally:
+                self._finish()
+            return
+        idle.add(self)
+        parked = False
+        try:
+            self._read_loop()
+        except _Park:
+            parked = True
+            self._park()
+        finally:
+            idle.discard(self)
+            if not parked:
+                self._finish()
+
+    def park_if_idle(self):
+        """End the reader (from the hub) if it waits in ``recv`` and no input came since the
+        previous call; a reader handling input (maybe blocked in a handler) is left alone."""
+        reader = self._reader
+        if reader is None:
+            return
+        if self._fresh:
+            self._fresh = False
+            return
+        reader.throw(_Park)
+
+    def _park(self):
+        watcher = self.sock._read_event
+        self._parked = watcher
+        watcher.start(self._unpark)
+
+    def _unpark(self):
+        """Input arrived (or the connection was aborted) while parked: start a reader."""
+        watcher = self._parked
+        if watcher is None:
+            return
+        watcher.stop()
+        self._parked = None
+        self._fresh = True
+        gevent.spawn(self.run)
+
+    def _receive(self):
+        """The next bytes read, b'' at the end of the stream."""
+        try:
+            if self._idle is None:
+                return self._read(READ_SIZE)
+            self._reader = getcurrent()
+            try:
+                return self._read(READ_SIZE)
+            finally:
+                self._reader = None
+                self._fresh = True
+        except OSError:
+            return b''
+
+    def _read_loop(self):
         protocol = self.protocol
         data, self._initial = self._initial, None
-        try:
-            while not self._closed:
-                if self._overflowed:
-                    self._discard_input()
-                    break
-                if not data:
-                    try:
-                        data = self._read(READ_SIZE)
-                    except OSError:
-                        data = b''
-                if not data:
-                    protocol.receive_eof()
-                    break
-                self.bytes_received += len(data)
-                protocol.receive_data(data)
-                # the protocol's close frame (after a violation or the peer's close) waits
-                # until the messages read before it are delivered and answered
-                output = protocol.data_to_send()
-                self._deliver(protocol.events_received())
-                self._queue_protocol_output(output)
-                if protocol.state is CLOSED or self._eof_pending:
-                    break
-                self._unyielded_bytes += len(data)
-                data = None
-                if self._unyielded_bytes >= YIELD_BYTES:
-                    self._yield_to_loop()
-        finally:
-            self._finish()
+        while not self._closed:
+            if self._overflowed:
+                self._discard_input()
+                break
+            if not data:
+                data = self._receive()
+            if not data:
+                protocol.receive_eof()
+                break
+            self.bytes_received += len(data)
+            protocol.receive_data(data)
+            # the protocol's close frame (after a violation or the peer's close) waits
+            # until the messages read before it are delivered and answered
+            output = protocol.data_to_send()
+            self._deliver(protocol.events_received())
+            self._queue_protocol_output(output)
+            if protocol.state is CLOSED or self._eof_pending:
+                break
+            self._unyielded_bytes += len(data)
+            data = None
+            if self._unyielded_bytes >= YIELD_BYTES:
+                self._yield_to_loop()
 
     def _discard_input(self):
         """Read and drop what a peer that overflowed its backlog still sends, unparsed,
@@ -427,6 +545,9 @@ class WebSocketTransport:
                 on_close(code, reason)
         finally:
             self._shut_down()
+            on_end, self.on_end = self.on_end, None
+            if on_end is not None:
+                on_end()
 
     def _shut_down(self):
         """Send what is queued, half-close, read until the peer's EOF (bounded), then close.
