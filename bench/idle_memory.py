@@ -24,6 +24,9 @@ from gsc.server import listen  # noqa: E402
 
 LOADGEN = os.path.join(HERE, 'loadgen', 'loadgen.js')
 NO_PINGS = {'pingInterval': 3600 * 1000, 'pingTimeout': 7200 * 1000}
+IDLE_SETTLE = 3.0
+"""Seconds after the last handshake: an idle connection's reader greenlet is parked after one
+or two sweeps of ``gsc.transport.IDLE_SWEEP_INTERVAL`` without input."""
 
 
 def rss():
@@ -42,7 +45,7 @@ def hold(server, n, settle):
     with gevent.Timeout(120, False):
         while len(server.clients) < n and loadgen.poll() is None:
             gevent.sleep(0.1)
-    gevent.sleep(1)
+    gevent.sleep(IDLE_SETTLE)
     gc.collect()
     return loadgen
 
@@ -60,7 +63,7 @@ def main():
         tracemalloc.start(1)
         before_snapshot = tracemalloc.take_snapshot()
     before = rss()
-    loadgen = hold(server, args.n, settle=10)
+    loadgen = hold(server, args.n, settle=15)
     connected = len(server.clients)
     print('%d connections: %.1f KiB RSS per connection' % (
         connected, (rss() - before) / 1024.0 / max(connected, 1)))
