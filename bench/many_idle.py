@@ -40,7 +40,7 @@ sys.path.insert(0, HERE)
 sys.path.insert(0, ROOT)
 
 from cluster import free_port  # noqa: E402
-from fanout_stall import Procs, parse_frames  # noqa: E402
+from fanout_stall import LineReader, Procs, parse_frames  # noqa: E402
 from hostile_wire import OP_TEXT, client_frame, emit_frame, upgrade_request  # noqa: E402
 from run import HOST, wait_accepting  # noqa: E402
 
@@ -62,13 +62,18 @@ PONG = client_frame(b'#2')
 
 
 def raise_nofile_to(count):
-    """Raise this process's soft and hard open-files limits to ``count`` (root may pass the
-    hard limit, up to /proc/sys/fs/nr_open)."""
+    """Raise this process's open-files limit to ``count`` and return the soft limit reached:
+    past the hard limit (up to /proc/sys/fs/nr_open) only with CAP_SYS_RESOURCE, else the
+    soft limit is raised to the hard one."""
     with open('/proc/sys/fs/nr_open') as f:
         count = min(count, int(f.read()))
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft < count:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (count, max(hard, count)))
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (count, max(hard, count)))
+        except (ValueError, PermissionError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
 
 
 def malloc_trim():
@@ -78,7 +83,8 @@ def malloc_trim():
 
 def serve(args):
     """One gsc worker with short pings, sized for ``args.n`` connections; SIGUSR1 runs
-    ``gc.collect()``, SIGUSR2 ``malloc_trim(0)``."""
+    ``gc.collect()`` and prints a JSON line of live figures (sockets, Python memory blocks,
+    objects tracked by gc), SIGUSR2 runs ``malloc_trim(0)``."""
     import gevent
     from gsc.server import listen
 
@@ -86,7 +92,14 @@ def serve(args):
     sc = listen(args.port, {'pingInterval': args.ping_interval, 'pingTimeout': PING_TIMEOUT_MS,
                             'maxConnections': args.n + SPARE_FILES // 2}, host=HOST)
     sc.on('error', lambda err: logging.error('server error: %r', err))
-    gevent.signal_handler(signal.SIGUSR1, gc.collect)
+
+    def collect():
+        gc.collect()
+        print(json.dumps({'clients': len(sc.clients) + len(sc.pending_clients),
+                          'blocks': sys.getallocatedblocks(), 'objects': len(gc.get_objects())}),
+              flush=True)
+
+    gevent.signal_handler(signal.SIGUSR1, collect)
     gevent.signal_handler(signal.SIGUSR2, malloc_trim)
     gevent.signal_handler(signal.SIGTERM, sys.exit, 0)
     gevent.wait()
@@ -270,10 +283,12 @@ def open_files(pid):
     return len(os.listdir('/proc/%d/fd' % pid))
 
 
-def settle(pid, sig=signal.SIGUSR1):
-    """Signal the worker (gc.collect or malloc_trim) and give it SETTLE seconds."""
-    os.kill(pid, sig)
+def collect(server, lines):
+    """``gc.collect()`` in the worker, SETTLE seconds, then its RSS and live figures."""
+    os.kill(server.pid, signal.SIGUSR1)
+    live = json.loads(lines.next(SETTLE + 10, 'the gc figures'))
     time.sleep(SETTLE)
+    return dict(live, rss=rss(server.pid))
 
 
 def wait_files(pid, count, timeout):
@@ -287,9 +302,38 @@ def wait_files(pid, count, timeout):
     return time.monotonic() - start
 
 
+def check_limit(n):
+    """Raise the open-files limit for ``n`` connections, or exit saying what is missing."""
+    limit = raise_nofile_to(n + SPARE_FILES)
+    if limit < n + SPARE_FILES:
+        raise SystemExit('--n %d needs %d open files per process, the limit is %d: raise the hard '
+                         'limit (ulimit -Hn, or run with CAP_SYS_RESOURCE) or lower --n to %d'
+                         % (n, n + SPARE_FILES, limit, limit - SPARE_FILES))
+
+
+def measure_round(server, lines, port, args):
+    """Open, hold and close N connections once; a dict of figures."""
+    files_start = open_files(server.pid)
+    crowd = Crowd(port, args)
+    started = time.monotonic()
+    crowd.open_all(args.open_timeout)
+    figures = {'open_s': round(time.monotonic() - started, 1), 'handshaken': crowd.handshaken,
+               'failed': crowd.failed}
+    crowd.hold(SETTLE)
+    figures['rss_held'] = rss(server.pid)
+    crowd.hold(args.hold)
+    figures.update(crowd.ping_figures(time.monotonic()))
+    if server.poll() is not None:
+        raise RuntimeError('the worker died')
+    crowd.close_all()
+    figures['close_s'] = round(wait_files(server.pid, files_start, CLOSE_TIMEOUT), 1)
+    figures['closed'] = collect(server, lines)
+    return figures
+
+
 def measure(args, log_path):
     """Run the scenario; a dict of figures."""
-    raise_nofile_to(args.n + SPARE_FILES)
+    check_limit(args.n)
     procs = Procs()
     port = free_port()
     try:
@@ -297,29 +341,16 @@ def measure(args, log_path):
             server = procs.start([sys.executable, os.path.abspath(__file__), '--role', 'server',
                                   '--port', str(port), '--n', str(args.n),
                                   '--ping-interval', str(args.ping_interval)],
-                                 stdin=subprocess.DEVNULL, stdout=log, stderr=log, cwd=ROOT)
+                                 stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=log,
+                                 cwd=ROOT)
+        lines = LineReader(server)
         wait_accepting(server, port)
         time.sleep(1.0)
-        settle(server.pid)
-        figures = {'n': args.n, 'rss_start': rss(server.pid)}
-        files_start = open_files(server.pid)
-        crowd = Crowd(port, args)
-        started = time.monotonic()
-        crowd.open_all(args.open_timeout)
-        figures['open_s'] = round(time.monotonic() - started, 1)
-        figures['handshaken'], figures['failed'] = crowd.handshaken, crowd.failed
-        crowd.hold(SETTLE)
-        figures['rss_held'] = rss(server.pid)
-        crowd.hold(args.hold)
-        figures['rss_held_end'] = rss(server.pid)
-        figures.update(crowd.ping_figures(time.monotonic()))
-        if server.poll() is not None:
-            raise RuntimeError('the worker died; see %s' % log_path)
-        crowd.close_all()
-        figures['close_s'] = round(wait_files(server.pid, files_start, CLOSE_TIMEOUT), 1)
-        settle(server.pid)
-        figures['rss_closed'] = rss(server.pid)
-        settle(server.pid, signal.SIGUSR2)
+        figures = {'n': args.n, 'start': collect(server, lines), 'rounds': []}
+        for _ in range(args.rounds):
+            figures['rounds'].append(measure_round(server, lines, port, args))
+        os.kill(server.pid, signal.SIGUSR2)
+        time.sleep(1.0)
         figures['rss_trimmed'] = rss(server.pid)
     finally:
         procs.stop()
@@ -331,34 +362,47 @@ def mib(value):
     return '%.1f' % (value / 1048576.0)
 
 
-def print_report(f, args):
-    """The Markdown table of one run."""
+def versus(value, start):
+    """``value`` as a change from ``start`` in percent."""
+    return '%+.1f%%' % (100.0 * (value - start) / start)
+
+
+def round_rows(f, start, args):
+    """The table rows of one round."""
     held = max(f['handshaken'], 1)
-    rows = [
+    closed = f['closed']
+    return [
         ('connections handshaken / asked', '%d / %d (%d failed), in %.1f s'
-         % (f['handshaken'], f['n'], f['failed'], f['open_s'])),
-        ('worker RSS at start', '%s MiB' % mib(f['rss_start'])),
+         % (f['handshaken'], args.n, f['failed'], f['open_s'])),
         ('worker RSS held', '%s MiB (%.1f KiB per connection)'
-         % (mib(f['rss_held']), (f['rss_held'] - f['rss_start']) / 1024.0 / held)),
-        ('worker RSS at the end of the hold', '%s MiB (%.1f KiB per connection)'
-         % (mib(f['rss_held_end']), (f['rss_held_end'] - f['rss_start']) / 1024.0 / held)),
-        ('held for', '%.0f s, pingInterval %d ms' % (args.hold, args.ping_interval)),
-        ('pings per connection', '%d..%d' % (f['pings_min'], f['pings_max'])),
+         % (mib(f['rss_held']), (f['rss_held'] - start['rss']) / 1024.0 / held)),
+        ('pings per connection in %.0f s held (pingInterval %d ms)' % (args.hold + SETTLE, args.ping_interval),
+         '%d..%d' % (f['pings_min'], f['pings_max'])),
         ('connections that missed a ping (gap > %.1f x pingInterval)' % MISSED_GAP_FACTOR,
          '%d of %d' % (f['missed'], f['held'])),
         ('largest gap between pings', '%.2f s (%.2f x pingInterval)'
          % (f['max_gap_s'], f['max_gap_s'] * 1000.0 / args.ping_interval)),
         ('connections the server ended while held', '%d' % f['ended_by_server']),
-        ('worker files back to the start after closing', '%.1f s' % f['close_s']),
-        ('worker RSS after closing + gc.collect()', '%s MiB (%+.1f%% of the start, goal <= 10%%)'
-         % (mib(f['rss_closed']), 100.0 * (f['rss_closed'] - f['rss_start']) / f['rss_start'])),
-        ('... and after malloc_trim(0)', '%s MiB (%+.1f%% of the start)'
-         % (mib(f['rss_trimmed']), 100.0 * (f['rss_trimmed'] - f['rss_start']) / f['rss_start'])),
+        ('worker files back to the start after closing', 'in %.1f s' % f['close_s']),
+        ('worker RSS after closing + gc.collect()', '%s MiB (%s of the start, goal <= +10%%)'
+         % (mib(closed['rss']), versus(closed['rss'], start['rss']))),
+        ('worker live Python blocks / gc objects / sockets after closing', '%d / %d / %d (start %d / %d / %d)'
+         % (closed['blocks'], closed['objects'], closed['clients'],
+            start['blocks'], start['objects'], start['clients'])),
     ]
-    print('| %d idle connections, one worker | |' % f['n'])
+
+
+def print_report(f, args):
+    """The Markdown table of one run."""
+    start = f['start']
+    print('| %d idle connections, one worker | |' % args.n)
     print('| --- | --- |')
-    for name, value in rows:
-        print('| %s | %s |' % (name, value))
+    print('| worker RSS at start | %s MiB |' % mib(start['rss']))
+    for number, figures in enumerate(f['rounds'], 1):
+        for name, value in round_rows(figures, start, args):
+            print('| round %d: %s | %s |' % (number, name, value))
+    print('| after malloc_trim(0) | %s MiB (%s of the start) |'
+          % (mib(f['rss_trimmed']), versus(f['rss_trimmed'], start['rss'])))
 
 
 def main():
@@ -368,6 +412,8 @@ def main():
     parser.add_argument('--n', type=int, default=100000, help='connections')
     parser.add_argument('--hold', type=float, default=30.0, help='seconds held after all are open')
     parser.add_argument('--ping-interval', type=int, default=PING_INTERVAL_MS, help='ms')
+    parser.add_argument('--rounds', type=int, default=2,
+                        help='open-hold-close rounds on the same worker (a leak grows each round)')
     parser.add_argument('--concurrency', type=int, default=200, help='connections opening at once')
     parser.add_argument('--per-address', type=int, default=20000, help='connections per source address')
     parser.add_argument('--open-timeout', type=float, default=None,
