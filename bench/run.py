@@ -428,8 +428,10 @@ def main():
         print('http scenario skipped: wrk is not installed (apt-get install -y wrk)')
     if not os.path.isdir(os.path.join(HERE, 'loadgen', 'node_modules', 'ws')):
         parser.error('run `npm ci --prefix bench/loadgen` first')
-    if not os.path.isdir(os.path.join(SC_DIR, 'node_modules', 'socketcluster')):
-        parser.error('run `npm ci --prefix bench/socketcluster` first')
+    if any('sc' in SCENARIOS[s][0] for s in only) and \
+            not os.path.isdir(os.path.join(SC_DIR, 'node_modules', 'socketcluster')):
+        parser.error('run `npm ci --prefix bench/socketcluster` first (or --only scenarios '
+                     'without SocketCluster: startup, respawn, http)')
     raise_nofile()
     os.makedirs(RESULTS, exist_ok=True)
 
