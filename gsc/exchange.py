@@ -248,12 +248,9 @@ class Exchange(EventEmitter):
                     self.server.emit_warning(exc)
 
     def _write(self, channel, payload, through_middleware, sockets):
-        if through_middleware:
-            for socket in sockets:
-                self._deliver_through_middleware(socket, channel, payload)
-        else:
-            for socket in sockets:
-                socket.send_publish_frame(payload)
+        payloads = (payload,)
+        for socket in sockets:
+            self._write_one(channel, payloads, through_middleware, socket)
 
     def _queue_fanout(self, channel, payload, through_middleware):
         """Queue a message behind the others; the engine's reader waits while the queue is full

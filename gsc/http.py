@@ -21,12 +21,13 @@ import logging
 import re
 import resource
 import socket as stdlib_socket
-import time
 
 from gevent import GreenletExit, Timeout, pywsgi
 from gevent.pywsgi import MAX_REQUEST_LINE, LoggingLogAdapter, OldMessage
 from geventwebsocket.handler import WebSocketHandler
 
+from .errors import SCError
+from .reporting import WarningDigest
 from .server_options import SERVER_DEFAULTS
 
 log = logging.getLogger(__name__)
@@ -61,12 +62,14 @@ ACCEPT_ERRORS_OF_ONE_PEER = frozenset((errno.ECONNABORTED, errno.EPROTO, errno.E
 """accept(2): errors of a connection that died in the queue; the next one may be fine."""
 ACCEPT_BACKOFF = (0.05, 1.0)
 """First and longest pause of the accept loop while file descriptors are exhausted (s)."""
-WARNING_INTERVAL = 10.0
-"""Seconds between two log lines about the same overload."""
 REFUSAL_LINGER = 1.0
 """Longest wait (s) for a refused client to close after the 503 (its request is drained, so
 the close does not reset the connection before the client read the answer)."""
 REFUSAL_DRAIN_BYTES = 65536
+
+
+def _log_warning(warning):
+    log.warning('%s', warning)
 
 
 class RequestRefused(ValueError):
@@ -345,7 +348,7 @@ class HTTPServer(pywsgi.WSGIServer):
         self.headers_timeout = self.max_header_size = self.max_connections = None
         self.set_limits(SERVER_DEFAULTS)
         self._accept_pause = ACCEPT_BACKOFF[0]
-        self._warned_at = {}
+        self._overloads = WarningDigest(_log_warning)  # ``log`` here is the access log
 
     def set_wsgi_app(self, app):
         """Serve ``app`` for every request that is not a realtime upgrade."""
@@ -375,8 +378,8 @@ class HTTPServer(pywsgi.WSGIServer):
 
     def refuse_connection(self, sock):
         """Answer 503 with ``Connection: close`` and close once the client did (or soon)."""
-        self.warn_throttled('maxConnections', 'maxConnections (%s) reached: refusing new '
-                            'connections with 503', self.max_connections)
+        self.warn_overload('maxConnections', 'maxConnections (%s) reached: refusing new '
+                           'connections with 503' % self.max_connections)
         with Timeout(min(REFUSAL_LINGER, self.headers_timeout), False):
             try:
                 sock.sendall(SERVICE_UNAVAILABLE_RESPONSE)
@@ -424,9 +427,9 @@ class HTTPServer(pywsgi.WSGIServer):
         """Stop accepting for a while after ``exc`` (EMFILE, ...); the pause doubles while it lasts."""
         pause = self._accept_pause
         self._accept_pause = min(ACCEPT_BACKOFF[1], pause * 2)
-        self.warn_throttled('accept', 'accept failed (%s) with %d connections open: pausing '
-                            'the accept loop for %.2fs', exc.strerror or exc, self.connection_count(),
-                            pause)
+        self.warn_overload('acceptPaused', 'accept failed (%s) with %d connections open: pausing '
+                           'the accept loop for %.2fs'
+                           % (exc.strerror or exc, self.connection_count(), pause))
         self.stop_accepting()
         self._resume_timer = self.loop.timer(pause)
         self._resume_timer.start(self._resume_accepting)
@@ -444,9 +447,7 @@ class HTTPServer(pywsgi.WSGIServer):
             self._resume_timer = None
         super().stop_accepting()
 
-    def warn_throttled(self, kind, message, *args):
-        """Log a warning of ``kind`` at most once per WARNING_INTERVAL."""
-        now = time.monotonic()
-        if now - self._warned_at.get(kind, -WARNING_INTERVAL) >= WARNING_INTERVAL:
-            self._warned_at[kind] = now
-            log.warning(message, *args)
+    def warn_overload(self, kind, message):
+        """Log ``message``: the first of its ``kind`` at once, then one summary per 10 s while
+        they go on (:class:`gsc.reporting.WarningDigest`)."""
+        self._overloads.add(SCError(message, name=kind))

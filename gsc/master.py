@@ -67,11 +67,6 @@ def normalise_error(value):
     return UnknownError(str(value))
 
 
-def _child_name(kind, child_id):
-    names = {'workerCluster': 'worker cluster'}
-    return names.get(kind, kind) + ('' if child_id is None else ' %s' % child_id)
-
-
 def check_port_free(host, port):
     """InvalidActionError when something already listens on ``host:port``.
 
@@ -363,7 +358,7 @@ class SocketCluster(EventEmitter, Supervisor):
             self._reap_worker_cluster(child)
         if not self._ready_once and not self.is_shutting_down:
             self.fail_start('the %s exited with code %s while starting'
-                            % (_child_name(child.kind, child.id), child.code))
+                            % (logs.process_name(child.kind, child.id), child.code))
         if self.is_shutting_down:
             self._finish_if_done()
         elif child.code == EXIT_BAD_CONTROLLER:
@@ -426,7 +421,7 @@ class SocketCluster(EventEmitter, Supervisor):
             self.emit('workerExit', data)
             if not self._ready_once and not self.is_shutting_down:
                 self.fail_start('the %s exited with code %s while starting'
-                                % (_child_name('worker', data.get('id')), data.get('code')))
+                                % (logs.process_name('worker', data.get('id')), data.get('code')))
         elif kind == 'ready':
             self._on_worker_cluster_ready(child)
         elif kind == 'workerMessage':

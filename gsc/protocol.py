@@ -186,17 +186,17 @@ class Responder:
             raise InvalidActionError('Response %s has already been sent' % self.cid)
         if data is None and self.data_absent:
             data = UNDEFINED
-        failure = self._try_send(response_packet, self.cid, err, data)
+        failure = self._try_send(err, data)
         if failure is not None:
             log.warning('could not encode the response to call %r (%s: %s); sending an error '
                         'instead', self.cid, type(failure).__name__, str(failure)[:200])
-            failure = self._try_send(response_packet, self.cid, SCError(REPLY_ENCODING_FAILED))
+            failure = self._try_send(SCError(REPLY_ENCODING_FAILED), UNDEFINED)
         self.sent = failure is None
 
-    def _try_send(self, build, *args):
-        """None when the packet left; the exception that stopped it otherwise."""
+    def _try_send(self, err, data):
+        """None when the reply left; the exception that stopped it otherwise."""
         try:
-            outcome = self._send(build(*args))
+            outcome = self._send(response_packet(self.cid, err, data))
         except Exception as exc:  # any codec failure, including a custom codec's own errors
             return exc
         return outcome if isinstance(outcome, BaseException) else None

@@ -150,10 +150,6 @@ class ServerSocket(EventEmitter):
         """True for a channel name longer than maxChannelNameLength."""
         return isinstance(channel, str) and len(channel) > self.server.options['maxChannelNameLength']
 
-    def _long_channel_reason(self):
-        return 'Socket %s provided a channel name longer than %s characters' % (
-            self.id, self.server.options['maxChannelNameLength'])
-
     def subscriptions(self):
         """The names of the channels the socket is subscribed to."""
         return list(self.channel_subscriptions)
@@ -601,7 +597,8 @@ class ServerSocket(EventEmitter):
 
     def _refuse_long_channel(self, action, respond):
         """Refuse an action on a channel whose name is too long (the name is not echoed)."""
-        err = BrokerError('%s - %s' % (action, self._long_channel_reason()))
+        err = BrokerError('%s - Socket %s provided a channel name longer than %s characters'
+                          % (action, self.id, self.server.options['maxChannelNameLength']))
         self._emit_error(err)
         respond(err)
 

@@ -419,21 +419,17 @@ class WebSocketTransport:
         """Read and dispatch until the connection ends, then call ``on_close`` once; with
         idle readers, return early when the connection goes idle (reading resumes later)."""
         idle = self._idle
-        if idle is None:
-            try:
-                self._read_loop()
-            finally:
-                self._finish()
-            return
-        idle.add(self)
+        if idle is not None:
+            idle.add(self)
         parked = False
         try:
             self._read_loop()
-        except _Park:
+        except _Park:  # only thrown into a reader of idle_readers
             parked = True
             self._park()
         finally:
-            idle.discard(self)
+            if idle is not None:
+                idle.discard(self)
             if not parked:
                 self._finish()
 

@@ -289,9 +289,7 @@ class BrokerEngine:
 
     def link_for(self, key):
         """The link of the broker that owns ``key`` (a channel name or a key chain); with
-        one broker the key is not hashed."""
-        if len(self.links) == 1:
-            return self.links[0]
+        one broker the key is not hashed (``hash_key(key, 1)`` is 0 at once)."""
         return self.links[hash_key(key, len(self.links))]
 
     def link_for_data(self, key):
