@@ -99,7 +99,7 @@ class RedisEngine:
 
     def __init__(self, url=DEFAULT_URL, key_prefix=DEFAULT_PREFIX, on_warning=None,
                  connect_timeout=DEFAULT_CONNECT_TIMEOUT, max_connections=DEFAULT_MAX_CONNECTIONS,
-                 start_timeout=None):
+                 start_timeout=None, history_rules=None, presence_rules=None):
         self.url = url
         self.key_prefix = key_prefix
         self.on_warning = on_warning or (lambda err: log.warning('%s', err))
