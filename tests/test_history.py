@@ -179,3 +179,49 @@ def test_publications_racing_the_recovery_arrive_once_in_order(make_server, raw)
             assert recovery is not None and recovery['recovered'] is True
     finally:
         publisher.kill()
+
+
+def test_python_client_recovers_by_itself_after_a_reconnect(make_server, clients):
+    server = history_server(make_server)
+    sockets = []
+    server.on('connection', lambda socket, status: sockets.append(socket))
+    client = clients(server.port)
+    received, recoveries = [], []
+    channel = client.subscribe('room/a')
+    channel.watch(received.append)
+    channel.on('recovery', recoveries.append)
+    wait_until(lambda: channel.state == 'subscribed')
+    publish_all(server, 'room/a', ['a', 'b'])
+    wait_until(lambda: received == ['a', 'b'])
+    epoch = channel.position[1]
+    assert channel.position == (2, epoch)
+    sockets[-1].terminate()
+    publish_all(server, 'room/a', ['c', 'd'])  # no yield: the client is away
+    wait_until(lambda: recoveries)
+    assert received == ['a', 'b', 'c', 'd']
+    assert recoveries == [{'channel': 'room/a', 'recovered': True, 'epoch': epoch, 'offset': 4,
+                           'missed': 2}]
+    assert channel.position == (4, epoch)
+    server.exchange.publish('room/a', 'e')
+    wait_until(lambda: received[-1] == 'e')
+    assert len(received) == 5
+
+
+def test_python_client_is_told_when_the_gap_is_lost(make_server, clients):
+    server = history_server(make_server)
+    sockets = []
+    server.on('connection', lambda socket, status: sockets.append(socket))
+    client = clients(server.port)
+    received, recoveries = [], []
+    channel = client.subscribe('room/a')
+    channel.watch(received.append)
+    client.on('recovery', lambda name, result: recoveries.append((name, result)))
+    wait_until(lambda: channel.state == 'subscribed')
+    server.exchange.publish('room/a', 0)
+    wait_until(lambda: received == [0])
+    sockets[-1].terminate()
+    publish_all(server, 'room/a', range(1, 10))  # more than size 5 while away
+    wait_until(lambda: recoveries)
+    name, result = recoveries[0]
+    assert name == 'room/a' and result['recovered'] is False and result['offset'] == 10
+    assert received == [0] and channel.position == (10, result['epoch'])
