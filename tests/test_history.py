@@ -7,7 +7,9 @@ import gevent
 import pytest
 
 from conftest import handshake, recv_json, wait_until
+from gsc.engines.simple import SimpleEngine
 from gsc.errors import BrokerError, InvalidOptionsError
+from gsc.history import HistoryRules
 from gsc.server import listen
 
 HISTORY = {'room/*': {'size': 5, 'ttl': 60}, 'wrapped/*': {'publishOffsets': True}}
@@ -146,37 +148,61 @@ def test_recovery_data_on_a_channel_without_history_is_ignored(make_server, raw)
     assert recv_json(client)['data'] == {'channel': 'lobby', 'data': 'x'}
 
 
-def test_publications_racing_the_recovery_arrive_once_in_order(make_server, raw):
+class SlowHistoryEngine(SimpleEngine):
+    """Answers history reads 30 ms late, as a broker does after a round trip: read when asked
+    (``early``: live publications meanwhile come after the answer) or when answering (``late``:
+    the ones held meanwhile are in the answer too)."""
+
+    def __init__(self, read_when, **kwargs):
+        SimpleEngine.__init__(self, **kwargs)
+        self.read_when = read_when
+
+    def history(self, channel, since, epoch, limit, callback):
+        if self.read_when == 'early':
+            answers = []
+            SimpleEngine.history(self, channel, since, epoch, limit, lambda *a: answers.append(a))
+            gevent.spawn_later(0.03, callback, *answers[0])
+        else:
+            gevent.spawn_later(0.03, SimpleEngine.history, self, channel, since, epoch, limit, callback)
+
+
+@pytest.mark.parametrize('read_when', ['early', 'late'])
+def test_publications_racing_the_recovery_arrive_once_in_order(make_server, raw, read_when):
     """A publisher greenlet publishes without pause while clients resubscribe with recover:
     every client sees every offset after its position exactly once, in order."""
-    server = make_server({'channelHistory': {'race': {'size': 10000}}})
-    total = 600
-    publisher = gevent.spawn(lambda: [(server.exchange.publish('race', i), gevent.sleep(0) if i % 3 else
-                                       None) for i in range(total)])
+    options = {'channelHistory': {'race': {'size': 10000}}}
+    engine = SlowHistoryEngine(read_when, history_rules=HistoryRules.from_options(options))
+    server = make_server(options, engine=engine)
+    total = 400
+
+    def publish():
+        for i in range(total):
+            server.exchange.publish('race', i)
+            gevent.sleep(0.001 if i % 2 else 0)
+    publisher = gevent.spawn(publish)
     try:
         seen = []
         for _ in range(4):
-            gevent.sleep(0.005)
+            gevent.sleep(0.02)
             result = server.exchange.history('race', limit=0)
+            since = max(0, result['offset'] - 3)
             client = raw(server)
             handshake(client)
-            subscribe(client, 'race', {'recover': {'offset': max(0, result['offset'] - 3),
-                                                   'epoch': result['epoch']}})
-            seen.append((client, max(0, result['offset'] - 3)))
+            subscribe(client, 'race', {'recover': {'offset': since, 'epoch': result['epoch']}})
+            seen.append((client, since))
         publisher.join(10)
         assert publisher.successful()
         for client, since in seen:
-            offsets = []
-            recovery = None
+            offsets, recoveries = [], []
             with gevent.Timeout(10):
-                while recovery is None or not offsets or offsets[-1] < total:
+                while not recoveries or not offsets or offsets[-1] < total:
                     message = recv_json(client)
                     if message.get('event') == '#publish':
                         offsets.append(message['data']['offset'])
                     elif message.get('event') == '#recovery':
-                        recovery = message['data']
+                        recoveries.append(message['data'])
             assert offsets == list(range(since + 1, total + 1))
-            assert recovery is not None and recovery['recovered'] is True
+            assert len(recoveries) == 1 and recoveries[0]['recovered'] is True
     finally:
         publisher.kill()
 
