@@ -7,13 +7,15 @@ processes of a cluster plug in the same way.  The interface is in docs/CONTRACTS
 from ..errors import InvalidOptionsError
 
 
-def create_engine(name, engine_options=None, on_warning=None, start_timeout=None):
+def create_engine(name, engine_options=None, on_warning=None, start_timeout=None,
+                  history_rules=None, presence_rules=None):
     """The engine named ``name`` with its ``brokerEngineOptions``; ``start_timeout`` (ms, the
-    worker's ``startTimeout``) bounds how long a worker waits for the engine at start."""
+    worker's ``startTimeout``) bounds how long a worker waits for the engine at start;
+    ``presence_rules``: the :class:`gsc.presence.PresenceRules` of ``channelPresence``."""
     engine_options = dict(engine_options or {})
     if name in (None, 'simple', 'sc-simple-broker'):
         from .simple import SimpleEngine
-        return SimpleEngine()
+        return SimpleEngine(history_rules=history_rules, presence_rules=presence_rules)
     if name == 'redis':
         from . import redis as redis_engine
         connect_timeout = _positive(engine_options, 'connectTimeout',

@@ -5,14 +5,16 @@ import gevent
 from .. import kv
 from ..datamap import DataMap
 from ..errors import BrokerError
+from ..presence import PresenceRules, PresenceTable, events_channel, presence_event
 
 
 class SimpleEngine:
     """Pub/sub inside one process (sc-simple-broker), plus an in-process key/value store."""
 
-    def __init__(self):
+    def __init__(self, history_rules=None, presence_rules=None):
         self._on_message = None
         self.data_map = DataMap()
+        self.presence_table = PresenceTable(presence_rules or PresenceRules())
 
     def start(self, on_message, on_ready=None, on_warning=None):
         """Deliver messages to ``on_message(channel, data)``; ready on the next turn of the loop
@@ -56,3 +58,26 @@ class SimpleEngine:
 
     def close(self):
         """Nothing to release."""
+
+    def presence_join(self, channel, socket_id, info, callback=None):
+        """Add a member (BrokerError when the channel is full); a new one's join is published."""
+        try:
+            new = self.presence_table.join(channel, socket_id, info)
+        except BrokerError as exc:
+            if callback is not None:
+                callback(exc)
+            return
+        if new:
+            self._on_message(events_channel(channel), presence_event('join', socket_id, info))
+        if callback is not None:
+            callback(None)
+
+    def presence_leave(self, channel, socket_id):
+        """Remove a member and publish its leave."""
+        info = self.presence_table.leave(channel, socket_id)
+        if info is not None:
+            self._on_message(events_channel(channel), presence_event('leave', socket_id, info))
+
+    def presence(self, channel, callback):
+        """``callback(None, {socket_id: info})``."""
+        callback(None, self.presence_table.members(channel))
