@@ -16,6 +16,7 @@ import time
 
 from . import codec
 from .errors import BrokerError, InvalidArgumentsError, InvalidOptionsError
+from .reserved import RESERVED_PREFIX
 
 HistoryPolicy = collections.namedtuple('HistoryPolicy', 'size ttl max_bytes publish_offsets')
 """What one channel keeps: ``size`` publications, each for ``ttl`` seconds, ``max_bytes`` of
@@ -104,10 +105,11 @@ class HistoryRules:
         return bool(self._rules)
 
     def policy(self, channel):
-        """The :class:`HistoryPolicy` of ``channel``, or None (no history)."""
+        """The :class:`HistoryPolicy` of ``channel``, or None (no history; gsc's own ``#gsc/``
+        channels never have one)."""
         for match, policy in self._rules:
             if match(channel):
-                return policy
+                return None if channel.startswith(RESERVED_PREFIX) else policy
         return None
 
 

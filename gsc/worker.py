@@ -162,6 +162,7 @@ class SCWorker(ClusterMember):
         self.http_server.routes = metrics.worker_routes(self)
         self.sc_server = attach(self.http_server, options, self._broker_engine())
         self.exchange = self.sc_server.exchange
+        self.exchange.worker_id = self.id
         self.sc_server.on('connection', self._on_connection)
         self.sc_server.on('error', lambda err: self.emit('error', err))
         self.sc_server.on('warning', self._on_server_warning)
