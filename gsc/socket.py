@@ -14,7 +14,7 @@ from collections import deque
 import gevent
 from gevent import get_hub
 
-from . import protocol
+from . import protocol, reserved
 from .errors import (AuthTokenExpiredError, AuthTokenNotBeforeError, BadConnectionError,
                      BrokerError, InvalidActionError, InvalidArgumentsError, SCError,
                      TimeoutError, close_error, dehydrate, hydrate, public_error)
@@ -539,6 +539,10 @@ class ServerSocket(EventEmitter):
         if self._channel_too_long(channel):
             self._refuse_long_channel('Failed to subscribe socket to a channel', respond)
             return
+        refusal = reserved.subscribe_refusal(self, channel)
+        if refusal is not None:
+            self._fail_subscribe(channel, refusal, respond)
+            return
         if expired is not None and request.get('waitForAuth'):
             respond(expired)
             return
@@ -643,6 +647,10 @@ class ServerSocket(EventEmitter):
         channel = data.get('channel', UNDEFINED)
         if self._channel_too_long(channel):
             self._refuse_long_channel('Failed to publish to a channel', respond)
+            return
+        refusal = reserved.publish_refusal(channel)
+        if refusal is not None:
+            respond(InvalidActionError('Failed to publish to the %s channel - %s' % (channel, refusal)))
             return
         message = data.get('data')
         if not server.middleware.has(MIDDLEWARE_PUBLISH_IN):
