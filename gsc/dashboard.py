@@ -120,13 +120,17 @@ class Feed:
     into the dashboard's messages, with per-second rates from the counters (None for a
     process first seen, or respawned, since the last snapshot)."""
 
-    def __init__(self):
+    def __init__(self, instance_id=None, app_name=None):
+        self.instance_id = instance_id
+        self.app_name = app_name
         self._last = {}  # (kind, id) -> (pid, seconds, {counter: value})
 
     def message(self, snapshot, now, wall_time):
         """The feed's message for ``snapshot`` (None: the master did not answer) taken at
-        ``now`` (monotonic seconds) and ``wall_time`` (epoch seconds)."""
-        message = {'time': int(wall_time * 1000)}
+        ``now`` (monotonic seconds) and ``wall_time`` (epoch seconds).  It names its
+        ``instance`` (instanceId): on Redis, the instances of an app share the feed."""
+        message = {'time': int(wall_time * 1000), 'instance': self.instance_id,
+                   'appName': self.app_name}
         if snapshot is None:
             message['error'] = 'the master did not answer'
             return message
@@ -223,7 +227,8 @@ def attach(worker):
     guard = LoginGuard(options.get('dashboardPassword'))
     worker.sc_server.on('connection', lambda socket, *_status: accept_logins(socket, guard))
     if worker.is_leader:
-        worker.on('ready', lambda: gevent.spawn(publish_forever, worker, Feed()))
+        feed = Feed(options.get('instanceId'), options.get('appName'))
+        worker.on('ready', lambda: gevent.spawn(publish_forever, worker, feed))
 
 
 def accept_logins(socket, guard):
@@ -246,9 +251,12 @@ def publish_forever(worker, feed):
     terminates."""
     while not worker.is_terminating:
         started = time.monotonic()
-        snapshot = metrics.master_snapshot(worker, False)
-        message = feed.message(snapshot, time.monotonic(), time.time())
-        worker.exchange.publish(CHANNEL, message, log_publish_failure)
+        try:
+            snapshot = metrics.master_snapshot(worker, False)
+            message = feed.message(snapshot, time.monotonic(), time.time())
+            worker.exchange.publish(CHANNEL, message, log_publish_failure)
+        except Exception:  # the feed is for the operator: its failure must not cost the worker
+            log.exception('The dashboard feed failed')
         gevent.sleep(max(0.1, PUBLISH_INTERVAL - (time.monotonic() - started)))
 
 

@@ -82,18 +82,44 @@ def test_only_a_dashboard_token_may_subscribe_to_the_feed(request, clients):
     assert client.auth_token is None
     client.invoke(dashboard.LOGIN_EVENT, {'password': PASSWORD})
     assert client.auth_token['gscDashboard'] is True
-    messages = []
-    client.subscribe(dashboard.CHANNEL).watch(messages.append)
-    client.wait_for('subscribe', 5)
-    for _ in range(3):
-        client.wait_for('message', 5)
-        if messages and all('pid' in w for w in messages[-1]['workers']):
-            break
-    last = messages[-1]
+    messages = watch_feed(client)
+    last = next_message(client, messages,
+                        lambda message: all('pid' in w for w in message['workers']))
     assert sorted(w['pid'] for w in last['workers']) == sorted(pids)
     assert last['workerCluster'] == 'up' and last['redis'] is None
     assert [b['state'] for b in last['brokers']] == ['up']
     assert all(w['rss'] > 1000000 for w in last['workers'])
+
+
+def test_instances_on_redis_share_the_feed_each_naming_itself(request, redis_server, clients):
+    masters = [start_cluster(request, dict(
+        CLUSTER, workers=1, brokers=0, brokerEngine='redis',
+        brokerEngineOptions={'url': redis_server.url}), ready=False) for _ in range(2)]
+    for master in masters:
+        master.ready(timeout=30)
+    client = clients(masters[0].port)
+    client.invoke(dashboard.LOGIN_EVENT, {'password': PASSWORD})
+    messages = watch_feed(client)
+    next_message(client, messages, lambda _message: len({m['instance'] for m in messages}) == 2)
+    assert all(m['redis'] == {'up': 1, 'of': 1} and m['brokers'] == [] for m in messages)
+
+
+def watch_feed(client):
+    """The list the feed's messages go into, once ``client`` subscribed to it."""
+    messages = []
+    client.subscribe(dashboard.CHANNEL).watch(messages.append)
+    client.wait_for('subscribe', 5)
+    return messages
+
+
+def next_message(client, messages, check, count=8):
+    """The first message of the feed for which ``check(message)`` holds, among the next
+    ``count``."""
+    for _ in range(count):
+        client.wait_for('message', 5)
+        if messages and check(messages[-1]):
+            return messages[-1]
+    raise AssertionError('no such feed message in %r' % messages[-3:])
 
 
 def test_logins_are_bounded_per_socket(request, clients):
@@ -137,7 +163,7 @@ def test_bad_dashboard_options_are_refused_by_name(options, named):
 
 
 def test_the_feed_computes_rates_per_process_and_restarts_them_on_a_new_pid():
-    feed = dashboard.Feed()
+    feed = dashboard.Feed('instance-1', 'app')
 
     def snapshot(pid, received, publishes):
         worker = {'id': 0, 'state': 'up', 'pid': pid, 'handshakes': 1, 'connections': 3,
@@ -149,6 +175,7 @@ def test_the_feed_computes_rates_per_process_and_restarts_them_on_a_new_pid():
                 'brokers': [broker], 'workerRestarts': [[0, 1]], 'brokerRestarts': []}
     first = feed.message(snapshot(100, 10, 0), 50.0, 1000.0)
     assert first['workers'][0]['inPerSec'] is None and first['time'] == 1000000
+    assert (first['instance'], first['appName']) == ('instance-1', 'app')
     second = feed.message(snapshot(100, 30, 8), 52.0, 1002.0)
     assert (second['workers'][0]['inPerSec'], second['workers'][0]['outPerSec']) == (10, 20)
     assert second['brokers'][0]['publishesPerSec'] == 4

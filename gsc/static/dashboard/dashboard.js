@@ -20,7 +20,8 @@
     path: document.body.dataset.socketPath, authTokenName: TOKEN_NAME, autoReconnect: true});
   var feed = null;
   var lastMessageAt = 0;
-  var charts = null;
+  var instances = {};
+  var selected = null;
 
   // A token given in the URL is taken once and removed from the address bar.
   function takeUrlToken() {
@@ -179,75 +180,127 @@
 
   // -- the charts ------------------------------------------------------------------------
 
+  // A count's axis shows whole numbers only.
+  function wholeNumber(v) {
+    return Number.isInteger(v) ? String(v) : '';
+  }
+
+  function workerLabel(w) { return 'worker ' + w.id; }
+  function brokerLabel(b) { return 'broker ' + b.id; }
+
+  var CHARTS = [
+    {id: 'chart-connections', title: 'Connections', format: wholeNumber,
+      labels: function (m) { return m.workers.map(workerLabel); },
+      values: function (m) { return m.workers.map(function (w) { return w.connections; }); }},
+    {id: 'chart-messages', title: 'Messages per second',
+      format: function (v) { return String(round(v)); },
+      labels: function () { return ['in (from clients)', 'out (to clients)', 'broker publications']; },
+      values: function (m) {
+        return [sum(m.workers, 'inPerSec'), sum(m.workers, 'outPerSec'), sum(m.brokers, 'publishesPerSec')];
+      }},
+    {id: 'chart-memory', title: 'Resident memory', format: megabytes,
+      labels: function (m) { return m.workers.map(workerLabel).concat(m.brokers.map(brokerLabel)); },
+      values: function (m) { return m.workers.concat(m.brokers).map(function (p) { return p.rss; }); }},
+  ];
+  var plots = [];
+  var plotted = null;
+
   function chartWidth(el) {
     return Math.max(300, el.clientWidth - 16);
   }
 
-  function makeChart(id, title, labels, format) {
-    var el = $(id);
+  function makeChart(spec, labels, data) {
+    var el = $(spec.id);
     var series = [{}].concat(labels.map(function (label, i) {
       return {label: label, stroke: COLORS[i % COLORS.length], width: 2, spanGaps: false,
-        value: function (u, v) { return v == null ? '–' : format(v); }};
+        value: function (u, v) { return v == null ? '–' : spec.format(v); }};
     }));
     var axis = {stroke: '#9aa4b2', grid: {stroke: '#2a313c', width: 1}, ticks: {stroke: '#2a313c'}};
     var opts = {
-      title: title, width: chartWidth(el), height: CHART_HEIGHT, series: series,
+      title: spec.title, width: chartWidth(el), height: CHART_HEIGHT, series: series,
       scales: {x: {time: true}, y: {range: function (u, min, max) { return [0, Math.max(1, max * 1.15)]; }}},
-      axes: [axis, Object.assign({size: 70, values: function (u, ticks) { return ticks.map(format); }}, axis)],
+      axes: [axis, Object.assign({size: 70, values: function (u, ticks) { return ticks.map(spec.format); }}, axis)],
     };
-    var data = [[]].concat(labels.map(function () { return []; }));
-    return {plot: new uPlot(opts, data, el), data: data, el: el};
+    return new uPlot(opts, data, el);
   }
 
-  function buildCharts(message) {
-    var workerLabels = message.workers.map(function (w) { return 'worker ' + w.id; });
-    var brokerLabels = message.brokers.map(function (b) { return 'broker ' + b.id; });
-    charts = {
-      connections: makeChart('chart-connections', 'Connections', workerLabels, String),
-      messages: makeChart('chart-messages', 'Messages per second',
-        ['in (from clients)', 'out (to clients)', 'broker publications'], function (v) { return String(round(v)); }),
-      memory: makeChart('chart-memory', 'Resident memory', workerLabels.concat(brokerLabels), megabytes),
-    };
-  }
-
-  function push(chart, time, values) {
-    var data = chart.data;
-    data[0].push(time);
-    values.forEach(function (value, i) { data[i + 1].push(value == null ? null : value); });
-    if (data[0].length > HISTORY) data.forEach(function (column) { column.shift(); });
-    chart.plot.setData(data);
-    chart.el.dataset.points = data[0].length;
-  }
-
-  function plot(message) {
-    if (!charts || charts.connections.data.length !== message.workers.length + 1 ||
-        charts.memory.data.length !== message.workers.length + message.brokers.length + 1) {
-      if (charts) Object.keys(charts).forEach(function (k) { charts[k].plot.destroy(); });
-      buildCharts(message);
-    }
+  // Keep the last HISTORY points of every chart of one instance (a new shape starts afresh).
+  function record(instance, message) {
     var time = message.time / 1000;
-    push(charts.connections, time, message.workers.map(function (w) { return w.connections; }));
-    push(charts.messages, time, [sum(message.workers, 'inPerSec'), sum(message.workers, 'outPerSec'),
-      sum(message.brokers, 'publishesPerSec')]);
-    push(charts.memory, time, message.workers.concat(message.brokers).map(function (p) { return p.rss; }));
+    CHARTS.forEach(function (spec, i) {
+      var values = spec.values(message);
+      var data = instance.history[i];
+      if (!data || data.length !== values.length + 1) {
+        data = instance.history[i] = [[]].concat(values.map(function () { return []; }));
+      }
+      data[0].push(time);
+      values.forEach(function (value, j) { data[j + 1].push(value == null ? null : value); });
+      if (data[0].length > HISTORY) data.forEach(function (column) { column.shift(); });
+    });
+  }
+
+  function draw(instance) {
+    CHARTS.forEach(function (spec, i) {
+      var data = instance.history[i];
+      var plot = plots[i];
+      if (plot && (plotted !== instance || plot.series.length !== data.length)) {
+        plot.destroy();
+        plot = null;
+      }
+      if (plot) {
+        plot.setData(data);
+      } else {
+        plots[i] = makeChart(spec, spec.labels(instance.message), data);
+      }
+      $(spec.id).dataset.points = data[0].length;
+    });
+    plotted = instance;
   }
 
   window.addEventListener('resize', function () {
-    if (!charts) return;
-    Object.keys(charts).forEach(function (k) {
-      charts[k].plot.setSize({width: chartWidth(charts[k].el), height: CHART_HEIGHT});
+    plots.forEach(function (plot, i) {
+      plot.setSize({width: chartWidth($(CHARTS[i].id)), height: CHART_HEIGHT});
     });
   });
 
-  // -- a feed message --------------------------------------------------------------------
+  // -- the feed: one message a second per instance (instances of an app on Redis share it) --
+
+  function instanceOf(message) {
+    var key = String(message.instance);
+    var instance = instances[key];
+    if (!instance) {
+      instance = instances[key] = {key: key, history: [], message: null};
+      var option = document.createElement('option');
+      option.value = key;
+      option.textContent = (message.appName || 'gsc') + ' · ' + key.slice(0, 8);
+      $('instance').appendChild(option);
+      $('instance').hidden = Object.keys(instances).length < 2;
+      if (selected === null) selected = key;
+    }
+    return instance;
+  }
+
+  $('instance').addEventListener('change', function () {
+    selected = $('instance').value;
+    render(instances[selected]);
+  });
 
   function show(message) {
     lastMessageAt = Date.now();
+    var instance = instanceOf(message);
+    instance.message = message;
+    if (!message.error) record(instance, message);
+    if (instance.key === selected) render(instance);
+  }
+
+  function render(instance) {
+    var message = instance.message;
     $('updated').textContent = 'updated ' + new Date(message.time).toLocaleTimeString();
     if (message.error) {
       setStatus(message.error, 'bad');
       return;
     }
+    $('app').textContent = message.appName || '';
     setStatus(message.workerCluster === 'up' ? 'live' : 'worker cluster ' + message.workerCluster,
       message.workerCluster === 'up' ? 'good' : 'bad');
     fillSummary(message);
@@ -263,6 +316,6 @@
       function (b) { return num(b.publishesPerSec); },
       function (b) { return megabytes(b.rss); },
     ]);
-    plot(message);
+    draw(instance);
   }
 }());
