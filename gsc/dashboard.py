@@ -26,7 +26,7 @@ import gevent
 from . import metrics
 from .errors import AuthError, InvalidArgumentsError, InvalidOptionsError
 from .reserved import DASHBOARD_CHANNEL as CHANNEL
-from .reserved import DASHBOARD_CLAIM
+from .reserved import DASHBOARD_CLAIM, is_dashboard_viewer
 
 log = logging.getLogger(__name__)
 
@@ -225,7 +225,10 @@ def attach(worker):
         return
     worker.http_server.routes.update(routes(options))
     guard = LoginGuard(options.get('dashboardPassword'))
-    worker.sc_server.on('connection', lambda socket, *_status: accept_logins(socket, guard))
+    server = worker.sc_server
+    server.on('connection', lambda socket, *_status: accept_logins(socket, guard))
+    server.on('authentication', lambda socket, _token: drop_lapsed_viewer(socket))
+    server.on('deauthentication', lambda socket, _token: drop_lapsed_viewer(socket))
     if worker.is_leader:
         feed = Feed(options.get('instanceId'), options.get('appName'))
         worker.on('ready', lambda: gevent.spawn(publish_forever, worker, feed))
@@ -244,6 +247,12 @@ def accept_logins(socket, guard):
         socket.set_auth_token({DASHBOARD_CLAIM: True})
         respond()
     socket.on(LOGIN_EVENT, login)
+
+
+def drop_lapsed_viewer(socket):
+    """Kick ``socket`` out of the feed when its token no longer grants the dashboard."""
+    if socket.is_subscribed(CHANNEL) and not is_dashboard_viewer(socket):
+        socket.kick_out(CHANNEL, 'The dashboard token was removed or replaced')
 
 
 def publish_forever(worker, feed):

@@ -89,6 +89,10 @@ def test_only_a_dashboard_token_may_subscribe_to_the_feed(request, clients):
     assert last['workerCluster'] == 'up' and last['redis'] is None
     assert [b['state'] for b in last['brokers']] == ['up']
     assert all(w['rss'] > 1000000 for w in last['workers'])
+    client.deauthenticate()
+    assert client.wait_for('kickOut', 5)[1] == dashboard.CHANNEL
+    with pytest.raises(BrokerError, match='reserved for gsc'):
+        client.invoke('#subscribe', {'channel': dashboard.CHANNEL})
 
 
 def test_instances_on_redis_share_the_feed_each_naming_itself(request, redis_server, clients):

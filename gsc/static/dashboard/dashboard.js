@@ -44,7 +44,6 @@
   function showLogin(error) {
     $('login').hidden = false;
     $('login-error').textContent = error || '';
-    if (!$('board').hidden) return;
     setStatus('log in', 'warn');
   }
 
@@ -55,7 +54,15 @@
     feed = socket.subscribe(CHANNEL);
     feed.watch(show);
     feed.on('subscribe', function () { setStatus('waiting for data…', 'warn'); });
-    feed.on('subscribeFail', function (err) { showLogin('Feed refused: ' + err.message); });
+    feed.on('subscribeFail', function (err) { dropFeed('Feed refused: ' + err.message); });
+    feed.on('kickOut', function (message) { dropFeed(message); });
+  }
+
+  // Back to the login form; the next login subscribes afresh.
+  function dropFeed(reason) {
+    socket.destroyChannel(CHANNEL);
+    feed = null;
+    showLogin(reason);
   }
 
   socket.on('connect', function () {
