@@ -58,8 +58,9 @@ class BrokerServer:
     ``broker`` is the emitter that gets the events ``subscribe(channel)`` (first
     subscriber), ``unsubscribe(channel)`` (last one gone), ``publish(channel, value)``,
     ``message(data, respond)`` and ``warning(err)``.  Attributes: ``data_map``,
-    ``subscriptions`` (connection id -> {channel: connection}), ``middleware``, ``history``
-    (the :class:`gsc.history.HistoryStore` of the channels this broker owns).
+    ``publishes`` (publications relayed), ``subscriptions`` (connection id -> {channel:
+    connection}), ``middleware``, ``history`` (the :class:`gsc.history.HistoryStore` of the
+    channels this broker owns).
     """
 
     def __init__(self, broker, socket_path, secret_key=None, expiry_accuracy=5000, ack_timeout=10000,
@@ -74,6 +75,7 @@ class BrokerServer:
         self.middleware = MiddlewareChains(lambda err: broker.emit('warning', err),
                                            types=(MIDDLEWARE_SUBSCRIBE, MIDDLEWARE_PUBLISH_IN))
         self.connections = {}
+        self.publishes = 0
         self._subscribers = {}  # channel -> {connection id: connection}
         self._ids = itertools.count(1)
         self._server = None
@@ -85,6 +87,11 @@ class BrokerServer:
     def subscriptions(self):
         """connection id -> {channel: connection} (server-api.md §7.1)."""
         return {conn.id: {name: conn for name in conn.channels} for conn in self.connections.values()}
+
+    @property
+    def channel_count(self):
+        """How many channels have a subscriber through this broker."""
+        return len(self._subscribers)
 
     def start(self):
         """Listen on ``socket_path`` (a stale socket file is removed first)."""
@@ -214,6 +221,7 @@ class BrokerServer:
             except ResourceLimitError as exc:
                 respond(BrokerError('Failed to publish to channel %s - %s' % (channel[:100], exc)))
                 return
+            self.publishes += 1
             self.broker.emit('publish', channel, command['value'])
             respond(None, command['value'] if fields.get('getValue') else None)
         if self.middleware.has(MIDDLEWARE_PUBLISH_IN):

@@ -191,6 +191,10 @@ class DataMap:
         self._keys_by_expiry = {}  # expiry -> set of chain tuples
         self._expiry_heap = []     # expiries with keys (stale entries are skipped)
 
+    def __len__(self):
+        """How many top-level keys the store holds."""
+        return len(self._root.items)
+
     def _raw(self, chain):
         node = self._root
         for key in chain:

@@ -15,6 +15,9 @@ cluster-total series: ``sum()`` over the label gives them, without double counti
 """
 
 
+import os
+import resource
+
 import gevent
 from gevent.event import AsyncResult
 from prometheus_client import CollectorRegistry, generate_latest
@@ -50,6 +53,14 @@ WORKER_GAUGES = (
     ('subscriptions', 'gsc_subscriptions', 'Channel subscriptions of the sockets'),
     ('outboundBytes', 'gsc_outbound_buffered_bytes',
      'Bytes written to sockets but not yet taken by the kernel'),
+    ('rss', 'gsc_worker_resident_memory_bytes', 'Resident memory of the worker process'),
+)
+BROKER_FIGURES = (
+    ('channels', GaugeMetricFamily, 'gsc_broker_channels', 'Channels with a subscriber'),
+    ('keys', GaugeMetricFamily, 'gsc_broker_keys', 'Top-level keys of the key/value store'),
+    ('publishes', CounterMetricFamily, 'gsc_broker_publishes', 'Publications relayed'),
+    ('rss', GaugeMetricFamily, 'gsc_broker_resident_memory_bytes',
+     'Resident memory of the broker process'),
 )
 
 
@@ -69,6 +80,15 @@ def validate_options(options):
                              or not 0 < port <= 65535 or port == options.get('port')):
         raise InvalidOptionsError('The metricsPort option must be None or a port (1-65535) '
                                   'other than the port option')
+
+
+def memory_usage():
+    """Resident memory of this process in bytes."""
+    try:
+        with open('/proc/self/statm') as f:
+            return int(f.read().split()[1]) * os.sysconf('SC_PAGE_SIZE')
+    except (OSError, ValueError, IndexError):
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
 # -- in a worker -------------------------------------------------------------------------
@@ -99,7 +119,8 @@ def worker_figures(worker, brief):
         slowConsumerCloses=server.slow_consumer_closes, connections=server.ws_connections,
         clients=server.clients_count,
         subscriptions=sum(len(socket.channel_subscriptions) for socket in sockets),
-        outboundBytes=sum(socket.socket.buffered_amount for socket in sockets))
+        outboundBytes=sum(socket.socket.buffered_amount for socket in sockets),
+        rss=memory_usage())
     return figures
 
 
@@ -107,7 +128,10 @@ def member_figures(member, request):
     """The answer of a worker or a broker to the ``metrics`` request of its parent."""
     if member.type == 'worker':
         return worker_figures(member, bool((request or {}).get('brief')))
-    return {'id': member.id, 'pid': member.pid, 'connections': len(member.server.connections)}
+    server = member.server
+    return {'id': member.id, 'pid': member.pid, 'connections': len(server.connections),
+            'channels': server.channel_count, 'keys': len(server.data_map),
+            'publishes': server.publishes, 'rss': memory_usage()}
 
 
 def worker_routes(worker):
@@ -116,13 +140,16 @@ def worker_routes(worker):
     options = worker.options
     if options.get('metricsPort') is not None:
         return {}
+    return routes(options, lambda brief: master_snapshot(worker, brief))
 
-    def snapshot(brief):
-        result = AsyncResult()
-        worker.channel.send('metrics', {'brief': brief}, lambda err, data: result.set(
-            None if err else data), timeout=CLUSTER_TIMEOUT)
-        return result.get()
-    return routes(options, snapshot)
+
+def master_snapshot(worker, brief):
+    """The cluster's figures (:meth:`MasterMetrics.snapshot`) asked of the master by a worker
+    (blocks the calling greenlet); None when the master did not answer."""
+    result = AsyncResult()
+    worker.channel.send('metrics', {'brief': brief}, lambda err, data: result.set(
+        None if err else data), timeout=CLUSTER_TIMEOUT)
+    return result.get()
 
 
 def routes(options, snapshot):
@@ -317,16 +344,7 @@ class SnapshotCollector:
         for worker in snapshot['workers']:
             up.add_metric([str(worker['id'])], int(worker['state'] == 'up' and worker['listening']))
         yield up
-        brokers = GaugeMetricFamily('gsc_broker_up', 'Whether the broker process answered',
-                                    labels=['broker'])
-        links = GaugeMetricFamily('gsc_broker_worker_links', 'Workers linked to the broker',
-                                  labels=['broker'])
-        for broker in snapshot['brokers']:
-            brokers.add_metric([str(broker['id'])], int(broker['state'] == 'up'))
-            if broker['state'] == 'up':
-                links.add_metric([str(broker['id'])], broker['connections'])
-        yield brokers
-        yield links
+        yield from self._brokers()
         for key, name, text in WORKER_COUNTERS:
             family = CounterMetricFamily(name, text, labels=['worker'])
             for worker in workers:
@@ -339,6 +357,25 @@ class SnapshotCollector:
             yield family
         yield from self._links(workers)
         yield from self._restarts()
+
+    def _brokers(self):
+        brokers = GaugeMetricFamily('gsc_broker_up', 'Whether the broker process answered',
+                                    labels=['broker'])
+        links = GaugeMetricFamily('gsc_broker_worker_links', 'Workers linked to the broker',
+                                  labels=['broker'])
+        figures = [(key, kind(name, text, labels=['broker']))
+                   for key, kind, name, text in BROKER_FIGURES]
+        for broker in self.snapshot['brokers']:
+            label = [str(broker['id'])]
+            brokers.add_metric(label, int(broker['state'] == 'up'))
+            if broker['state'] == 'up':
+                links.add_metric(label, broker['connections'])
+                for key, family in figures:
+                    family.add_metric(label, broker[key])
+        yield brokers
+        yield links
+        for _key, family in figures:
+            yield family
 
     @staticmethod
     def _links(workers):

@@ -15,7 +15,7 @@ import uuid
 
 from gevent import ssl as gevent_ssl
 
-from . import metrics
+from . import dashboard, metrics
 from .errors import InvalidOptionsError
 from .history import DEFAULT_MAX_HISTORY_BYTES, HistoryRules
 from .presence import PresenceRules
@@ -90,6 +90,9 @@ DEFAULTS = {
     'channelHistory': {},
     'maxHistoryBytes': DEFAULT_MAX_HISTORY_BYTES,
     'channelPresence': {},
+    'dashboard': False,
+    'dashboardPath': '/gsc/dashboard',
+    'dashboardPassword': None,
 }
 
 OTHER_KNOWN = ('run', 'perMessageDeflate', 'maxPayload', 'wsEngineServerOptions', 'paths',
@@ -181,6 +184,7 @@ def validate(options):
     metrics.validate_options(options)
     HistoryRules.from_options(options)
     PresenceRules(options.get('channelPresence'))
+    dashboard.validate_options(options)
     if options.get('tcpSynBacklog') is not None and not isinstance(options['tcpSynBacklog'], int):
         raise InvalidOptionsError('The tcpSynBacklog option must be an integer')
     if options.get('protocol') not in ('http', 'https'):

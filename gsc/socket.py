@@ -750,7 +750,7 @@ class ServerSocket(EventEmitter):
 
     def _refuse_reserved(self, action, channel, respond):
         """Refuse a client's ``action`` on a reserved ``#gsc/`` channel; True when refused."""
-        err = reserved_channel_error(action, channel)
+        err = reserved_channel_error(action, channel, self)
         if err is not None:
             self._emit_error(err)
             respond(err)

@@ -16,8 +16,6 @@ them (``logLevel`` below 2) nor emit them to a listener.
 """
 
 import logging
-import os
-import resource
 import socket
 import sys
 
@@ -26,7 +24,7 @@ import gevent.event
 import gevent.socket
 from gevent.pywsgi import LoggingLogAdapter
 
-from . import controllers, metrics
+from . import controllers, dashboard, metrics
 from .engines import create_engine
 from .engines.broker import BrokerEngine
 from .history import HistoryRules
@@ -79,15 +77,6 @@ def access_log(options):
     if not options.get('accessLog'):
         return None
     return LoggingLogAdapter(logging.getLogger('gsc.access'), logging.INFO)
-
-
-def memory_usage():
-    """Resident memory of this process in bytes."""
-    try:
-        with open('/proc/self/statm') as f:
-            return int(f.read().split()[1]) * os.sysconf('SC_PAGE_SIZE')
-    except (OSError, ValueError, IndexError):
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
 class SCWorker(ClusterMember):
@@ -163,6 +152,7 @@ class SCWorker(ClusterMember):
         self.sc_server = attach(self.http_server, options, self._broker_engine())
         self.exchange = self.sc_server.exchange
         self.exchange.worker_id = self.id
+        dashboard.attach(self)
         self.sc_server.on('connection', self._on_connection)
         self.sc_server.on('error', lambda err: self.emit('error', err))
         self.sc_server.on('warning', self._on_server_warning)
@@ -274,10 +264,10 @@ class SCWorker(ClusterMember):
                          int((self._ws_requests + messages - self._messages_seen) * scale))
             self._http_requests = self._ws_requests = 0
             self._messages_seen = messages
-            if threshold and memory_usage() > threshold:
+            if threshold and metrics.memory_usage() > threshold:
                 self.emit('warning', ResourceLimitError(
                     'Worker killed itself because its memory usage of %d exceeded the '
-                    'killWorkerMemoryThreshold of %d' % (memory_usage(), threshold)))
+                    'killWorkerMemoryThreshold of %d' % (metrics.memory_usage(), threshold)))
                 self.exit(0)
 
 

@@ -27,10 +27,11 @@ pytestmark = [
 ]
 
 
-def run_driver(args, tmp_path):
-    """Run ``node browser.js ARGS`` in its own session; its JSON lines.  Chromium's profile
-    goes under ``tmp_path`` (TMPDIR); the whole group is killed by id at the end."""
-    proc = subprocess.Popen(['node', 'browser.js'] + args, cwd=JS, stdout=subprocess.PIPE,
+def run_driver(args, tmp_path, script='browser.js'):
+    """Run ``node SCRIPT ARGS`` (a driver in tests/js) in its own session; its JSON lines.
+    Chromium's profile goes under ``tmp_path`` (TMPDIR); the whole group is killed by id
+    at the end."""
+    proc = subprocess.Popen(['node', script] + args, cwd=JS, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, start_new_session=True,
                             env=dict(os.environ, TMPDIR=str(tmp_path), CHROMIUM=CHROMIUM,
                                      BROWSER_TIMEOUT=str(DRIVER_TIMEOUT - 10)))

@@ -6,17 +6,10 @@
 // Prints one JSON line per step ({"event": name, ...}); the last one is "result".
 // Exits 2 after BROWSER_TIMEOUT seconds (default 60). Chromium: CHROMIUM (/usr/bin/chromium).
 
-const {chromium} = require('playwright-core');
+const {launch, log, run} = require('./chromium');
 
 const [baseUrl, screenshotPath] = process.argv.slice(2);
-const timeout = Number(process.env.BROWSER_TIMEOUT || 60);
 const MAX_RELOADS = 20;
-const ARGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-  '--disable-background-networking', '--disable-component-update', '--disable-sync'];
-
-function log(event, fields) {
-  process.stdout.write(JSON.stringify(Object.assign({event}, fields)) + '\n');
-}
 
 // A fresh page in its own context (its own storage, so its own auth token), connected.
 async function openPage(browser) {
@@ -57,8 +50,7 @@ async function waitForMessage(page, text) {
 }
 
 async function main() {
-  const browser = await chromium.launch({
-    executablePath: process.env.CHROMIUM || '/usr/bin/chromium', args: ARGS, timeout: 20000});
+  const browser = await launch();
   try {
     const alice = await openPage(browser);
     const aliceWorker = await workerOf(alice);
@@ -99,12 +91,4 @@ async function main() {
   }
 }
 
-setTimeout(() => {
-  log('timeout', {seconds: timeout});
-  process.exit(2);
-}, timeout * 1000).unref();
-
-main().then(() => process.exit(0), (err) => {
-  log('fail', {message: String(err && err.stack || err)});
-  process.exit(1);
-});
+run(main);
