@@ -17,6 +17,7 @@ from gevent import ssl as gevent_ssl
 
 from . import metrics
 from .errors import InvalidOptionsError
+from .history import DEFAULT_MAX_HISTORY_BYTES, HistoryRules
 from .server_options import LIMITS, SERVER_DEFAULTS, check_number, to_camel
 
 MAX_DURATION = 2147483647
@@ -85,6 +86,8 @@ DEFAULTS = {
     'healthPath': '/health',
     'metricsPath': '/metrics',
     'metricsPort': None,
+    'channelHistory': {},
+    'maxHistoryBytes': DEFAULT_MAX_HISTORY_BYTES,
 }
 
 OTHER_KNOWN = ('run', 'perMessageDeflate', 'maxPayload', 'wsEngineServerOptions', 'paths',
@@ -174,6 +177,7 @@ def validate(options):
     if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
         raise InvalidOptionsError('The port option must be an integer between 0 and 65535')
     metrics.validate_options(options)
+    HistoryRules.from_options(options)
     if options.get('tcpSynBacklog') is not None and not isinstance(options['tcpSynBacklog'], int):
         raise InvalidOptionsError('The tcpSynBacklog option must be an integer')
     if options.get('protocol') not in ('http', 'https'):

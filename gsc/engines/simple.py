@@ -10,7 +10,7 @@ from ..errors import BrokerError
 class SimpleEngine:
     """Pub/sub inside one process (sc-simple-broker), plus an in-process key/value store."""
 
-    def __init__(self):
+    def __init__(self, history_rules=None, presence_rules=None):
         self._on_message = None
         self.data_map = DataMap()
 

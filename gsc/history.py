@@ -1,0 +1,273 @@
+"""Channel history: which channels keep their publications, and the bounded log that keeps them.
+
+Sans-I/O.  :class:`HistoryRules` reads the ``channelHistory`` option (fnmatch patterns ->
+policies) and ``maxHistoryBytes``; :class:`HistoryStore` is the in-memory log of one owner
+(a broker process, or a standalone worker): per channel an ``offset`` (1 for the first
+publication, +1 per publication) and an ``epoch`` (a short random string, new whenever the
+channel's history is created again: a new store, an eviction, or the ttl emptying it).
+The wire contract is in docs/history.md.
+"""
+
+import collections
+import fnmatch
+import re
+import secrets
+import time
+
+from . import codec
+from .errors import BrokerError, InvalidArgumentsError, InvalidOptionsError
+
+HistoryPolicy = collections.namedtuple('HistoryPolicy', 'size ttl max_bytes publish_offsets')
+"""What one channel keeps: ``size`` publications, each for ``ttl`` seconds, ``max_bytes`` of
+JSON in all; ``publish_offsets`` wraps what clients receive as ``{data, offset, epoch}``."""
+
+POLICY_DEFAULTS = {'size': 100, 'ttl': 300, 'maxBytes': 1024 * 1024, 'publishOffsets': False}
+POLICY_BOUNDS = {'size': (1, 10000), 'ttl': (0.001, 7 * 86400), 'maxBytes': (1, 32 * 1024 * 1024)}
+"""The range of each numeric policy key (``maxBytes`` stays well below what a link carries)."""
+DEFAULT_MAX_HISTORY_BYTES = 64 * 1024 * 1024
+CHANNEL_OVERHEAD = 256
+"""Bytes counted against ``maxHistoryBytes`` for each channel's log on top of its JSON, so
+that many empty logs (reads of never-published channels) are bounded too."""
+ENTRY_OVERHEAD = 64
+"""Bytes counted against ``maxHistoryBytes`` for each publication on top of its JSON."""
+
+
+def new_epoch():
+    """A short random epoch (8 hex characters)."""
+    return secrets.token_hex(4)
+
+
+def _check_number(pattern, key, value):
+    low, high = POLICY_BOUNDS[key]
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
+        raise InvalidOptionsError('The channelHistory option: %r.%s must be a number from %s to %s, '
+                                  'not %r' % (pattern, key, low, high, value))
+    if key != 'ttl' and value != int(value):
+        raise InvalidOptionsError('The channelHistory option: %r.%s must be a whole number, not %r'
+                                  % (pattern, key, value))
+
+
+def _policy(pattern, spec):
+    """The :class:`HistoryPolicy` of one ``channelHistory`` entry (InvalidOptionsError)."""
+    if spec is None or spec is True:
+        spec = {}
+    if not isinstance(spec, dict):
+        raise InvalidOptionsError('The channelHistory option: %r must map to a dict like %r, not %r'
+                                  % (pattern, POLICY_DEFAULTS, spec))
+    unknown = sorted(set(spec) - set(POLICY_DEFAULTS))
+    if unknown:
+        raise InvalidOptionsError('The channelHistory option: %r has unknown keys %s (known: %s)'
+                                  % (pattern, ', '.join(unknown), ', '.join(POLICY_DEFAULTS)))
+    merged = dict(POLICY_DEFAULTS, **spec)
+    for key in POLICY_BOUNDS:
+        _check_number(pattern, key, merged[key])
+    if not isinstance(merged['publishOffsets'], bool):
+        raise InvalidOptionsError('The channelHistory option: %r.publishOffsets must be true or '
+                                  'false, not %r' % (pattern, merged['publishOffsets']))
+    return HistoryPolicy(int(merged['size']), merged['ttl'], int(merged['maxBytes']),
+                         merged['publishOffsets'])
+
+
+class HistoryRules:
+    """The ``channelHistory`` option compiled: ``policy(channel)`` is the policy of the first
+    matching pattern (dict order, ``fnmatch.fnmatchcase``: ``*`` also crosses ``/``) or None.
+    ``max_history_bytes`` is ``maxHistoryBytes``.  A bad option raises InvalidOptionsError."""
+
+    def __init__(self, option=None, max_history_bytes=None):
+        if option is None:
+            option = {}
+        if not isinstance(option, dict):
+            raise InvalidOptionsError('The channelHistory option must be a dict of channel patterns, '
+                                      'not %r' % (option,))
+        if max_history_bytes is None:
+            max_history_bytes = DEFAULT_MAX_HISTORY_BYTES
+        if isinstance(max_history_bytes, bool) or not isinstance(max_history_bytes, int) or \
+                max_history_bytes < 1:
+            raise InvalidOptionsError('The maxHistoryBytes option must be a positive whole number '
+                                      'of bytes, not %r' % (max_history_bytes,))
+        self.max_history_bytes = max_history_bytes
+        self._rules = []
+        for pattern, spec in option.items():
+            if not isinstance(pattern, str) or not pattern:
+                raise InvalidOptionsError('The channelHistory option: a pattern must be a non-empty '
+                                          'string, not %r' % (pattern,))
+            self._rules.append((re.compile(fnmatch.translate(pattern)).match, _policy(pattern, spec)))
+
+    @classmethod
+    def from_options(cls, options):
+        """The rules of ``channelHistory`` and ``maxHistoryBytes`` in ``options`` (either spelling)."""
+        options = options or {}
+        return cls(_option(options, 'channelHistory', 'channel_history'),
+                   _option(options, 'maxHistoryBytes', 'max_history_bytes'))
+
+    def __bool__(self):
+        return bool(self._rules)
+
+    def policy(self, channel):
+        """The :class:`HistoryPolicy` of ``channel``, or None (no history)."""
+        for match, policy in self._rules:
+            if match(channel):
+                return policy
+        return None
+
+
+def _option(options, camel, snake):
+    value = options.get(camel)
+    return options.get(snake) if value is None else value
+
+
+class ChannelLog:
+    """One channel's kept publications: ``epoch``, ``offset`` (the latest), ``entries``
+    (deque of ``(offset, data, bytes, time)``), ``bytes`` (their JSON), ``touched`` (time)."""
+
+    __slots__ = ('epoch', 'offset', 'entries', 'bytes', 'touched')
+
+    def __init__(self, now):
+        self.epoch = new_epoch()
+        self.offset = 0
+        self.entries = collections.deque()
+        self.bytes = 0
+        self.touched = now
+
+    def first_kept(self):
+        """The offset of the oldest kept publication (``offset + 1`` when none is kept)."""
+        return self.entries[0][0] if self.entries else self.offset + 1
+
+
+class HistoryStore:
+    """The bounded history of every channel one owner keeps.
+
+    ``append(channel, data)`` -> ``(offset, epoch)`` (None without a policy);
+    ``read(channel, since, epoch, limit)`` -> the result dict of the contract;
+    ``purge_expired()`` drops what the ttl expired.  ``bytes`` counts JSON plus overheads over
+    all channels; past ``rules.max_history_bytes`` the least recently published channel's
+    whole log is dropped (its epoch changes).
+    """
+
+    def __init__(self, rules, clock=time.monotonic):
+        self.rules = rules
+        self.clock = clock
+        self.bytes = 0
+        self._logs = collections.OrderedDict()  # channel -> ChannelLog, least recently touched first
+
+    def __len__(self):
+        return len(self._logs)
+
+    def policy(self, channel):
+        """The policy of ``channel`` (None: no history)."""
+        return self.rules.policy(channel)
+
+    def append(self, channel, data, policy=None):
+        """Keep ``data`` as the next publication of ``channel``; its ``(offset, epoch)``, or None
+        when the channel has no history.  ``data`` must be JSON-encodable (ValueError)."""
+        policy = policy or self.rules.policy(channel)
+        if policy is None:
+            return None
+        size = len(codec.encode(data).encode('utf-8'))
+        now = self.clock()
+        log = self._log(channel, policy, now)
+        log.offset += 1
+        log.touched = now
+        self._logs.move_to_end(channel)
+        log.entries.append((log.offset, data, size, now))
+        log.bytes += size
+        self.bytes += size + ENTRY_OVERHEAD
+        self._trim(log, policy)
+        position = (log.offset, log.epoch)
+        self._evict(channel)
+        return position
+
+    def read(self, channel, since=None, epoch=None, limit=None):
+        """``{'epoch', 'offset', 'publications': [{'offset', 'data'}], 'recovered'}``: after
+        ``since`` (with ``epoch``), or the last ``limit``; BrokerError without a policy."""
+        policy = self.rules.policy(channel)
+        if policy is None:
+            raise BrokerError('Channel %s has no history (no channelHistory pattern matches it)'
+                              % channel[:200])
+        since, epoch, limit = _read_arguments(since, epoch, limit)
+        limit = policy.size if limit is None else min(limit, policy.size)
+        log = self._log(channel, policy, self.clock())
+        entries = log.entries
+        if since is None:
+            picked = list(entries)[len(entries) - limit:] if limit else []
+            recovered = True
+        else:
+            recovered = epoch == log.epoch and log.first_kept() - 1 <= since <= log.offset
+            picked = [e for e in entries if e[0] > since][:limit] if recovered else []
+        return {'epoch': log.epoch, 'offset': log.offset, 'recovered': recovered,
+                'publications': [{'offset': e[0], 'data': e[1]} for e in picked]}
+
+    def purge_expired(self):
+        """Drop the publications older than their ttl; a log left empty for a ttl is dropped
+        (the channel's next history has a new epoch)."""
+        now = self.clock()
+        for channel, log in list(self._logs.items()):
+            policy = self.rules.policy(channel)
+            if policy is None:
+                self._drop(channel)
+                continue
+            self._expire(log, policy, now)
+            if not log.entries and now - log.touched >= policy.ttl:
+                self._drop(channel)
+
+    def _log(self, channel, policy, now):
+        """The log of ``channel``, trimmed by its ttl; a new one (a new epoch) when it has none
+        or the ttl emptied it."""
+        log = self._logs.get(channel)
+        if log is not None:
+            self._expire(log, policy, now)
+            if log.entries or now - log.touched < policy.ttl:
+                return log
+            self._drop(channel)
+        self.bytes += CHANNEL_OVERHEAD
+        self._evict(None)
+        log = self._logs[channel] = ChannelLog(now)
+        # first in line for eviction until something is published on it: reads of many
+        # unpublished channels evict one another before any channel's publications
+        self._logs.move_to_end(channel, last=False)
+        return log
+
+    def _expire(self, log, policy, now):
+        entries = log.entries
+        while entries and now - entries[0][3] >= policy.ttl:
+            self._pop_oldest(log)
+
+    def _trim(self, log, policy):
+        while len(log.entries) > policy.size or log.bytes > policy.max_bytes:
+            self._pop_oldest(log)
+
+    def _pop_oldest(self, log):
+        size = log.entries.popleft()[2]
+        log.bytes -= size
+        self.bytes -= size + ENTRY_OVERHEAD
+
+    def _drop(self, channel):
+        log = self._logs.pop(channel)
+        self.bytes -= log.bytes + len(log.entries) * ENTRY_OVERHEAD + CHANNEL_OVERHEAD
+
+    def _evict(self, keep):
+        """Past ``maxHistoryBytes``: drop the least recently published logs other than ``keep``,
+        then ``keep``'s own oldest publications."""
+        limit = self.rules.max_history_bytes
+        logs = self._logs
+        while self.bytes > limit:
+            oldest = next((channel for channel in logs if channel != keep), None)
+            if oldest is None:
+                break
+            self._drop(oldest)
+        log = logs.get(keep)
+        while self.bytes > limit and log is not None and log.entries:
+            self._pop_oldest(log)
+
+
+def _read_arguments(since, epoch, limit):
+    """``since`` (None or an int >= 0), ``epoch`` (a string, or None without since) and ``limit``
+    (None or an int >= 0) checked: InvalidArgumentsError."""
+    if since is not None and (isinstance(since, bool) or not isinstance(since, int) or since < 0):
+        raise InvalidArgumentsError('History since must be a whole number >= 0, not %r' % (since,))
+    if since is not None and not isinstance(epoch, str):
+        raise InvalidArgumentsError('History since needs the epoch it was seen in (a string), '
+                                    'not %r' % (epoch,))
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 0):
+        raise InvalidArgumentsError('History limit must be a whole number >= 0, not %r' % (limit,))
+    return since, epoch, limit
