@@ -31,7 +31,6 @@ so the members of a worker that vanished are gone within that.
 
 import logging
 import random
-import secrets
 import time
 from urllib.parse import urlsplit, urlunsplit
 
@@ -40,8 +39,10 @@ import redis
 from gevent import socket as gsocket
 
 from .. import codec
-from ..errors import BrokerError
+from ..errors import BrokerError, InvalidArgumentsError
+from ..history import _read_arguments, new_epoch
 from ..ipc import MAX_FRAME
+from ..presence import events_channel
 from . import redis_lua
 
 log = logging.getLogger(__name__)
@@ -61,8 +62,6 @@ PRESENCE_TTL = 6000
 """Milliseconds a presence member lives at Redis after its last refresh."""
 PRESENCE_REFRESH = 2.0
 """Seconds between two refreshes of an engine's presence members."""
-PRESENCE_EVENTS = '#gsc/presence/'
-"""The internal channel of a presence channel's join and leave events: this + the channel."""
 REFRESH_BATCH = 256
 """Members refreshed by one script call, and script calls sent in one pipeline."""
 
@@ -228,16 +227,21 @@ class RedisEngine:
         or its last ``limit`` ones when ``since`` is None (see :func:`history_result`)."""
         policy = self._history_rules.policy(channel) if self._history_rules else None
         if policy is None:
-            callback(BrokerError('Channel %s keeps no history (no channelHistory pattern matches '
-                                 'it)' % channel), None)
+            callback(BrokerError('Channel %s has no history (no channelHistory pattern matches it)'
+                                 % channel[:200]), None)
             return
-        limit = policy.size if limit is None else max(0, min(int(limit), policy.size))
+        try:
+            since, epoch, limit = _read_arguments(since, epoch, limit)
+        except InvalidArgumentsError as exc:
+            callback(exc, None)
+            return
+        limit = policy.size if limit is None else min(limit, policy.size)
         try:
             current_epoch, latest, entries = self._history_read(
                 keys=[self._data_key('history:meta:', channel),
                       self._data_key('history:stream:', channel)],
                 args=[new_epoch(), policy.size, _ms(policy.ttl), policy.max_bytes,
-                      '' if since is None else int(since), max(limit, 1)])
+                      '' if since is None else since, max(limit, 1)])
             result = history_result(since, epoch, limit, current_epoch.decode('ascii'),
                                     int(latest), entries)
         except (redis.RedisError, OSError) as exc:
@@ -254,7 +258,7 @@ class RedisEngine:
             return
         member = codec.encode({'socketId': socket_id, 'user': info.get('user'),
                                'worker': info.get('worker')}).encode('utf-8')
-        what = 'Failed to join the presence of channel %s' % channel
+        what = 'Failed to join the presence of channel %.100s' % channel
         try:
             joined = self._presence_join(
                 keys=self._presence_keys(channel),
@@ -264,8 +268,7 @@ class RedisEngine:
             callback(self._failure(what, exc))
             return
         if not joined:
-            callback(BrokerError('%s - it has %d members already (maxMembers)'
-                                 % (what, policy.max_members)))
+            callback(BrokerError('%s - it is full (maxMembers is %d)' % (what, policy.max_members)))
             return
         self._members.setdefault(channel, {})[socket_id] = member
         if self._refresher is None and not self._closed:
@@ -312,7 +315,7 @@ class RedisEngine:
 
     def _events_channel(self, channel, policy):
         """Where ``channel``'s joins and leaves are published (b'' when it publishes none)."""
-        return self._key(PRESENCE_EVENTS + channel) if policy.join_leave else b''
+        return self._key(events_channel(channel)) if policy.join_leave else b''
 
     def _refresh_forever(self):
         """Keep this engine's members alive at Redis (and put back the ones Redis lost)."""
@@ -443,15 +446,9 @@ class RedisEngine:
                 gevent.sleep(0)
 
 
-def new_epoch():
-    """A new history epoch (a short random string) for Redis to take when it has none."""
-    return secrets.token_hex(4)
-
-
 def no_presence(channel):
     """The error of a presence call on a channel without presence."""
-    return BrokerError('Channel %s has no presence (no channelPresence pattern matches it)'
-                       % channel)
+    return BrokerError('Channel %.100s has no presence (see the channelPresence option)' % channel)
 
 
 def _ms(seconds):
@@ -476,7 +473,6 @@ def history_result(since, epoch, limit, current_epoch, latest, entries):
         publications = publications[:limit][::-1]
         recovered = True
     else:
-        since = int(since)
         first = publications[0]['offset'] if publications else latest + 1
         recovered = epoch == current_epoch and since <= latest and first == since + 1
         publications = publications[:limit] if recovered else []

@@ -48,7 +48,7 @@ local function trim(meta, stream, size, max_bytes, cutoff)
     for _, entry in ipairs(batch) do
       local fields = entry[2]
       if length - dropped <= size and bytes - dropped_bytes <= max_bytes
-          and tonumber(fields[4]) >= cutoff then
+          and tonumber(fields[4]) > cutoff then
         done = true
         break
       end
