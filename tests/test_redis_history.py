@@ -1,6 +1,10 @@
 """Channel history on the Redis engine (issue 11 item 1): engines against a private
 redis-server, two engines standing for two machines sharing one history."""
 
+import os
+import signal
+import time
+
 import gevent
 import pytest
 import redis
@@ -20,10 +24,11 @@ def engines(redis_server):
     ``received`` collects ``(channel, data, position)``."""
     made = []
 
-    def make(count=1, option=None):
+    def make(count=1, option=None, connect_timeout=5000):
         started = []
         for _ in range(count):
-            engine = RedisEngine(redis_server.url, history_rules=HistoryRules(option or HISTORY))
+            engine = RedisEngine(redis_server.url, history_rules=HistoryRules(option or HISTORY),
+                                 connect_timeout=connect_timeout)
             received = []
             ready = []
             engine.start(lambda *message, received=received: received.append(message),
@@ -83,7 +88,8 @@ def test_plain_channels_stay_plain_pubsub(engines, redis_server):
     call(a.subscribe, 'lobby')
     publish(a, 'lobby', 'hi')
     wait_until(lambda: on_a)
-    assert on_a == [('lobby', 'hi', None)]
+    assert [message[:2] for message in on_a] == [('lobby', 'hi')]
+    assert on_a[0][2:] in ((), (None,))  # no position
     assert redis.Redis(port=redis_server.port).keys('*') == []
     err, _ = call(a.history, 'lobby', None, None, None)
     assert isinstance(err, BrokerError) and 'lobby has no history' in str(err)
@@ -166,3 +172,19 @@ def test_a_redis_that_is_gone_fails_history_calls(engines, redis_server):
     assert isinstance(err, BrokerError) and 'unreachable' in str(err)
     err, result = call(a.history, 'room/5', None, None, None)
     assert isinstance(err, BrokerError) and 'room/5' in str(err) and result is None
+
+
+def test_a_redis_that_hangs_fails_calls_after_connect_timeout(engines, redis_server):
+    [(a, _)] = engines(1, connect_timeout=500)
+    publish(a, 'room/6', 1)
+    os.kill(redis_server.process.pid, signal.SIGSTOP)
+    try:
+        started = time.monotonic()
+        err, _ = call(a.history, 'room/6', None, None, None)
+        assert isinstance(err, BrokerError) and 'room/6' in str(err)
+        err, _ = call(a.publish, 'room/6', 2)
+        assert isinstance(err, BrokerError)
+        assert time.monotonic() - started < 5  # two calls of 0.5 s each, on a busy machine
+    finally:
+        os.kill(redis_server.process.pid, signal.SIGCONT)
+    assert offsets(history(a, 'room/6'))[:1] == [1]  # Redis may still run the timed-out publish
