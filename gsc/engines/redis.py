@@ -432,8 +432,12 @@ class RedisEngine:
             if message is None or message[0] not in (b'message', 'message'):
                 continue
             channel = _channel_name(message[1])
+            raw = message[2]
             try:
-                data, position = parse_message(message[2])
+                if raw[:1] == b'H':
+                    data, position = parse_history_message(raw)
+                else:
+                    data, position = codec.decode_json(raw), None
             except ValueError:
                 self.on_warning(BrokerError('Dropped a message on %s that is not JSON' % channel))
                 continue
@@ -458,11 +462,9 @@ def _ms(seconds):
     return int(seconds * 1000)
 
 
-def parse_message(raw):
-    """``(data, position)`` of a message from Redis: ``position`` is ``(offset, epoch)`` for
-    ``H<offset> <epoch> <JSON>`` (a history channel), else None.  ValueError when it is bad."""
-    if raw[:1] != b'H':
-        return codec.decode_json(raw), None
+def parse_history_message(raw):
+    """``(data, (offset, epoch))`` of ``H<offset> <epoch> <JSON>`` from Redis (a publication
+    on a history channel: JSON never starts with ``H``); ValueError when it is malformed."""
     offset, epoch, raw = raw.split(b' ', 2)
     return codec.decode_json(raw), (int(offset[1:]), epoch.decode('ascii'))
 
