@@ -139,12 +139,7 @@ def run_once(scenario, server, args, tag):
         pid, extra = start_server(stack, server, port, log_path)
         cmd = ['node', LOADGEN, '--url', url, '--scenario', scenario, '--pid', str(pid),
                '--label', server] + extra + args
-        try:
-            done = subprocess.run(cmd, capture_output=True, text=True, timeout=loadgen_timeout(args))
-            lines = [line for line in done.stdout.splitlines() if line.startswith('{')]
-            result = json.loads(lines[-1]) if lines else {'fatal': 'no JSON from loadgen: %s' % done.stderr[-500:]}
-        except subprocess.TimeoutExpired:
-            result = {'fatal': 'loadgen killed after %.0f s' % loadgen_timeout(args)}
+        result = loadgen_result(cmd, args)
         add_derived(result)
         dead = [t.log_path for t in stack.trees if t.poll() is not None]
         if dead:
@@ -157,6 +152,17 @@ def run_once(scenario, server, args, tag):
     result['server_stderr'] = text[-3000:]
     result['server_stderr_log'] = os.path.relpath(log_path, HERE)
     return result
+
+
+def loadgen_result(cmd, args):
+    """Run the loadgen command ``cmd`` (``args``: its scenario arguments); its JSON result, or
+    ``{'fatal': why}``."""
+    try:
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=loadgen_timeout(args))
+    except subprocess.TimeoutExpired:
+        return {'fatal': 'loadgen killed after %.0f s' % loadgen_timeout(args)}
+    lines = [line for line in done.stdout.splitlines() if line.startswith('{')]
+    return json.loads(lines[-1]) if lines else {'fatal': 'no JSON from loadgen: %s' % done.stderr[-500:]}
 
 
 def add_derived(result):

@@ -10,6 +10,7 @@ import logging
 
 from . import controllers
 from .brokerserver import BrokerServer
+from .history import HistoryRules
 from .middleware import MIDDLEWARE_PUBLISH_IN, MIDDLEWARE_SUBSCRIBE
 from .process import ClusterMember
 
@@ -43,7 +44,8 @@ class SCBroker(ClusterMember):
         self.ipc_ack_timeout = options['ipcAckTimeout']
         self.socket_path = socket_path
         self.server = BrokerServer(self, socket_path, self.secret_key,
-                                   options.get('expiryAccuracy') or EXPIRY_ACCURACY, self.ipc_ack_timeout)
+                                   options.get('expiryAccuracy') or EXPIRY_ACCURACY, self.ipc_ack_timeout,
+                                   HistoryRules.from_options(options))
         self.data_map = self.server.data_map
         self.on('error', lambda err: self.report('error', err))
         self.on('warning', lambda warning: self.report('warning', warning))

@@ -13,6 +13,11 @@ process behind it (then one summary per 10 s while refusals go on: :mod:`gsc.rep
 A channel is subscribed per worker connection; a publish goes to every connection
 subscribed to it, in the order the broker received the publishes.  A connection that
 closes releases all its subscriptions, so a vanished worker leaves nothing behind.
+
+On a channel with history (``channelHistory``) this broker, the channel's owner, keeps its
+publications (:class:`gsc.history.HistoryStore`) and stamps each one: the ``message`` event
+gains ``offset`` and ``epoch``.  The ``history`` command ``{channel, since, epoch, limit}``
+answers the history read of docs/history.md.
 """
 
 import itertools
@@ -26,6 +31,7 @@ from gevent.server import StreamServer
 from . import kv
 from .datamap import DataMap
 from .errors import BrokerError, ResourceLimitError
+from .history import HistoryRules, HistoryStore
 from .ipc import Channel, LinkAuthError, auth_timeout, authenticate_peer, peer_name
 from .middleware import MIDDLEWARE_PUBLISH_IN, MIDDLEWARE_SUBSCRIBE, MiddlewareChains, Request
 from .protocol import UNDEFINED
@@ -51,16 +57,19 @@ class BrokerServer:
     ``broker`` is the emitter that gets the events ``subscribe(channel)`` (first
     subscriber), ``unsubscribe(channel)`` (last one gone), ``publish(channel, value)``,
     ``message(data, respond)`` and ``warning(err)``.  Attributes: ``data_map``,
-    ``subscriptions`` (connection id -> {channel: connection}), ``middleware``.
+    ``subscriptions`` (connection id -> {channel: connection}), ``middleware``, ``history``
+    (the :class:`gsc.history.HistoryStore` of the channels this broker owns).
     """
 
-    def __init__(self, broker, socket_path, secret_key=None, expiry_accuracy=5000, ack_timeout=10000):
+    def __init__(self, broker, socket_path, secret_key=None, expiry_accuracy=5000, ack_timeout=10000,
+                 history_rules=None):
         self.broker = broker
         self.socket_path = socket_path
         self.secret_key = secret_key
         self.expiry_accuracy = expiry_accuracy
         self.ack_timeout = ack_timeout
         self.data_map = DataMap()
+        self.history = HistoryStore(history_rules or HistoryRules())
         self.middleware = MiddlewareChains(lambda err: broker.emit('warning', err),
                                            types=(MIDDLEWARE_SUBSCRIBE, MIDDLEWARE_PUBLISH_IN))
         self.connections = {}
@@ -121,6 +130,7 @@ class BrokerServer:
         while True:
             gevent.sleep(self.expiry_accuracy / 1000.0)
             self.data_map.purge_expired()
+            self.history.purge_expired()
 
     # -- commands ---------------------------------------------------------------------
 
@@ -207,6 +217,18 @@ class BrokerServer:
         else:
             done(None, None)
 
+    def _history(self, conn, fields, respond):
+        channel = fields.get('channel')
+        if not isinstance(channel, str):
+            respond(BrokerError('Failed to read history - the channel name %r is not a string' % (channel,)))
+            return
+        try:
+            result = self.history.read(channel, fields.get('since'), fields.get('epoch'), fields.get('limit'))
+        except Exception as exc:
+            respond(exc)
+            return
+        respond(None, result)
+
     def _send(self, conn, fields, respond):
         if not self.broker.emit('message', fields.get('value'), lambda err=None, data=None: respond(err, data)):
             respond(None, None)
@@ -217,17 +239,23 @@ class BrokerServer:
         'isSubscribed': _is_subscribed,
         'publish': _publish_command,
         'send': _send,
+        'history': _history,
     }
 
     # -- delivery -----------------------------------------------------------------------
 
     def publish(self, channel, value):
         """Deliver ``value`` to every worker subscribed to ``channel`` (no ``publish`` event);
-        encoded once.  ``ResourceLimitError`` (nothing sent) when the message is larger than a
-        link carries."""
+        encoded once; kept in the channel's history (with its offset and epoch) when it has one.
+        ``ResourceLimitError`` (nothing sent) when the message is larger than a link carries."""
+        message = {'channel': channel, 'data': value}
+        if self.history.rules:
+            position = self.history.append(channel, value)
+            if position is not None:
+                message['offset'], message['epoch'] = position
         subscribers = self._subscribers.get(channel)
         if subscribers:
             conns = list(subscribers.values())
-            frame = conns[0].channel.frame({'type': 'message', 'data': {'channel': channel, 'data': value}})
+            frame = conns[0].channel.frame({'type': 'message', 'data': message})
             for conn in conns:
                 conn.channel.write_frame(frame)

@@ -6,6 +6,11 @@ the ``#handshake``, the emit buffer and ack timers, the ping timer, the auth tok
 across reconnects, channels that re-subscribe after a reconnect, and the auto-reconnect
 policy (protocol.md §7.5, §10.7, §12.4).
 
+On a channel with history the client remembers the position (offset, epoch) of the last
+``#publish`` it received, and re-subscribes with ``{'recover': position}`` after a reconnect:
+the server writes what was missed, then ``#recovery``, which the client emits as ``recovery``
+on the channel and on the client (docs/history.md).
+
 Every connection attempt is a :class:`_Connection`: one greenlet opens the TCP (or TLS)
 socket, performs the HTTP upgrade, then runs the transport's reader loop.  Handlers of
 server events run in that reader greenlet, so they must not block on an answer from the
@@ -48,7 +53,8 @@ STATES = (CONNECTING, OPEN, CLOSED)
 LOCAL_EVENTS = frozenset((
     'connect', 'connectAbort', 'connecting', 'close', 'disconnect', 'message', 'error', 'raw',
     'kickOut', 'subscribe', 'unsubscribe', 'subscribeFail', 'subscribeStateChange',
-    'subscribeRequest', 'authStateChange', 'authenticate', 'deauthenticate', 'removeAuthToken'))
+    'subscribeRequest', 'authStateChange', 'authenticate', 'deauthenticate', 'removeAuthToken',
+    'recovery'))
 
 DEFAULT_RECONNECT_OPTIONS = {'initialDelay': 10000, 'randomness': 10000, 'multiplier': 1.5,
                              'maxDelay': 60000}
@@ -210,10 +216,12 @@ class _Connection:
 
 class ClientChannel(EventEmitter):
     """A channel of one client: ``state`` pending/subscribed/unsubscribed, watchers, and the
-    events ``subscribe``, ``subscribeFail``, ``unsubscribe``, ``kickOut``, ``subscribeStateChange``."""
+    events ``subscribe``, ``subscribeFail``, ``unsubscribe``, ``kickOut``, ``subscribeStateChange``,
+    ``recovery(result)``; ``position``: ``(offset, epoch)`` of the last publication received on
+    a channel with history (None before one)."""
 
     __slots__ = ('name', 'client', 'state', 'wait_for_auth', 'data', 'batch', 'priority',
-                 'pending_cid')
+                 'pending_cid', 'position')
 
     def __init__(self, name, client, wait_for_auth=False, data=None, batch=False, priority=0):
         super().__init__()
@@ -225,6 +233,7 @@ class ClientChannel(EventEmitter):
         self.batch = bool(batch)
         self.priority = priority or 0
         self.pending_cid = None
+        self.position = None
 
     def set_options(self, wait_for_auth=None, data=None, batch=None, priority=None):
         """Change the subscription options given (None leaves one as it is)."""
@@ -329,7 +338,7 @@ class SCClientSocket:
         self._private_handlers = {
             '#publish': self._on_publish, '#kickOut': self._on_kick_out,
             '#setAuthToken': self._on_set_auth_token, '#removeAuthToken': self._on_remove_auth_token,
-            '#disconnect': self._on_server_disconnect,
+            '#disconnect': self._on_server_disconnect, '#recovery': self._on_recovery,
         }
         if auto_connect:
             self.connect()
@@ -693,7 +702,27 @@ class SCClientSocket:
         if isinstance(data, dict):
             name = self._undecorate(data.get('channel'))
             if self.is_subscribed(name, True):
+                offset = data.get('offset')
+                if offset is not None:
+                    self._channels[name].position = (offset, data.get('epoch'))
                 self._channel_emitter.emit(name, data.get('data'))
+
+    def _on_recovery(self, data, respond):
+        """``#recovery``: the channel's ``recovery`` event, then the client's
+        ``recovery(channel, result)``; the position moves to the latest when it is behind."""
+        if not isinstance(data, dict):
+            return
+        name = self._undecorate(data.get('channel'))
+        channel = self._channels.get(name)
+        if channel is None:
+            return
+        offset, epoch = data.get('offset'), data.get('epoch')
+        position = channel.position
+        if isinstance(offset, int) and epoch is not None and (
+                position is None or position[1] != epoch or position[0] < offset):
+            channel.position = (offset, epoch)
+        channel.emit('recovery', data)
+        self._emitter.emit('recovery', name, data)
 
     def _on_kick_out(self, data, respond):
         if isinstance(data, dict):
@@ -823,6 +852,9 @@ class SCClientSocket:
             options['waitForAuth'] = True
         if channel.data:
             options['data'] = channel.data
+        if channel.position is not None and (channel.data is None or isinstance(channel.data, dict)):
+            offset, epoch = channel.position
+            options['data'] = dict(channel.data or {}, recover={'offset': offset, 'epoch': epoch})
         if channel.batch:
             options['batch'] = True
         call = _Call('#subscribe', options,
@@ -872,6 +904,7 @@ class SCClientSocket:
         chan = self._channels.get(channel)
         if chan is None or chan.state == UNSUBSCRIBED:
             return
+        chan.position = None
         self._trigger_unsubscribe(chan)
         if self.state == OPEN:
             self._send_packet(event_packet('#unsubscribe', self._decorate(channel)), chan.batch)

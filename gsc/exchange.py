@@ -13,17 +13,24 @@ slices, so that the other clients are served meanwhile.  Every later message wai
 queue until it is empty, so each socket receives the messages in the order they came; a socket
 that leaves a channel (or closes) mid-fan-out gets none of that channel's messages after it
 left.  Consecutive queued messages of one channel are written together, one send per socket.
+
+A message of a channel with history comes with its position ``(offset, epoch)``: its
+``#publish`` packet carries ``offset`` and ``epoch`` beside ``channel`` and ``data`` (with
+``publishOffsets`` the data itself is wrapped as ``{data, offset, epoch}``), as a
+:data:`HistoryFrame`, so that a socket recovering the channel can hold it and drop what it
+already wrote (docs/history.md).
 """
 
 import logging
-from collections import deque
+from collections import deque, namedtuple
 
 import gevent
 from gevent import get_hub, getcurrent
 from gevent.event import AsyncResult, Event
 
 from .emitter import EventEmitter
-from .errors import InvalidArgumentsError
+from .errors import BrokerError, InvalidArgumentsError
+from .history import HistoryRules
 from .middleware import MIDDLEWARE_PUBLISH_OUT, Request
 from .protocol import UNDEFINED
 from .transport import prepare_frame, yield_to_loop
@@ -47,6 +54,12 @@ MAX_QUEUED_MESSAGES = 32
 PENDING = 'pending'
 SUBSCRIBED = 'subscribed'
 UNSUBSCRIBED = 'unsubscribed'
+
+HistoryFrame = namedtuple('HistoryFrame', 'payload frame channel offset epoch')
+"""A prepared ``#publish`` frame (what ``transport.send_frame`` takes) of a channel with history,
+with the position of its publication."""
+Positioned = namedtuple('Positioned', 'data offset epoch')
+"""A publication of a channel with history on its way through the publishOut middleware."""
 
 
 def slice_size(messages):
@@ -143,6 +156,7 @@ class Exchange(EventEmitter):
         self._fanout_writer = None  # the greenlet writing the fan-out queue
         self._room = Event()    # set while the fan-out queue has room
         self._room.set()
+        self.history_rules = getattr(engine, 'history_rules', None) or HistoryRules()
 
     def start(self, on_ready):
         """Start the engine; ``on_ready()`` once it can carry messages; its warnings become
@@ -214,12 +228,19 @@ class Exchange(EventEmitter):
 
     # -- delivery --------------------------------------------------------------------
 
-    def deliver(self, channel, data):
-        """A message from the engine: to this worker's subscribed sockets and watchers."""
+    def deliver(self, channel, data, position=None):
+        """A message from the engine: to this worker's subscribed sockets and watchers;
+        ``position`` is ``(offset, epoch)`` on a channel with history, else None."""
         sockets = self._sockets.get(channel)
         if sockets:
             through_middleware = self.server.middleware.has(MIDDLEWARE_PUBLISH_OUT)
-            payload = data if through_middleware else self._publish_frame(channel, data)
+            if position is not None:
+                payload = Positioned(data, *position) if through_middleware else \
+                    self._history_frame(channel, data, *position)
+            elif through_middleware:
+                payload = data
+            else:
+                payload = self._publish_frame(channel, data)
             if payload is not None:
                 if self._fanout_writer is None and len(sockets) <= SLICE_SOCKETS:
                     self._write(channel, payload, through_middleware, list(sockets.values()))
@@ -236,6 +257,36 @@ class Exchange(EventEmitter):
         except ValueError as exc:
             self.server.emit_warning(exc)
             return None
+
+    def _history_frame(self, channel, data, offset, epoch):
+        """The :data:`HistoryFrame` of a publication (None when it cannot be encoded: a warning)."""
+        try:
+            packet = self.history_packet(channel, data, offset, epoch)
+            return HistoryFrame(*prepare_frame(self.server.codec.encode(packet)), channel, offset, epoch)
+        except ValueError as exc:
+            self.server.emit_warning(exc)
+            return None
+
+    def history_packet(self, channel, data, offset, epoch):
+        """The ``#publish`` packet of a publication of a channel with history."""
+        policy = self.history_rules.policy(channel)
+        if policy is not None and policy.publish_offsets:
+            data = {'data': data, 'offset': offset, 'epoch': epoch}
+        return {'event': '#publish', 'data': {'channel': channel, 'data': data, 'offset': offset,
+                                              'epoch': epoch}}
+
+    def replay(self, socket, channel, publications, epoch):
+        """Write ``publications`` (``[{'offset', 'data'}]`` of ``epoch``) to ``socket`` as live
+        ones are written: through the publishOut middleware when there is one."""
+        through_middleware = self.server.middleware.has(MIDDLEWARE_PUBLISH_OUT)
+        for publication in publications:
+            offset, data = publication['offset'], publication['data']
+            if through_middleware:
+                self._deliver_through_middleware(socket, channel, Positioned(data, offset, epoch))
+            else:
+                frame = self._history_frame(channel, data, offset, epoch)
+                if frame is not None:
+                    socket.send_publish_frame(frame)
 
     def _call_watchers(self, channel, data):
         own = self._channels.get(channel)
@@ -317,11 +368,20 @@ class Exchange(EventEmitter):
             self.server.emit_warning(exc)
 
     def _deliver_through_middleware(self, socket, channel, data):
+        position = None
+        if type(data) is Positioned:
+            data, position = data.data, data[1:]
         req = Request(socket=socket, channel=channel, data=data)
 
         def done(err, _extra):
-            if not err and socket.channel_subscriptions.get(channel):
+            if err or not socket.channel_subscriptions.get(channel):
+                return
+            if position is None:
                 socket.send_object({'event': '#publish', 'data': {'channel': channel, 'data': req.data}})
+                return
+            frame = self._history_frame(channel, req.data, *position)
+            if frame is not None:
+                socket.send_publish_frame(frame)
         self.server.middleware.run(MIDDLEWARE_PUBLISH_OUT, req, done)
 
     # -- the server-code API ------------------------------------------------------------
@@ -423,6 +483,21 @@ class Exchange(EventEmitter):
     def map(self, key, method, *args, **kwargs):
         """Call the key/value ``method`` (e.g. ``'get'``) on ``key``: ``exchange.map(k, 'get')``."""
         return getattr(self, method)(key, *args, **kwargs)
+
+    def history(self, channel, since=None, epoch=None, limit=None, callback=None):
+        """The history of ``channel`` (docs/history.md): ``{'epoch', 'offset', 'publications':
+        [{'offset', 'data'}], 'recovered'}``, publications after ``since`` (seen in ``epoch``) or
+        the last ``limit``; ``callback(err, result)``, or block and return it."""
+        def start(done):
+            if getattr(self.engine, 'history', None) is None:
+                done(BrokerError('The %s engine keeps no channel history' % type(self.engine).__name__))
+            else:
+                self.engine.history(channel, since, epoch, limit, done)
+        return self._call(start, callback)
+
+    def history_policy(self, channel):
+        """The :class:`gsc.history.HistoryPolicy` of ``channel``, or None."""
+        return self.history_rules.policy(channel)
 
     def send(self, data, map_index='*', callback=None):
         """Send ``data`` to the broker controllers (``'*'`` all, a key or list of keys hashed,

@@ -271,3 +271,69 @@ def _read_arguments(since, epoch, limit):
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 0):
         raise InvalidArgumentsError('History limit must be a whole number >= 0, not %r' % (limit,))
     return since, epoch, limit
+
+
+MAX_EPOCH_LENGTH = 64
+HOLD_LIMIT = 10000
+"""Live publications one socket holds for one channel while it recovers; past it the recovery
+fails (``recovered: false``) rather than hold more."""
+
+
+def recovery_request(data, policy):
+    """What a subscribe's ``data`` asks of ``policy``'s channel: ``(since, epoch, limit)`` for
+    ``{'recover': {'offset', 'epoch'}}`` or ``{'history': N}``, None when it asks nothing or the
+    channel has no history; InvalidArgumentsError when the request is malformed."""
+    if policy is None or not isinstance(data, dict):
+        return None
+    if 'recover' in data:
+        recover = data['recover']
+        offset = recover.get('offset') if isinstance(recover, dict) else None
+        epoch = recover.get('epoch') if isinstance(recover, dict) else None
+        if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0 or \
+                not isinstance(epoch, str) or len(epoch) > MAX_EPOCH_LENGTH:
+            raise InvalidArgumentsError('recover must be {offset: a whole number >= 0, epoch: a string '
+                                        'of at most %d characters}' % MAX_EPOCH_LENGTH)
+        return offset, epoch, None
+    if 'history' in data:
+        count = data['history']
+        if isinstance(count, bool) or not isinstance(count, int) or not 0 <= count <= policy.size:
+            raise InvalidArgumentsError('history must be a whole number from 0 to %d (the size of '
+                                        'this channel\'s history)' % policy.size)
+        return None, None, count
+    return None
+
+
+class RecoveryGate:
+    """One socket's passage for one channel with history: while the socket recovers, live
+    publications are held; afterwards each publication passes once, in offset order.
+    ``epoch``, ``offset`` (the last passed), ``held`` (a list while recovering, else None),
+    ``overflowed`` (more than :data:`HOLD_LIMIT` arrived while recovering)."""
+
+    __slots__ = ('epoch', 'offset', 'held', 'overflowed')
+
+    def __init__(self):
+        self.epoch = None
+        self.offset = 0
+        self.held = []
+        self.overflowed = False
+
+    def passes(self, item, offset, epoch):
+        """True when ``item`` (a publication at ``offset`` of ``epoch``) is to be written now;
+        False when it is held or was already written."""
+        if self.held is not None:
+            if len(self.held) < HOLD_LIMIT:
+                self.held.append(item)
+            else:
+                self.overflowed = True
+            return False
+        if epoch == self.epoch and offset <= self.offset:
+            return False
+        self.epoch, self.offset = epoch, offset
+        return True
+
+    def release(self, epoch, offset):
+        """End the holding: what follows passes when after ``offset`` of ``epoch`` (or of another
+        epoch); returns the held items, in arrival order."""
+        held, self.held = self.held, None
+        self.epoch, self.offset = epoch, offset
+        return held

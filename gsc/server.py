@@ -23,6 +23,7 @@ from . import codec as default_codec
 from .auth import AuthEngine, generate_auth_key
 from .emitter import EventEmitter
 from .engines import create_engine
+from .history import HistoryRules
 from .errors import InvalidOptionsError, ServerProtocolError
 from .exchange import Exchange
 from .http import HTTPServer
@@ -111,7 +112,8 @@ class SCServer(EventEmitter, MiddlewareTypes):
         self._idle_readers = IdleReaders()
         self._id_counter = 0
         self.exchange = Exchange(self, engine or create_engine(
-            opts['brokerEngine'], opts['brokerEngineOptions'], self.emit_warning))
+            opts['brokerEngine'], opts['brokerEngineOptions'], self.emit_warning,
+            history_rules=HistoryRules.from_options(opts)))
         self.is_ready = False
         self.exchange.start(self._on_engine_ready)
 

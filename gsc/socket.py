@@ -20,6 +20,8 @@ from .errors import (AuthTokenExpiredError, AuthTokenNotBeforeError, BadConnecti
                      TimeoutError, close_error, dehydrate, hydrate, public_error)
 from .auth import AuthEngine
 from .emitter import EventEmitter
+from .exchange import HistoryFrame
+from .history import RecoveryGate, recovery_request
 from .middleware import (MIDDLEWARE_AUTHENTICATE, MIDDLEWARE_EMIT, MIDDLEWARE_HANDSHAKE_SC,
                          MIDDLEWARE_PUBLISH_IN, MIDDLEWARE_SUBSCRIBE, Request)
 from .protocol import (AUTHENTICATED, CLOSED, CONNECTING, OPEN, UNAUTHENTICATED, UNDEFINED,
@@ -110,6 +112,7 @@ class ServerSocket(EventEmitter):
         self.signed_auth_token = None
         self.active = True
         self.channel_subscriptions = {}
+        self._history_gates = None  # channel -> RecoveryGate, for channels subscribed with recovery
         self._calls = CallTable()
         self._handshake_started = False
         self._token_expiry = None
@@ -569,20 +572,27 @@ class ServerSocket(EventEmitter):
             respond(err)
             return
         limit = server.socket_channel_limit
+        reason = recovery = None
         if limit and len(self.channel_subscriptions) >= limit:
             reason = 'Socket %s tried to exceed the channel subscription limit of %s' % (self.id, limit)
         elif not isinstance(channel, str):
             reason = 'Socket %s provided an invalid channel name' % self.id
         else:
-            reason = None
+            try:
+                recovery = recovery_request(request.get('data'), server.exchange.history_policy(channel))
+            except InvalidArgumentsError as exc:
+                reason = 'Socket %s sent an invalid recovery request: %s' % (self.id, exc)
         if reason is not None:
             self._fail_subscribe(channel, reason, respond)
             return
         self.channel_subscriptions[channel] = True
+        if recovery is not None:
+            self._open_gate(channel)
 
         def subscribed(err):
             if err:
                 self.channel_subscriptions.pop(channel, None)
+                self._forget_gate(channel)
                 self._fail_subscribe(channel, getattr(err, 'message', str(err)), respond)
                 return
             server.subscribes += 1
@@ -593,7 +603,50 @@ class ServerSocket(EventEmitter):
                 respond.sent = True
             else:
                 respond()
+            if recovery is not None:
+                self._recover(channel, *recovery)
         server.exchange.subscribe_socket(self, channel, subscribed)
+
+    # -- history recovery (docs/history.md) ----------------------------------------
+
+    def _open_gate(self, channel):
+        """Hold the live publications of ``channel`` until its recovery is written."""
+        if self._history_gates is None:
+            self._history_gates = {}
+        self._history_gates[channel] = RecoveryGate()
+
+    def _forget_gate(self, channel):
+        gates = self._history_gates
+        if gates is not None and gates.pop(channel, None) is not None and not gates:
+            self._history_gates = None
+
+    def _recover(self, channel, since, epoch, limit):
+        """Read the history after ``since`` (or the last ``limit``), write it, then the live
+        publications held meanwhile that come after it, then ``#recovery``."""
+        def done(err, result):
+            gate = self._history_gates.get(channel) if self._history_gates else None
+            if gate is None or gate.held is None or self.state == CLOSED:
+                return  # unsubscribed (or subscribed again) meanwhile
+            if err or gate.overflowed:
+                held = gate.release(None, 0)
+                report = {'channel': channel, 'recovered': False, 'epoch': None, 'offset': None,
+                          'missed': 0, 'error': str(err) if err else 'too many live publications '
+                          'arrived during the recovery'}
+                if err:
+                    for frame in held:
+                        self.send_publish_frame(frame)
+                self.emit('#recovery', report)
+                return
+            publications = result['publications']
+            start = publications[0]['offset'] - 1 if publications else result['offset']
+            held = gate.release(result['epoch'], start)
+            self.exchange.replay(self, channel, publications, result['epoch'])
+            for frame in held:
+                self.send_publish_frame(frame)
+            self.emit('#recovery', {'channel': channel, 'recovered': result['recovered'],
+                                    'epoch': result['epoch'], 'offset': result['offset'],
+                                    'missed': len(publications)})
+        self.exchange.history(channel, since, epoch, limit, callback=done)
 
     def _refuse_long_channel(self, action, respond):
         """Refuse an action on a channel whose name is too long (the name is not echoed)."""
@@ -627,6 +680,7 @@ class ServerSocket(EventEmitter):
 
     def _unsubscribe(self, channel):
         del self.channel_subscriptions[channel]
+        self._forget_gate(channel)
         self.server.exchange.unsubscribe_socket(self, channel)
         self._emit_local('unsubscribe', channel)
         self.server.emit('unsubscription', self, channel)
@@ -775,7 +829,12 @@ class ServerSocket(EventEmitter):
             gevent.spawn(entry[1], err, {'event': entry[0], 'cid': cid})
 
     def send_publish_frame(self, prepared):
-        """Send a prepared ``#publish`` frame (the exchange encodes once per worker)."""
+        """Send a prepared ``#publish`` frame (the exchange encodes once per worker); on a
+        channel this socket recovers, held or dropped by its gate (see :meth:`_recover`)."""
+        if self._history_gates is not None and type(prepared) is HistoryFrame:
+            gate = self._history_gates.get(prepared.channel)
+            if gate is not None and not gate.passes(prepared, prepared.offset, prepared.epoch):
+                return
         self.server.messages_sent += 1
         self.socket.send_frame(prepared)
 
@@ -901,6 +960,7 @@ class ServerSocket(EventEmitter):
         for name in channels:
             if name in self.channel_subscriptions:
                 del self.channel_subscriptions[name]
+                self._forget_gate(name)
                 self.emit('#kickOut', {'message': message, 'channel': name})
                 self.server.exchange.unsubscribe_socket(self, name)
         if callback is not None:

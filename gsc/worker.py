@@ -29,6 +29,7 @@ from gevent.pywsgi import LoggingLogAdapter
 from . import controllers, metrics
 from .engines import create_engine
 from .engines.broker import BrokerEngine
+from .history import HistoryRules
 from .errors import HTTPServerError, ResourceLimitError
 from .http import HTTPServer
 from .options import LOCAL_BROKER_ENGINES, ssl_kwargs
@@ -173,14 +174,15 @@ class SCWorker(ClusterMember):
         or Redis (given at most ``startTimeout`` and 10 s to connect); None for another engine,
         which the SCServer builds from the options."""
         options = self.options
+        history_rules = HistoryRules.from_options(options)
         if options.get('brokerEngine') == 'redis':
             return create_engine('redis', options.get('brokerEngineOptions'),
-                                 start_timeout=options.get('startTimeout'))
+                                 start_timeout=options.get('startTimeout'), history_rules=history_rules)
         if options.get('brokerEngine') not in LOCAL_BROKER_ENGINES:
             return None
         return BrokerEngine(options['paths']['brokerSocketPaths'], options['secretKey'],
                             options['ipcAckTimeout'], batch_duration=options.get('pubSubBatchDuration'),
-                            max_queue_bytes=options.get('maxBrokerQueueBytes'))
+                            max_queue_bytes=options.get('maxBrokerQueueBytes'), history_rules=history_rules)
 
     def _wait_for_engine(self):
         """Block until the engine is up (every broker linked): run() comes after that (§2.3).

@@ -3,8 +3,8 @@
 import pytest
 
 from gsc.errors import BrokerError, InvalidArgumentsError, InvalidOptionsError
-from gsc.history import (CHANNEL_OVERHEAD, ENTRY_OVERHEAD, HistoryPolicy, HistoryRules,
-                         HistoryStore)
+from gsc.history import (CHANNEL_OVERHEAD, ENTRY_OVERHEAD, HOLD_LIMIT, HistoryPolicy, HistoryRules,
+                         HistoryStore, RecoveryGate, recovery_request)
 
 
 class Clock:
@@ -183,3 +183,30 @@ def test_bad_reads():
         store.read('room/a', limit='5')
     with pytest.raises(ValueError):
         store.append('room/a', object())
+
+
+def test_recovery_requests():
+    policy = HistoryRules({'a': {'size': 5}}).policy('a')
+    assert recovery_request({'recover': {'offset': 3, 'epoch': 'e'}}, policy) == (3, 'e', None)
+    assert recovery_request({'history': 5}, policy) == (None, None, 5)
+    assert recovery_request({'recover': {'offset': 3, 'epoch': 'e'}}, None) is None
+    assert recovery_request({'other': 1}, policy) is None and recovery_request('x', policy) is None
+    for bad in ({'recover': {'offset': 1.5, 'epoch': 'e'}}, {'recover': {'offset': 1}},
+                {'history': -1}, {'history': 6}):
+        with pytest.raises(InvalidArgumentsError):
+            recovery_request(bad, policy)
+
+
+def test_recovery_gate_holds_then_passes_each_offset_once():
+    gate = RecoveryGate()
+    assert not gate.passes('f4', 4, 'e') and not gate.passes('f5', 5, 'e')
+    assert gate.release('e', 4) == ['f4', 'f5']
+    assert not gate.passes('f4', 4, 'e') and gate.passes('f5', 5, 'e') and not gate.passes('f5', 5, 'e')
+    assert gate.passes('g1', 1, 'new epoch') and gate.offset == 1
+
+
+def test_recovery_gate_overflows_instead_of_holding_without_bound():
+    gate = RecoveryGate()
+    for offset in range(HOLD_LIMIT + 5):
+        gate.passes(offset, offset, 'e')
+    assert gate.overflowed and len(gate.release('e', 0)) == HOLD_LIMIT

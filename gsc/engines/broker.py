@@ -168,7 +168,9 @@ class BrokerLink:
     def _on_link_message(self, message, _respond):
         if message['type'] == 'message':
             data = message.get('data') or {}
-            self.on_message(data.get('channel'), data.get('data'))
+            offset = data.get('offset')
+            self.on_message(data.get('channel'), data.get('data'),
+                            None if offset is None else (offset, data.get('epoch')))
 
     def _on_link_close(self, _channel, reason):
         self.state = 'disconnected'
@@ -272,7 +274,9 @@ class BrokerEngine:
     """The default engine of a cluster: one :class:`BrokerLink` per broker socket path."""
 
     def __init__(self, socket_paths, secret_key, ack_timeout=10000, on_warning=None,
-                 batch_duration=None, max_queue_bytes=None):
+                 batch_duration=None, max_queue_bytes=None, history_rules=None, presence_rules=None):
+        self.history_rules = history_rules
+        self.presence_rules = presence_rules
         self.on_warning = on_warning or (lambda err: log.warning('%s', err))
         self.budget = QueueBudget(_queue_limit(max_queue_bytes))
         self.links = [BrokerLink(i, path, secret_key, self._deliver, self._warn, ack_timeout,
@@ -284,8 +288,8 @@ class BrokerEngine:
     def _warn(self, err):
         self.on_warning(err)
 
-    def _deliver(self, channel, data):
-        self._on_message(channel, data)
+    def _deliver(self, channel, data, position):
+        self._on_message(channel, data, position)
 
     def link_for(self, key):
         """The link of the broker that owns ``key`` (a channel name or a key chain); with
@@ -341,6 +345,16 @@ class BrokerEngine:
         """Publish through the broker that owns ``channel``; ``callback(err)``."""
         done = None if callback is None else (lambda err, _value: callback(err))
         self.link_for(channel).command('publish', {'channel': channel, 'value': data}, done)
+
+    def history(self, channel, since, epoch, limit, callback):
+        """Read ``channel``'s history at the broker that owns it (docs/history.md);
+        ``callback(err, {'epoch', 'offset', 'publications', 'recovered'})``."""
+        if not isinstance(channel, str):
+            callback(BrokerError('Failed to read history - the channel name %r is not a string' % (channel,)),
+                     None)
+            return
+        self.link_for(channel).command(
+            'history', {'channel': channel, 'since': since, 'epoch': epoch, 'limit': limit}, callback)
 
     def send(self, data, map_index, callback):
         """``data`` to the broker controllers: '*' every broker, a number that broker, a key or

@@ -1,10 +1,18 @@
-"""The in-process engine of a standalone server: publishes go straight back to this worker."""
+"""The in-process engine of a standalone server: publishes go straight back to this worker.
+
+It owns the history of its channels (:class:`gsc.history.HistoryStore`), as a broker does.
+"""
 
 import gevent
+from gevent import get_hub
 
 from .. import kv
 from ..datamap import DataMap
 from ..errors import BrokerError
+from ..history import HistoryRules, HistoryStore
+
+PURGE_INTERVAL = 5.0
+"""Seconds between two purges of expired history (reads and publishes apply the ttl at once)."""
 
 
 class SimpleEngine:
@@ -12,12 +20,21 @@ class SimpleEngine:
 
     def __init__(self, history_rules=None, presence_rules=None):
         self._on_message = None
+        self._on_warning = None
         self.data_map = DataMap()
+        self.history_rules = history_rules or HistoryRules()
+        self.presence_rules = presence_rules
+        self.history_store = HistoryStore(self.history_rules)
+        self._purger = None
 
     def start(self, on_message, on_ready=None, on_warning=None):
-        """Deliver messages to ``on_message(channel, data)``; ready on the next turn of the loop
-        (so that listeners attached right after construction see ``ready``)."""
+        """Deliver messages to ``on_message(channel, data, position)``; ready on the next turn
+        of the loop (so that listeners attached right after construction see ``ready``)."""
         self._on_message = on_message
+        self._on_warning = on_warning or (lambda err: None)
+        if self.history_rules:
+            self._purger = get_hub().loop.timer(PURGE_INTERVAL, PURGE_INTERVAL)
+            self._purger.start(self.history_store.purge_expired)
         if on_ready is not None:
             gevent.spawn(on_ready)
 
@@ -32,10 +49,31 @@ class SimpleEngine:
             callback(None)
 
     def publish(self, channel, data, callback=None):
-        """Deliver ``data`` to this worker's subscribers, then ``callback(None)``."""
-        self._on_message(channel, data)
+        """Deliver ``data`` to this worker's subscribers (kept in the channel's history, when it
+        has one), then ``callback(None)``; ``callback(err)`` when history cannot encode it."""
+        position = None
+        if self.history_rules:
+            try:
+                position = self.history_store.append(channel, data)
+            except ValueError as exc:
+                err = BrokerError('Failed to publish to channel %s - %s' % (channel[:100], exc))
+                if callback is None:
+                    self._on_warning(err)
+                else:
+                    callback(err)
+                return
+        self._on_message(channel, data, position)
         if callback is not None:
             callback(None)
+
+    def history(self, channel, since, epoch, limit, callback):
+        """Read ``channel``'s history (docs/history.md); ``callback(err, result)``."""
+        try:
+            result = self.history_store.read(channel, since, epoch, limit)
+        except Exception as exc:
+            callback(exc, None)
+            return
+        callback(None, result)
 
     def send(self, data, map_index, callback):
         """A standalone server has no broker controllers to send to."""
@@ -55,4 +93,7 @@ class SimpleEngine:
         return []
 
     def close(self):
-        """Nothing to release."""
+        """Stop purging history."""
+        if self._purger is not None:
+            self._purger.close()
+            self._purger = None
