@@ -34,6 +34,7 @@ from .errors import BrokerError, ResourceLimitError
 from .history import HistoryRules, HistoryStore
 from .ipc import Channel, LinkAuthError, auth_timeout, authenticate_peer, peer_name
 from .middleware import MIDDLEWARE_PUBLISH_IN, MIDDLEWARE_SUBSCRIBE, MiddlewareChains, Request
+from .presence import PresenceRules, PresenceTable, events_channel, presence_event
 from .protocol import UNDEFINED
 from .reporting import WarningDigest
 
@@ -78,6 +79,7 @@ class BrokerServer:
         self._server = None
         self._purger = None
         self._refusals = WarningDigest(lambda warning: log.warning('%s', warning))
+        self.presence_table = PresenceTable(PresenceRules.from_options(getattr(broker, 'options', None)))
 
     @property
     def subscriptions(self):
@@ -190,6 +192,8 @@ class BrokerServer:
         self.connections.pop(conn.id, None)
         for channel in list(conn.channels):
             self._release(conn, channel)
+        for channel, socket_id, info in self.presence_table.drop_owner(conn.id):
+            self._publish_presence('leave', channel, socket_id, info)
 
     def _is_subscribed(self, conn, fields, respond):
         respond(None, fields.get('channel') in conn.channels)
@@ -228,6 +232,39 @@ class BrokerServer:
             respond(exc)
             return
         respond(None, result)
+    def _presence_join(self, conn, fields, respond):
+        channel, socket_id = fields.get('channel'), fields.get('socketId')
+        if not isinstance(channel, str) or not isinstance(socket_id, str):
+            respond(BrokerError('Failed to join a presence - the channel and socketId must be strings'))
+            return
+        info = fields.get('info') if isinstance(fields.get('info'), dict) else {}
+        try:
+            new = self.presence_table.join(channel, socket_id, info, conn.id)
+        except BrokerError as exc:
+            respond(exc)
+            return
+        if new:
+            self._publish_presence('join', channel, socket_id, info)
+        respond()
+
+    def _presence_leave(self, conn, fields, respond):
+        channel, socket_id = fields.get('channel'), fields.get('socketId')
+        info = self.presence_table.leave(channel, socket_id) if isinstance(channel, str) and \
+            isinstance(socket_id, str) else None
+        if info is not None:
+            self._publish_presence('leave', channel, socket_id, info)
+        respond()
+
+    def _presence(self, conn, fields, respond):
+        channel = fields.get('channel')
+        if not isinstance(channel, str):
+            respond(BrokerError('Failed to get a presence - the channel name %r is not a string' % (channel,)))
+            return
+        respond(None, self.presence_table.members(channel))
+
+    def _publish_presence(self, kind, channel, socket_id, info):
+        """A member's join or leave to the workers listening on the channel's events."""
+        self.publish(events_channel(channel), presence_event(kind, socket_id, info))
 
     def _send(self, conn, fields, respond):
         if not self.broker.emit('message', fields.get('value'), lambda err=None, data=None: respond(err, data)):
@@ -240,6 +277,9 @@ class BrokerServer:
         'publish': _publish_command,
         'send': _send,
         'history': _history,
+        'presenceJoin': _presence_join,
+        'presenceLeave': _presence_leave,
+        'presence': _presence,
     }
 
     # -- delivery -----------------------------------------------------------------------

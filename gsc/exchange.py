@@ -32,6 +32,7 @@ from .emitter import EventEmitter
 from .errors import BrokerError, InvalidArgumentsError
 from .history import HistoryRules
 from .middleware import MIDDLEWARE_PUBLISH_OUT, Request
+from .presence import EVENTS_PREFIX, PresenceRules, events_channel, member_user
 from .protocol import UNDEFINED
 from .transport import prepare_frame, yield_to_loop
 
@@ -144,10 +145,14 @@ class SCChannel(EventEmitter):
 class Exchange(EventEmitter):
     """Pub/sub of one worker over an engine; the key/value API when the engine has one."""
 
-    def __init__(self, server, engine):
+    def __init__(self, server, engine, presence_rules=None):
         EventEmitter.__init__(self)
         self.server = server
         self.engine = engine
+        self.presence_rules = presence_rules or PresenceRules()
+        self.worker_id = None   # the ``worker`` of this worker's presence members
+        self._joined = {}       # presence channel -> ids of the sockets whose join was sent
+        self._presence_listeners = {}  # events channel -> {socket id: socket} asking for #join/#leave
         self._sockets = {}      # channel -> {socket id: socket}
         self._channels = {}     # channel -> SCChannel of server code
         self._engine_state = {}  # channel -> PENDING | SUBSCRIBED at the engine
@@ -193,7 +198,7 @@ class Exchange(EventEmitter):
             callback(err)
 
     def _release_if_unused(self, channel):
-        if channel in self._sockets:
+        if channel in self._sockets or channel in self._presence_listeners or channel in self._joined:
             return
         own = self._channels.get(channel)
         if own is not None and own.state != UNSUBSCRIBED:
@@ -207,16 +212,25 @@ class Exchange(EventEmitter):
 
     # -- sockets -------------------------------------------------------------------
 
-    def subscribe_socket(self, socket, channel, callback):
-        """Add ``socket`` as a subscriber of ``channel``; ``callback(err)``."""
+    def subscribe_socket(self, socket, channel, callback, data=None):
+        """Add ``socket`` as a subscriber of ``channel``; ``callback(err)``.  On a presence
+        channel the socket joins its members first (``data``: the subscription's data, where
+        ``{'joinLeave': True}`` asks for ``#join``/``#leave`` events)."""
         def subscribed(err):
             if not err and socket.channel_subscriptions.get(channel):
                 self._sockets.setdefault(channel, {})[socket.id] = socket
             callback(err)
+        policy = self.presence_rules.policy(channel)
+        if policy is not None:
+            join_leave = policy.join_leave and isinstance(data, dict) and data.get('joinLeave') is True
+            self._acquire(channel, lambda err: self._join_presence(
+                socket, channel, policy, join_leave, err, subscribed))
+            return
         self._acquire(channel, subscribed)
 
     def unsubscribe_socket(self, socket, channel, callback=None):
         """Remove ``socket`` from ``channel``; no message reaches it after this call."""
+        self._leave_presence(socket, channel)
         sockets = self._sockets.get(channel)
         if sockets is not None:
             sockets.pop(socket.id, None)
@@ -231,6 +245,9 @@ class Exchange(EventEmitter):
     def deliver(self, channel, data, position=None):
         """A message from the engine: to this worker's subscribed sockets and watchers;
         ``position`` is ``(offset, epoch)`` on a channel with history, else None."""
+        listeners = self._presence_listeners.get(channel)
+        if listeners:
+            self._send_presence_event(channel, data, listeners)
         sockets = self._sockets.get(channel)
         if sockets:
             through_middleware = self.server.middleware.has(MIDDLEWARE_PUBLISH_OUT)
@@ -589,6 +606,116 @@ class Exchange(EventEmitter):
     def extract_values(self, key, callback=None):
         """The values of the map at ``key``."""
         return self._kv('extractValues', callback, key=key)
+
+    # -- presence ------------------------------------------------------------------------
+
+    def presence(self, channel, callback=None):
+        """The members of the presence channel ``channel``: ``{socket_id: {'user', 'worker'}}``
+        (``callback(err, members)``, or block and return); BrokerError without a policy."""
+        if self.presence_rules.policy(channel) is None:
+            return self._call(lambda done: done(_no_presence(channel)), callback)
+        return self._call(lambda done: self.engine.presence(channel, done), callback)
+
+    def answer_presence(self, channel, respond):
+        """Answer a client's ``#presence``: ``{'members': [{'socketId', 'user'}, ...]}``, at
+        most the channel's ``maxMembers`` of them."""
+        policy = self.presence_rules.policy(channel)
+        if policy is None:
+            respond(_no_presence(channel))
+            return
+
+        def answered(err, members):
+            if err:
+                respond(err)
+                return
+            items = list((members or {}).items())[:policy.max_members]
+            respond(None, {'members': [{'socketId': socket_id, 'user': info.get('user')}
+                                       for socket_id, info in items]})
+        self.engine.presence(channel, answered)
+
+    def _join_presence(self, socket, channel, policy, join_leave, err, subscribed):
+        """The socket's channel subscription is up: listen for its events (``join_leave``),
+        then join its members; ``subscribed(err)`` once joined."""
+        if err or not socket.channel_subscriptions.get(channel):
+            subscribed(err)
+            return
+        if join_leave:
+            self._listen_presence(socket, channel, lambda err: self._send_join(
+                socket, channel, policy, err, subscribed))
+        else:
+            self._send_join(socket, channel, policy, None, subscribed)
+
+    def _send_join(self, socket, channel, policy, err, subscribed):
+        if err or not socket.channel_subscriptions.get(channel):
+            self._abandon_join(socket, channel)
+            subscribed(err)
+            return
+        info = {'user': member_user(socket.auth_token, policy.user_field), 'worker': self.worker_id}
+        self._joined.setdefault(channel, set()).add(socket.id)
+
+        def joined(err):
+            if err:
+                self._forget_join(channel, socket.id)
+                self._abandon_join(socket, channel)
+            elif not socket.channel_subscriptions.get(channel):
+                self._release_if_unused(channel)  # it left while joining (its leave is sent)
+            subscribed(err)
+        self.engine.presence_join(channel, socket.id, info, joined)
+
+    def _abandon_join(self, socket, channel):
+        """Undo a join that failed: no events, and the channel released if nobody needs it."""
+        self._unlisten_presence(socket, channel)
+        self._release_if_unused(channel)
+
+    def _leave_presence(self, socket, channel):
+        self._unlisten_presence(socket, channel)
+        if self._forget_join(channel, socket.id):
+            self.engine.presence_leave(channel, socket.id)
+
+    def _forget_join(self, channel, socket_id):
+        """Drop a sent join from ``_joined``; True when it was there."""
+        joined = self._joined.get(channel)
+        if joined is None or socket_id not in joined:
+            return False
+        joined.discard(socket_id)
+        if not joined:
+            del self._joined[channel]
+        return True
+
+    def _listen_presence(self, socket, channel, callback):
+        """Send ``socket`` the ``#join``/``#leave`` events of ``channel``; ``callback(err)``
+        once this worker receives them."""
+        name = events_channel(channel)
+        self._presence_listeners.setdefault(name, {})[socket.id] = socket
+        self._acquire(name, callback)
+
+    def _unlisten_presence(self, socket, channel):
+        name = events_channel(channel)
+        listeners = self._presence_listeners.get(name)
+        if listeners is not None and listeners.pop(socket.id, None) is not None and not listeners:
+            del self._presence_listeners[name]
+            self._release_if_unused(name)
+
+    def _send_presence_event(self, name, data, listeners):
+        """One ``#join``/``#leave`` event from the owner to the sockets that asked for them."""
+        kind = data.get('event') if isinstance(data, dict) else None
+        if kind not in ('join', 'leave'):
+            return
+        event = {'channel': name[len(EVENTS_PREFIX):], 'socketId': data.get('socketId'),
+                 'user': data.get('user')}
+        try:
+            frame = prepare_frame(self.server.codec.encode({'event': '#' + kind, 'data': event}))
+        except ValueError as exc:
+            self.server.emit_warning(exc)
+            return
+        for socket in list(listeners.values()):
+            socket.send_publish_frame(frame)
+
+
+def _no_presence(channel):
+    """The error of a presence request on a channel that has no presence policy."""
+    return BrokerError('Failed to get the presence of the %.100s channel - it has no presence '
+                       '(see the channelPresence option)' % (channel,))
 
 
 def _none(value):

@@ -18,6 +18,7 @@ from gevent import ssl as gevent_ssl
 from . import metrics
 from .errors import InvalidOptionsError
 from .history import DEFAULT_MAX_HISTORY_BYTES, HistoryRules
+from .presence import PresenceRules
 from .server_options import LIMITS, SERVER_DEFAULTS, check_number, to_camel
 
 MAX_DURATION = 2147483647
@@ -88,6 +89,7 @@ DEFAULTS = {
     'metricsPort': None,
     'channelHistory': {},
     'maxHistoryBytes': DEFAULT_MAX_HISTORY_BYTES,
+    'channelPresence': {},
 }
 
 OTHER_KNOWN = ('run', 'perMessageDeflate', 'maxPayload', 'wsEngineServerOptions', 'paths',
@@ -178,6 +180,7 @@ def validate(options):
         raise InvalidOptionsError('The port option must be an integer between 0 and 65535')
     metrics.validate_options(options)
     HistoryRules.from_options(options)
+    PresenceRules(options.get('channelPresence'))
     if options.get('tcpSynBacklog') is not None and not isinstance(options['tcpSynBacklog'], int):
         raise InvalidOptionsError('The tcpSynBacklog option must be an integer')
     if options.get('protocol') not in ('http', 'https'):

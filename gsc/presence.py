@@ -33,6 +33,12 @@ def events_channel(channel):
     return EVENTS_PREFIX + channel
 
 
+def owner_channel(channel):
+    """The channel whose owner carries ``channel``: for an events channel, its presence channel
+    (so that a broker's join/leave events reach the workers that subscribed at that broker)."""
+    return channel[len(EVENTS_PREFIX):] if channel.startswith(EVENTS_PREFIX) else channel
+
+
 def presence_event(kind, socket_id, info):
     """The message an owner publishes on :func:`events_channel`: ``kind`` is 'join' or 'leave'."""
     return {'event': kind, 'socketId': socket_id, 'user': info.get('user'), 'worker': info.get('worker')}

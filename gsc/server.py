@@ -29,6 +29,7 @@ from .exchange import Exchange
 from .http import HTTPServer
 from .middleware import (MIDDLEWARE_AUTHENTICATE, MIDDLEWARE_HANDSHAKE_SC, MIDDLEWARE_HANDSHAKE_WS,
                          MiddlewareChains, MiddlewareTypes, Request)
+from .presence import PresenceRules
 from .reporting import WarningDigest
 from .server_options import DEFLATE_OPTIONS, normalise_server_options
 from .socket import ServerSocket
@@ -111,9 +112,11 @@ class SCServer(EventEmitter, MiddlewareTypes):
         self.ack_timeouts = self.slow_consumer_closes = 0
         self._idle_readers = IdleReaders()
         self._id_counter = 0
+        presence_rules = PresenceRules.from_options(opts)
         self.exchange = Exchange(self, engine or create_engine(
             opts['brokerEngine'], opts['brokerEngineOptions'], self.emit_warning,
-            history_rules=HistoryRules.from_options(opts)))
+            history_rules=HistoryRules.from_options(opts), presence_rules=presence_rules),
+            presence_rules)
         self.is_ready = False
         self.exchange.start(self._on_engine_ready)
 

@@ -27,6 +27,7 @@ from .middleware import (MIDDLEWARE_AUTHENTICATE, MIDDLEWARE_EMIT, MIDDLEWARE_HA
 from .protocol import (AUTHENTICATED, CLOSED, CONNECTING, OPEN, UNAUTHENTICATED, UNDEFINED,
                        BatchTooLarge, CallTable, Event, Ping, Pong, Raw, Responder, Response,
                        event_packet, parse_frame, transition)
+from .reserved import reserved_channel_error
 from .transport import yield_to_loop
 
 log = logging.getLogger(__name__)
@@ -542,6 +543,8 @@ class ServerSocket(EventEmitter):
         if self._channel_too_long(channel):
             self._refuse_long_channel('Failed to subscribe socket to a channel', respond)
             return
+        if self._refuse_reserved('subscribe', channel, respond):
+            return
         if expired is not None and request.get('waitForAuth'):
             respond(expired)
             return
@@ -605,7 +608,7 @@ class ServerSocket(EventEmitter):
                 respond()
             if recovery is not None:
                 self._recover(channel, *recovery)
-        server.exchange.subscribe_socket(self, channel, subscribed)
+        server.exchange.subscribe_socket(self, channel, subscribed, request.get('data'))
 
     # -- history recovery (docs/history.md) ----------------------------------------
 
@@ -698,6 +701,8 @@ class ServerSocket(EventEmitter):
         if self._channel_too_long(channel):
             self._refuse_long_channel('Failed to publish to a channel', respond)
             return
+        if self._refuse_reserved('publish', channel, respond):
+            return
         message = data.get('data')
         if not server.middleware.has(MIDDLEWARE_PUBLISH_IN):
             self._publish(channel, message, UNDEFINED, respond)
@@ -741,6 +746,38 @@ class ServerSocket(EventEmitter):
             self._on_sc_close(code, reason)
         self.socket.close(code if code in VALID_CLOSE_CODES else 1000)
 
+    def _refuse_reserved(self, action, channel, respond):
+        """Refuse a client's ``action`` on a reserved ``#gsc/`` channel; True when refused."""
+        err = reserved_channel_error(action, channel)
+        if err is not None:
+            self._emit_error(err)
+            respond(err)
+        return err is not None
+
+    def _on_presence(self, packet, expired):
+        """``#presence`` ``{'channel'}``: the subscribe middleware runs as if the socket
+        subscribed, then the answer is ``{'members': [{'socketId', 'user'}, ...]}``."""
+        respond = Responder(packet.cid, self._send_reply)
+        data = packet.data if isinstance(packet.data, dict) else {}
+        channel = data.get('channel')
+        if self._channel_too_long(channel):
+            self._refuse_long_channel('Failed to get the presence of a channel', respond)
+            return
+        if self._refuse_reserved('presence', channel, respond):
+            return
+        if self.state != OPEN:
+            respond(InvalidActionError('Cannot get the presence of a channel before the handshake'))
+            return
+        exchange = self.server.exchange
+        if not self.server.middleware.has(MIDDLEWARE_SUBSCRIBE):
+            exchange.answer_presence(channel, respond)
+            return
+        req = Request(socket=self, channel=channel, data=data.get('data'))
+        if expired is not None:
+            req.authTokenExpiredError = expired
+        self.server.middleware.run(MIDDLEWARE_SUBSCRIBE, req, lambda err, _extra: respond(err) if err
+                                   else exchange.answer_presence(channel, respond))
+
     _dispatch = {Event: _on_event, Response: _on_response, Pong: _on_pong, Ping: _on_ping,
                  Raw: _on_raw}
 
@@ -752,6 +789,7 @@ class ServerSocket(EventEmitter):
         '#unsubscribe': _on_unsubscribe,
         '#publish': _on_publish,
         '#disconnect': _on_disconnect_event,
+        '#presence': _on_presence,
     }
 
     # -- outbound ----------------------------------------------------------------

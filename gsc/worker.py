@@ -33,6 +33,7 @@ from .history import HistoryRules
 from .errors import HTTPServerError, ResourceLimitError
 from .http import HTTPServer
 from .options import LOCAL_BROKER_ENGINES, ssl_kwargs
+from .presence import PresenceRules
 from .process import ClusterMember
 from .reporting import WarningDigest
 from .server import attach
@@ -162,6 +163,7 @@ class SCWorker(ClusterMember):
         self.http_server.routes = metrics.worker_routes(self)
         self.sc_server = attach(self.http_server, options, self._broker_engine())
         self.exchange = self.sc_server.exchange
+        self.exchange.worker_id = self.id
         self.sc_server.on('connection', self._on_connection)
         self.sc_server.on('error', lambda err: self.emit('error', err))
         self.sc_server.on('warning', self._on_server_warning)
@@ -177,7 +179,8 @@ class SCWorker(ClusterMember):
         history_rules = HistoryRules.from_options(options)
         if options.get('brokerEngine') == 'redis':
             return create_engine('redis', options.get('brokerEngineOptions'),
-                                 start_timeout=options.get('startTimeout'), history_rules=history_rules)
+                                 start_timeout=options.get('startTimeout'), history_rules=history_rules,
+                                 presence_rules=PresenceRules.from_options(options))
         if options.get('brokerEngine') not in LOCAL_BROKER_ENGINES:
             return None
         return BrokerEngine(options['paths']['brokerSocketPaths'], options['secretKey'],

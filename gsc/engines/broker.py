@@ -27,6 +27,7 @@ from .. import codec, kv
 from ..errors import BrokerError, InvalidOptionsError, ResourceLimitError, TimeoutError
 from ..hasher import hash_key
 from ..ipc import Channel, LinkAuthError, LinkRefusedError, auth_timeout, prove_to_peer
+from ..presence import owner_channel
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +82,7 @@ class BrokerLink:
         self.on_warning = on_warning
         self.ack_timeout = ack_timeout
         self.channels = set()
+        self.members = {}  # (channel, socket id) -> info: the presence joins sent again on a reconnect
         self.state = 'disconnected'
         self.losses = 0
         self.channel = None
@@ -151,6 +153,7 @@ class BrokerLink:
         self._was_connected = True
         for name in self.channels:
             self.channel.send('subscribe', {'channel': name}, self._on_resubscribed)
+        self._rejoin()
         queued, self._queue = self._queue, {}
         for action, encoded, callback, timer, size in queued.values():
             if timer is not None:
@@ -269,6 +272,17 @@ class BrokerLink:
         if self.channel is not None:
             self.channel.close('the worker is stopping')
 
+    def _rejoin(self):
+        """Send the presence joins of this worker again: the broker dropped them when the link
+        closed (or is a new process)."""
+        for (channel, socket_id), info in self.members.items():
+            self.channel.send('presenceJoin', {'channel': channel, 'socketId': socket_id, 'info': info},
+                              self._on_rejoined)
+
+    def _on_rejoined(self, err, _data):
+        if err:
+            self.on_warning(BrokerError('Failed to join a presence again after a reconnect: %s' % err))
+
 
 class BrokerEngine:
     """The default engine of a cluster: one :class:`BrokerLink` per broker socket path."""
@@ -319,7 +333,7 @@ class BrokerEngine:
 
     def subscribe(self, channel, callback=None):
         """Subscribe this worker to ``channel`` at its broker."""
-        link = self.link_for(channel)
+        link = self.link_for(owner_channel(channel))
         link.channels.add(channel)
 
         def done(err, _data):
@@ -334,7 +348,7 @@ class BrokerEngine:
 
     def unsubscribe(self, channel, callback=None):
         """Release this worker's subscription to ``channel``."""
-        link = self.link_for(channel)
+        link = self.link_for(owner_channel(channel))
         link.channels.discard(channel)
         if link.state == 'connected':
             link.command('unsubscribe', {'channel': channel})
@@ -403,6 +417,32 @@ class BrokerEngine:
                 callback(failed[0] if failed else None, combine(answers))
         for i, link in enumerate(links):
             link.command(action, fields_for(link), lambda err, value, i=i: answered(i, err, value))
+
+    def presence_join(self, channel, socket_id, info, callback=None):
+        """Join ``socket_id`` to the members of ``channel`` at its broker; ``callback(err)``
+        (BrokerError when the channel is full).  While the link is down the join waits for it."""
+        link = self.link_for(channel)
+        link.members[(channel, socket_id)] = info
+
+        def done(err, _data=None):
+            if err:
+                link.members.pop((channel, socket_id), None)
+            if callback is not None:
+                callback(err)
+        if link.state == 'connected':
+            link.command('presenceJoin', {'channel': channel, 'socketId': socket_id, 'info': info}, done)
+        else:
+            done(None)
+
+    def presence_leave(self, channel, socket_id):
+        """Remove ``socket_id`` from the members of ``channel``."""
+        link = self.link_for(channel)
+        if link.members.pop((channel, socket_id), None) is not None and link.state == 'connected':
+            link.command('presenceLeave', {'channel': channel, 'socketId': socket_id})
+
+    def presence(self, channel, callback):
+        """The members of ``channel``: ``callback(err, {socket_id: info})``."""
+        self.link_for(channel).command('presence', {'channel': channel}, callback)
 
     def link_states(self):
         """``[(name, up, losses)]`` of the links: ``('broker 0', True, 1)``, ..."""

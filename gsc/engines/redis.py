@@ -441,10 +441,7 @@ class RedisEngine:
             except ValueError:
                 self.on_warning(BrokerError('Dropped a message on %s that is not JSON' % channel))
                 continue
-            if position is None:  # the plain delivery of channels without history
-                self._on_message(channel[prefix_length:], data)
-            else:
-                self._on_message(channel[prefix_length:], data, position)
+            self._on_message(channel[prefix_length:], data, position)
             received += 1
             if received % YIELD_EVERY == 0:
                 # a busy subscription never blocks in recv: yield so that the sockets' writes

@@ -10,6 +10,7 @@ from .. import kv
 from ..datamap import DataMap
 from ..errors import BrokerError
 from ..history import HistoryRules, HistoryStore
+from ..presence import PresenceRules, PresenceTable, events_channel, presence_event
 
 PURGE_INTERVAL = 5.0
 """Seconds between two purges of expired history (reads and publishes apply the ttl at once)."""
@@ -26,6 +27,7 @@ class SimpleEngine:
         self.presence_rules = presence_rules
         self.history_store = HistoryStore(self.history_rules)
         self._purger = None
+        self.presence_table = PresenceTable(presence_rules or PresenceRules())
 
     def start(self, on_message, on_ready=None, on_warning=None):
         """Deliver messages to ``on_message(channel, data, position)``; ready on the next turn
@@ -97,3 +99,26 @@ class SimpleEngine:
         if self._purger is not None:
             self._purger.close()
             self._purger = None
+
+    def presence_join(self, channel, socket_id, info, callback=None):
+        """Add a member (BrokerError when the channel is full); a new one's join is published."""
+        try:
+            new = self.presence_table.join(channel, socket_id, info)
+        except BrokerError as exc:
+            if callback is not None:
+                callback(exc)
+            return
+        if new:
+            self._on_message(events_channel(channel), presence_event('join', socket_id, info))
+        if callback is not None:
+            callback(None)
+
+    def presence_leave(self, channel, socket_id):
+        """Remove a member and publish its leave."""
+        info = self.presence_table.leave(channel, socket_id)
+        if info is not None:
+            self._on_message(events_channel(channel), presence_event('leave', socket_id, info))
+
+    def presence(self, channel, callback):
+        """``callback(None, {socket_id: info})``."""
+        callback(None, self.presence_table.members(channel))
