@@ -138,8 +138,8 @@ class RedisEngine:
         self._on_message = None
         self._closed = False
         self._last_error = None
-        self._history_rules = history_rules
-        self._presence_rules = presence_rules
+        self.history_rules = history_rules
+        self.presence_rules = presence_rules
         self._members = {}  # channel -> {socket id: member JSON} of this engine's sockets
         self._refresher = None
         register = self._client.register_script
@@ -198,7 +198,7 @@ class RedisEngine:
         """Publish ``data`` on every instance; ``callback(err)`` after Redis took it.  On a
         history channel Redis keeps it and gives it its offset."""
         what = 'Failed to publish to channel %s' % channel
-        policy = self._history_rules.policy(channel) if self._history_rules else None
+        policy = self.history_rules.policy(channel) if self.history_rules else None
         err = None
         try:
             payload = codec.encode(data).encode('utf-8')
@@ -225,7 +225,7 @@ class RedisEngine:
     def history(self, channel, since, epoch, limit, callback):
         """``callback(err, result)``: ``channel``'s publications after ``since`` (in ``epoch``),
         or its last ``limit`` ones when ``since`` is None (see :func:`history_result`)."""
-        policy = self._history_rules.policy(channel) if self._history_rules else None
+        policy = self.history_rules.policy(channel) if self.history_rules else None
         if policy is None:
             callback(BrokerError('Channel %s has no history (no channelHistory pattern matches it)'
                                  % channel[:200]), None)
@@ -252,7 +252,7 @@ class RedisEngine:
     def presence_join(self, channel, socket_id, info, callback):
         """Add ``socket_id`` (``info``: ``{'user', 'worker'}``) to ``channel``'s members;
         ``callback(err)``, a BrokerError when the channel has ``maxMembers`` already."""
-        policy = self._presence_rules.policy(channel) if self._presence_rules else None
+        policy = self.presence_rules.policy(channel) if self.presence_rules else None
         if policy is None:
             callback(no_presence(channel))
             return
@@ -283,7 +283,7 @@ class RedisEngine:
             return
         if not members:
             del self._members[channel]
-        policy = self._presence_rules.policy(channel)
+        policy = self.presence_rules.policy(channel)
         try:
             self._presence_leave(keys=self._presence_keys(channel),
                                  args=[self._events_channel(channel, policy), socket_id])
@@ -293,7 +293,7 @@ class RedisEngine:
     def presence(self, channel, callback):
         """``callback(err, {socket id: {'user', 'worker'}})``: ``channel``'s members on every
         instance."""
-        policy = self._presence_rules.policy(channel) if self._presence_rules else None
+        policy = self.presence_rules.policy(channel) if self.presence_rules else None
         if policy is None:
             callback(no_presence(channel), None)
             return
@@ -330,7 +330,7 @@ class RedisEngine:
         """One refresh: a script call per channel and batch of members, pipelined."""
         calls = []
         for channel, members in list(self._members.items()):
-            policy = self._presence_rules.policy(channel)
+            policy = self.presence_rules.policy(channel)
             head = [self._events_channel(channel, policy), PRESENCE_TTL, policy.max_members]
             items = list(members.items())
             for start in range(0, len(items), REFRESH_BATCH):
