@@ -112,6 +112,7 @@ def test_recovery_after_a_position(engines):
     other_epoch = history(a, 'room/2', since=9, epoch='elsewhere')
     assert not other_epoch['recovered'] and other_epoch['epoch'] == epoch
     assert not history(a, 'room/2', since=11, epoch=epoch)['recovered']
+    assert not history(a, 'room/2', since=2 ** 70, epoch=epoch)['recovered']
 
 
 def test_bad_read_arguments_are_refused(engines):

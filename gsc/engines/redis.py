@@ -62,6 +62,8 @@ PRESENCE_TTL = 6000
 """Milliseconds a presence member lives at Redis after its last refresh."""
 PRESENCE_REFRESH = 2.0
 """Seconds between two refreshes of an engine's presence members."""
+MAX_OFFSET = 2 ** 53
+"""Offsets past this (never reached) are read as this: Lua numbers are doubles."""
 REFRESH_BATCH = 256
 """Members refreshed by one script call, and script calls sent in one pipeline."""
 
@@ -241,7 +243,7 @@ class RedisEngine:
                 keys=[self._data_key('history:meta:', channel),
                       self._data_key('history:stream:', channel)],
                 args=[new_epoch(), policy.size, _ms(policy.ttl), policy.max_bytes,
-                      '' if since is None else since, max(limit, 1)])
+                      '' if since is None else min(since, MAX_OFFSET), max(limit, 1)])
             result = history_result(since, epoch, limit, current_epoch.decode('ascii'),
                                     int(latest), entries)
         except (redis.RedisError, OSError) as exc:
@@ -259,30 +261,37 @@ class RedisEngine:
         member = codec.encode({'socketId': socket_id, 'user': info.get('user'),
                                'worker': info.get('worker')}).encode('utf-8')
         what = 'Failed to join the presence of channel %.100s' % channel
+        # kept from now on, so that a presence_leave while Redis answers drops it for good
+        self._members.setdefault(channel, {})[socket_id] = member
         try:
             joined = self._presence_join(
                 keys=self._presence_keys(channel),
                 args=[self._events_channel(channel, policy), PRESENCE_TTL, policy.max_members,
                       socket_id, member])
+            err = None if joined else BrokerError('%s - it is full (maxMembers is %d)'
+                                                  % (what, policy.max_members))
         except (redis.RedisError, OSError) as exc:
-            callback(self._failure(what, exc))
-            return
-        if not joined:
-            callback(BrokerError('%s - it is full (maxMembers is %d)' % (what, policy.max_members)))
-            return
-        self._members.setdefault(channel, {})[socket_id] = member
-        if self._refresher is None and not self._closed:
+            err = self._failure(what, exc)
+        if err is not None:
+            self._forget_member(channel, socket_id)
+        elif self._refresher is None and not self._closed:
             self._refresher = gevent.spawn(self._refresh_forever)
-        callback(None)
+        callback(err)
+
+    def _forget_member(self, channel, socket_id):
+        """Stop refreshing a member; True when it was this engine's."""
+        members = self._members.get(channel)
+        if members is None or members.pop(socket_id, None) is None:
+            return False
+        if not members:
+            del self._members[channel]
+        return True
 
     def presence_leave(self, channel, socket_id):
         """Remove ``socket_id`` from ``channel``'s members (when Redis is unreachable, the
         member expires by itself)."""
-        members = self._members.get(channel)
-        if members is None or members.pop(socket_id, None) is None:
+        if not self._forget_member(channel, socket_id):
             return
-        if not members:
-            del self._members[channel]
         policy = self.presence_rules.policy(channel)
         try:
             self._presence_leave(keys=self._presence_keys(channel),
