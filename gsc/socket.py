@@ -626,9 +626,11 @@ class ServerSocket(EventEmitter):
     def _recover(self, channel, since, epoch, limit):
         """Read the history after ``since`` (or the last ``limit``), write it, then the live
         publications held meanwhile that come after it, then ``#recovery``."""
+        gate = self._history_gates[channel]
+
         def done(err, result):
-            gate = self._history_gates.get(channel) if self._history_gates else None
-            if gate is None or gate.held is None or self.state == CLOSED:
+            gates = self._history_gates
+            if gates is None or gates.get(channel) is not gate or self.state == CLOSED:
                 return  # unsubscribed (or subscribed again) meanwhile
             if err or gate.overflowed:
                 held = gate.release(None, 0)

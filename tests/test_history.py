@@ -251,3 +251,26 @@ def test_python_client_is_told_when_the_gap_is_lost(make_server, clients):
     name, result = recoveries[0]
     assert name == 'room/a' and result['recovered'] is False and result['offset'] == 10
     assert received == [0] and channel.position == (10, result['epoch'])
+
+
+def test_publish_out_middleware_sees_replayed_and_live_publications(make_server, raw):
+    server = history_server(make_server)
+
+    def publish_out(req, next_):
+        if req.data == 'secret':
+            next_(True)  # blocked for everyone
+        else:
+            req.data = str(req.data).upper()
+            next_()
+    server.add_middleware(server.MIDDLEWARE_PUBLISH_OUT, publish_out)
+    publish_all(server, 'room/a', ['a', 'secret', 'b'])
+    epoch = server.exchange.history('room/a')['epoch']
+    client = raw(server)
+    handshake(client)
+    subscribe(client, 'room/a', {'recover': {'offset': 0, 'epoch': epoch}})
+    ack, a, b, recovery = receive(client, 4)
+    assert [(m['data']['data'], m['data']['offset']) for m in (a, b)] == [('A', 1), ('B', 3)]
+    assert recovery['data']['missed'] == 3 and recovery['data']['recovered']
+    server.exchange.publish('room/a', 'c')
+    live = recv_json(client)['data']
+    assert (live['data'], live['offset'], live['epoch']) == ('C', 4, epoch)
