@@ -1,11 +1,15 @@
 """History and presence across two gsc instances (two process trees, one worker each, no
 broker processes) sharing one redis-server, with gsc's Python client on each (issue 11 items
-1-3 on brokerEngine 'redis')."""
+1-3 on brokerEngine 'redis'), and a killed worker's members leaving within the presence ttl."""
+
+import os
+import signal
 
 import jwt
 import pytest
 
 from conftest import wait_until
+from gsc.engines.redis import PRESENCE_REFRESH, PRESENCE_TTL
 from master_harness import start_cluster
 
 KEY = 'redis-end-to-end-key'
@@ -76,3 +80,24 @@ def test_a_client_recovers_on_the_other_instance_and_presence_is_seen_from_both(
     wait_until(lambda: received[-1] == 6)
     assert received == [1, 2, 3, 4, 5, 6] and channel.position == (6, epoch)
     assert ann.id != old_id and members(bob) == members(ann) == {ann.id: 'ann', bob.id: 'bob'}
+
+
+def test_a_killed_workers_members_leave_within_the_presence_ttl(instances, clients):
+    a, b = instances
+    workers = []
+    ann = clients(a.port, auth_token=jwt.encode({'username': 'ann'}, KEY))
+    ann.on('worker', lambda data, respond: workers.append(data))
+    bob = connect(clients, b.port, 'bob')
+    leaves = []
+    bob.on('#leave', lambda data, respond: leaves.append(data))
+    watching = bob.subscribe(CHANNEL, data={'joinLeave': True})
+    ann_channel = ann.subscribe(CHANNEL)
+    wait_until(lambda: watching.state == ann_channel.state == 'subscribed' and workers)
+    killed_id = ann.id
+    assert members(bob) == {killed_id: 'ann', bob.id: 'bob'}
+    os.kill(workers[0]['pid'], signal.SIGKILL)  # no leave: the entry expires at Redis
+    limit = PRESENCE_TTL / 1000.0 + 2 * PRESENCE_REFRESH + 2
+    wait_until(lambda: {'channel': CHANNEL, 'socketId': killed_id, 'user': 'ann'} in leaves,
+               timeout=limit, interval=0.1)
+    wait_until(lambda: killed_id not in members(bob) and ann.id in members(bob), timeout=limit,
+               interval=0.2)  # ann is back through the respawned worker, under a new id
