@@ -31,6 +31,7 @@ from .history import HistoryRules
 from .errors import HTTPServerError, ResourceLimitError
 from .http import HTTPServer
 from .options import LOCAL_BROKER_ENGINES, ssl_kwargs
+from .presence import PresenceRules
 from .process import ClusterMember
 from .reporting import WarningDigest
 from .server import attach
@@ -168,7 +169,8 @@ class SCWorker(ClusterMember):
         history_rules = HistoryRules.from_options(options)
         if options.get('brokerEngine') == 'redis':
             return create_engine('redis', options.get('brokerEngineOptions'),
-                                 start_timeout=options.get('startTimeout'), history_rules=history_rules)
+                                 start_timeout=options.get('startTimeout'), history_rules=history_rules,
+                                 presence_rules=PresenceRules.from_options(options))
         if options.get('brokerEngine') not in LOCAL_BROKER_ENGINES:
             return None
         return BrokerEngine(options['paths']['brokerSocketPaths'], options['secretKey'],

@@ -18,6 +18,15 @@ after at most ``connectTimeout``, and so does a message larger than ``max_messag
 client cannot make Redis and every subscribed instance buffer a huge message).  At most
 ``poolSize`` publishes wait for Redis at once; more fail at once, so a Redis that
 stops answering cannot hold a greenlet per publish.
+
+History (``channelHistory``) lives in Redis, so every instance shares one history per channel:
+a Lua script (:mod:`gsc.engines.redis_lua`) gives each publication its offset, keeps it in a
+stream bounded by the policy's size, bytes and ttl, and publishes it with its position as
+``H<offset> <epoch> <JSON>`` (JSON never starts with ``H``, so plain channels keep their plain
+PUBLISH).  Presence (``channelPresence``) is a ZSET of socket ids scored by their expiry plus a
+HASH of members per channel; each engine re-scores its own members every
+``PRESENCE_REFRESH`` seconds and a member expires ``PRESENCE_TTL`` ms after its last refresh,
+so the members of a worker that vanished are gone within that.
 """
 
 import logging
@@ -30,8 +39,11 @@ import redis
 from gevent import socket as gsocket
 
 from .. import codec
-from ..errors import BrokerError
+from ..errors import BrokerError, InvalidArgumentsError
+from ..history import _read_arguments, new_epoch
 from ..ipc import MAX_FRAME
+from ..presence import events_channel
+from . import redis_lua
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +58,14 @@ MAX_START_TIMEOUT = 10000
 """The longest (ms) a worker waits for Redis at start (3/4 of ``startTimeout`` when smaller)."""
 RECONNECT_DELAYS = (0.1, 0.2, 0.5, 1.0, 2.0)
 YIELD_EVERY = 32
+PRESENCE_TTL = 6000
+"""Milliseconds a presence member lives at Redis after its last refresh."""
+PRESENCE_REFRESH = 2.0
+"""Seconds between two refreshes of an engine's presence members."""
+MAX_OFFSET = 2 ** 53
+"""Offsets past this (never reached) are read as this: Lua numbers are doubles."""
+REFRESH_BATCH = 256
+"""Members refreshed by one script call, and script calls sent in one pipeline."""
 
 
 class GeventConnection(redis.Connection):
@@ -91,7 +111,9 @@ class RedisEngine:
     ``connect_timeout`` (ms) bounds connecting and every command; ``max_connections`` the
     connections of the pool; ``start_timeout`` (ms: the worker's ``startTimeout``; None: no
     limit) sets how long a worker waits for Redis before failing its start (attribute
-    ``start_timeout``, in seconds: 3/4 of it, at most 10 s).
+    ``start_timeout``, in seconds: 3/4 of it, at most 10 s).  ``history_rules`` and
+    ``presence_rules`` (``.policy(channel)``: gsc.history / gsc.presence) name the channels
+    that keep a history or a presence at Redis.
     """
 
     max_message_bytes = MAX_FRAME
@@ -118,6 +140,17 @@ class RedisEngine:
         self._on_message = None
         self._closed = False
         self._last_error = None
+        self.history_rules = history_rules
+        self.presence_rules = presence_rules
+        self._members = {}  # channel -> {socket id: member JSON} of this engine's sockets
+        self._refresher = None
+        register = self._client.register_script
+        self._history_publish = register(redis_lua.HISTORY_PUBLISH)
+        self._history_read = register(redis_lua.HISTORY_READ)
+        self._presence_join = register(redis_lua.PRESENCE_JOIN)
+        self._presence_refresh = register(redis_lua.PRESENCE_REFRESH)
+        self._presence_leave = register(redis_lua.PRESENCE_LEAVE)
+        self._presence_query = register(redis_lua.PRESENCE_QUERY)
 
     def start(self, on_message, on_ready=None, on_warning=None):
         """Connect and listen; ``on_ready()`` after the first successful connection."""
@@ -150,27 +183,177 @@ class RedisEngine:
         if callback is not None:
             callback(err)
 
+    def _data_key(self, kind, channel):
+        """The Redis key of ``channel``'s history or presence structure ``kind``."""
+        return (self.key_prefix + kind + channel).encode('utf-8', 'surrogatepass')
+
+    def _failure(self, what, exc):
+        """The BrokerError of a Redis call for ``what`` that raised ``exc``."""
+        if isinstance(exc, redis.MaxConnectionsError):
+            return BrokerError('%s - %d connections to Redis at %s are all busy (poolSize)'
+                               % (what, self.max_connections, redacted_url(self.url)))
+        if isinstance(exc, redis.ResponseError):
+            return BrokerError('%s - Redis answered: %s' % (what, exc))
+        return BrokerError('%s - Redis is unreachable: %s' % (what, exc))
+
     def publish(self, channel, data, callback=None):
-        """Publish ``data`` on every instance; ``callback(err)`` after Redis took it."""
+        """Publish ``data`` on every instance; ``callback(err)`` after Redis took it.  On a
+        history channel Redis keeps it and gives it its offset."""
+        what = 'Failed to publish to channel %s' % channel
+        policy = self.history_rules.policy(channel) if self.history_rules else None
+        err = None
         try:
             payload = codec.encode(data).encode('utf-8')
             if len(payload) > self.max_message_bytes:
                 raise ValueError('the message is %d bytes, more than the %d bytes sent to Redis'
                                  % (len(payload), self.max_message_bytes))
-            self._client.publish(self._key(channel), payload)
-            err = None
+            if policy is None:
+                self._client.publish(self._key(channel), payload)
+            else:
+                self._history_publish(
+                    keys=[self._data_key('history:meta:', channel),
+                          self._data_key('history:stream:', channel)],
+                    args=[payload, new_epoch(), policy.size, _ms(policy.ttl), policy.max_bytes,
+                          self._key(channel)])
         except ValueError as exc:
-            err = BrokerError('Failed to publish to channel %s - %s' % (channel, exc))
-        except redis.MaxConnectionsError:
-            err = BrokerError('Failed to publish to channel %s - %d connections to Redis at %s '
-                              'are all busy (poolSize)'
-                              % (channel, self.max_connections, redacted_url(self.url)))
+            err = BrokerError('%s - %s' % (what, exc))
         except (redis.RedisError, OSError) as exc:
-            err = BrokerError('Failed to publish to channel %s - Redis is unreachable: %s' % (channel, exc))
+            err = self._failure(what, exc)
         if callback is not None:
             callback(err)
         elif err is not None:
             self.on_warning(err)
+
+    def history(self, channel, since, epoch, limit, callback):
+        """``callback(err, result)``: ``channel``'s publications after ``since`` (in ``epoch``),
+        or its last ``limit`` ones when ``since`` is None (see :func:`history_result`)."""
+        policy = self.history_rules.policy(channel) if self.history_rules else None
+        if policy is None:
+            callback(BrokerError('Channel %s has no history (no channelHistory pattern matches it)'
+                                 % channel[:200]), None)
+            return
+        try:
+            since, epoch, limit = _read_arguments(since, epoch, limit)
+        except InvalidArgumentsError as exc:
+            callback(exc, None)
+            return
+        limit = policy.size if limit is None else min(limit, policy.size)
+        try:
+            current_epoch, latest, entries = self._history_read(
+                keys=[self._data_key('history:meta:', channel),
+                      self._data_key('history:stream:', channel)],
+                args=[new_epoch(), policy.size, _ms(policy.ttl), policy.max_bytes,
+                      '' if since is None else min(since, MAX_OFFSET), max(limit, 1)])
+            result = history_result(since, epoch, limit, current_epoch.decode('ascii'),
+                                    int(latest), entries)
+        except (redis.RedisError, OSError) as exc:
+            callback(self._failure('Failed to read the history of channel %s' % channel, exc), None)
+            return
+        callback(None, result)
+
+    def presence_join(self, channel, socket_id, info, callback):
+        """Add ``socket_id`` (``info``: ``{'user', 'worker'}``) to ``channel``'s members;
+        ``callback(err)``, a BrokerError when the channel has ``maxMembers`` already."""
+        policy = self.presence_rules.policy(channel) if self.presence_rules else None
+        if policy is None:
+            callback(no_presence(channel))
+            return
+        member = codec.encode({'socketId': socket_id, 'user': info.get('user'),
+                               'worker': info.get('worker')}).encode('utf-8')
+        what = 'Failed to join the presence of channel %.100s' % channel
+        # kept from now on, so that a presence_leave while Redis answers drops it for good
+        self._members.setdefault(channel, {})[socket_id] = member
+        try:
+            joined = self._presence_join(
+                keys=self._presence_keys(channel),
+                args=[self._events_channel(channel, policy), PRESENCE_TTL, policy.max_members,
+                      socket_id, member])
+            err = None if joined else BrokerError('%s - it is full (maxMembers is %d)'
+                                                  % (what, policy.max_members))
+        except (redis.RedisError, OSError) as exc:
+            err = self._failure(what, exc)
+        if err is not None:
+            self._forget_member(channel, socket_id)
+        elif self._refresher is None and not self._closed:
+            self._refresher = gevent.spawn(self._refresh_forever)
+        callback(err)
+
+    def _forget_member(self, channel, socket_id):
+        """Stop refreshing a member; True when it was this engine's."""
+        members = self._members.get(channel)
+        if members is None or members.pop(socket_id, None) is None:
+            return False
+        if not members:
+            del self._members[channel]
+        return True
+
+    def presence_leave(self, channel, socket_id):
+        """Remove ``socket_id`` from ``channel``'s members (when Redis is unreachable, the
+        member expires by itself)."""
+        if not self._forget_member(channel, socket_id):
+            return
+        policy = self.presence_rules.policy(channel)
+        try:
+            self._presence_leave(keys=self._presence_keys(channel),
+                                 args=[self._events_channel(channel, policy), socket_id])
+        except (redis.RedisError, OSError) as exc:
+            log.debug('Could not leave the presence of %s at Redis (it expires): %s', channel, exc)
+
+    def presence(self, channel, callback):
+        """``callback(err, {socket id: {'user', 'worker'}})``: ``channel``'s members on every
+        instance."""
+        policy = self.presence_rules.policy(channel) if self.presence_rules else None
+        if policy is None:
+            callback(no_presence(channel), None)
+            return
+        try:
+            members = self._presence_query(keys=self._presence_keys(channel),
+                                           args=[self._events_channel(channel, policy)])
+        except (redis.RedisError, OSError) as exc:
+            callback(self._failure('Failed to read the presence of channel %s' % channel, exc), None)
+            return
+        result = {}
+        for member in members:
+            info = codec.decode_json(member)
+            result[info.pop('socketId')] = info
+        callback(None, result)
+
+    def _presence_keys(self, channel):
+        return [self._data_key('presence:expiry:', channel),
+                self._data_key('presence:members:', channel)]
+
+    def _events_channel(self, channel, policy):
+        """Where ``channel``'s joins and leaves are published (b'' when it publishes none)."""
+        return self._key(events_channel(channel)) if policy.join_leave else b''
+
+    def _refresh_forever(self):
+        """Keep this engine's members alive at Redis (and put back the ones Redis lost)."""
+        while not self._closed:
+            gevent.sleep(PRESENCE_REFRESH)
+            try:
+                self._refresh_members()
+            except (redis.RedisError, OSError) as exc:
+                log.debug('Could not refresh the presence members at Redis: %s', exc)
+
+    def _refresh_members(self):
+        """One refresh: a script call per channel and batch of members, pipelined."""
+        calls = []
+        for channel, members in list(self._members.items()):
+            policy = self.presence_rules.policy(channel)
+            head = [self._events_channel(channel, policy), PRESENCE_TTL, policy.max_members]
+            items = list(members.items())
+            for start in range(0, len(items), REFRESH_BATCH):
+                args = head + [field for item in items[start:start + REFRESH_BATCH] for field in item]
+                calls.append((self._presence_keys(channel), args))
+        refused = 0
+        for start in range(0, len(calls), REFRESH_BATCH):
+            pipe = self._client.pipeline(transaction=False)
+            for keys, args in calls[start:start + REFRESH_BATCH]:
+                self._presence_refresh(keys=keys, args=args, client=pipe)
+            refused += sum(pipe.execute())
+        if refused:
+            self.on_warning(BrokerError('%d presence members could not be put back at Redis: '
+                                        'their channels are full (maxMembers)' % refused))
 
     def send(self, data, map_index, callback):
         """There are no broker controllers behind Redis."""
@@ -188,8 +371,9 @@ class RedisEngine:
     def close(self):
         """Stop listening and drop the connections."""
         self._closed = True
-        if self._listener is not None:
-            self._listener.kill()
+        for greenlet in (self._listener, self._refresher):
+            if greenlet is not None:
+                greenlet.kill()
         if self._pubsub is not None:
             self._pubsub.close()
         self._pool.disconnect()
@@ -257,15 +441,51 @@ class RedisEngine:
             if message is None or message[0] not in (b'message', 'message'):
                 continue
             channel = _channel_name(message[1])
+            raw = message[2]
             try:
-                data = codec.decode_json(message[2])
+                if raw[:1] == b'H':
+                    data, position = parse_history_message(raw)
+                else:
+                    data, position = codec.decode_json(raw), None
             except ValueError:
                 self.on_warning(BrokerError('Dropped a message on %s that is not JSON' % channel))
                 continue
-            self._on_message(channel[prefix_length:], data)
+            self._on_message(channel[prefix_length:], data, position)
             received += 1
             if received % YIELD_EVERY == 0:
                 # a busy subscription never blocks in recv: yield so that the sockets' writes
                 # (loop callbacks, each carrying all the messages queued since) and the other
                 # greenlets run
                 gevent.sleep(0)
+
+
+def no_presence(channel):
+    """The error of a presence call on a channel without presence."""
+    return BrokerError('Channel %.100s has no presence (see the channelPresence option)' % channel)
+
+
+def _ms(seconds):
+    return int(seconds * 1000)
+
+
+def parse_history_message(raw):
+    """``(data, (offset, epoch))`` of ``H<offset> <epoch> <JSON>`` from Redis (a publication
+    on a history channel: JSON never starts with ``H``); ValueError when it is malformed."""
+    offset, epoch, raw = raw.split(b' ', 2)
+    return codec.decode_json(raw), (int(offset[1:]), epoch.decode('ascii'))
+
+
+def history_result(since, epoch, limit, current_epoch, latest, entries):
+    """The answer of a history read (docs: the issue-11 contract) from what Redis returned:
+    ``entries`` ascending after ``since``, or the newest first when ``since`` is None."""
+    publications = [{'offset': int(entry_id.split(b'-')[0]), 'data': codec.decode_json(fields[1])}
+                    for entry_id, fields in entries]
+    if since is None:
+        publications = publications[:limit][::-1]
+        recovered = True
+    else:
+        first = publications[0]['offset'] if publications else latest + 1
+        recovered = epoch == current_epoch and since <= latest and first == since + 1
+        publications = publications[:limit] if recovered else []
+    return {'epoch': current_epoch, 'offset': latest, 'publications': publications,
+            'recovered': recovered}
