@@ -158,6 +158,39 @@ def redis_server():
         server.stop()
 
 
+
+@pytest.fixture
+def redis_engines(redis_server):
+    """``redis_engines(count, **engine_options) -> [(engine, received)]``: started Redis engines
+    on the private redis-server, closed at teardown (also when a test closed them);
+    ``received`` collects each ``(channel, data[, position])`` delivered."""
+    from gsc.engines.redis import RedisEngine
+    made = []
+
+    def make(count=1, **engine_options):
+        started = []
+        for _ in range(count):
+            engine = RedisEngine(redis_server.url, **engine_options)
+            received = []
+            ready = []
+            engine.start(lambda *message, received=received: received.append(message),
+                         lambda ready=ready: ready.append(True))
+            made.append(engine)
+            wait_until(lambda: ready)
+            started.append((engine, received))
+        return started
+    yield make
+    for engine in made:
+        engine.close()
+
+
+def engine_call(method, *args):
+    """``(err, value)`` of an engine method that answers a callback."""
+    answers = []
+    method(*args, lambda *answer: answers.append(answer))
+    wait_until(lambda: answers)
+    return answers[0] if len(answers[0]) == 2 else (answers[0][0], None)
+
 FAST_RECONNECT = {'initialDelay': 20, 'randomness': 0, 'multiplier': 1.5, 'maxDelay': 1000}
 
 

@@ -9,8 +9,8 @@ import gevent
 import pytest
 import redis
 
+from conftest import engine_call as call
 from conftest import wait_until
-from gsc.engines.redis import RedisEngine
 from gsc.errors import BrokerError, InvalidArgumentsError
 from gsc.history import HistoryRules
 
@@ -19,35 +19,10 @@ HISTORY = {'room/*': {'size': 5, 'ttl': 300}, 'short/*': {'size': 100, 'ttl': 0.
 
 
 @pytest.fixture
-def engines(redis_server):
-    """``engines(count) -> [(engine, received)]``: started engines, all closed at teardown;
-    ``received`` collects ``(channel, data, position)``."""
-    made = []
-
-    def make(count=1, option=None, connect_timeout=5000):
-        started = []
-        for _ in range(count):
-            engine = RedisEngine(redis_server.url, history_rules=HistoryRules(option or HISTORY),
-                                 connect_timeout=connect_timeout)
-            received = []
-            ready = []
-            engine.start(lambda *message, received=received: received.append(message),
-                         lambda ready=ready: ready.append(True))
-            made.append(engine)
-            wait_until(lambda: ready)
-            started.append((engine, received))
-        return started
-    yield make
-    for engine in made:
-        engine.close()
-
-
-def call(method, *args):
-    """``(err, value)`` of an engine method taking a callback."""
-    answers = []
-    method(*args, lambda *answer: answers.append(answer))
-    wait_until(lambda: answers)
-    return answers[0] if len(answers[0]) == 2 else (answers[0][0], None)
+def engines(redis_engines):
+    """``engines(count, option, connect_timeout) -> [(engine, received)]`` with HISTORY rules."""
+    return lambda count=1, option=None, connect_timeout=5000: redis_engines(
+        count, history_rules=HistoryRules(option or HISTORY), connect_timeout=connect_timeout)
 
 
 def history(engine, channel, since=None, epoch=None, limit=None):

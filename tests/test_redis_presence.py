@@ -6,8 +6,9 @@ import time
 import pytest
 import redis
 
+from conftest import engine_call as call
 from conftest import wait_until
-from gsc.engines.redis import PRESENCE_TTL, RedisEngine
+from gsc.engines.redis import PRESENCE_TTL
 from gsc.errors import BrokerError
 from gsc.presence import PresenceRules, events_channel
 
@@ -15,33 +16,9 @@ PRESENCE = {'room/*': {'maxMembers': 3}, 'quiet/*': {'joinLeave': False}}
 
 
 @pytest.fixture
-def engines(redis_server):
-    """``engines(count) -> [(engine, received)]``: started engines, closed at teardown unless
-    a test closed them; ``received`` collects ``(channel, data, position)``."""
-    made = []
-
-    def make(count=1):
-        started = []
-        for _ in range(count):
-            engine = RedisEngine(redis_server.url, presence_rules=PresenceRules(PRESENCE))
-            received = []
-            ready = []
-            engine.start(lambda *message, received=received: received.append(message),
-                         lambda ready=ready: ready.append(True))
-            made.append(engine)
-            wait_until(lambda: ready)
-            started.append((engine, received))
-        return started
-    yield make
-    for engine in made:
-        engine.close()
-
-
-def call(method, *args):
-    answers = []
-    method(*args, lambda *answer: answers.append(answer))
-    wait_until(lambda: answers)
-    return answers[0] if len(answers[0]) == 2 else (answers[0][0], None)
+def engines(redis_engines):
+    """``engines(count) -> [(engine, received)]`` with PRESENCE rules."""
+    return lambda count=1: redis_engines(count, presence_rules=PresenceRules(PRESENCE))
 
 
 def join(engine, channel, socket_id, user, worker=0):
