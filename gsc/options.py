@@ -15,7 +15,7 @@ import uuid
 
 from gevent import ssl as gevent_ssl
 
-from . import metrics
+from . import memory, metrics
 from .errors import InvalidOptionsError
 from .server_options import LIMITS, SERVER_DEFAULTS, check_number, to_camel
 
@@ -85,6 +85,8 @@ DEFAULTS = {
     'healthPath': '/health',
     'metricsPath': '/metrics',
     'metricsPort': None,
+    'memoryReleaseDrop': memory.DEFAULTS['memoryReleaseDrop'],
+    'memoryReleaseInterval': memory.DEFAULTS['memoryReleaseInterval'],
 }
 
 OTHER_KNOWN = ('run', 'perMessageDeflate', 'maxPayload', 'wsEngineServerOptions', 'paths',
@@ -174,6 +176,7 @@ def validate(options):
     if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
         raise InvalidOptionsError('The port option must be an integer between 0 and 65535')
     metrics.validate_options(options)
+    memory.validate_options(options)
     if options.get('tcpSynBacklog') is not None and not isinstance(options['tcpSynBacklog'], int):
         raise InvalidOptionsError('The tcpSynBacklog option must be an integer')
     if options.get('protocol') not in ('http', 'https'):

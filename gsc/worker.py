@@ -16,8 +16,6 @@ them (``logLevel`` below 2) nor emit them to a listener.
 """
 
 import logging
-import os
-import resource
 import socket
 import sys
 
@@ -31,6 +29,7 @@ from .engines import create_engine
 from .engines.broker import BrokerEngine
 from .errors import HTTPServerError, ResourceLimitError
 from .http import HTTPServer
+from .memory import MemoryReleaser, resident_bytes
 from .options import LOCAL_BROKER_ENGINES, ssl_kwargs
 from .process import ClusterMember
 from .reporting import WarningDigest
@@ -80,15 +79,6 @@ def access_log(options):
     return LoggingLogAdapter(logging.getLogger('gsc.access'), logging.INFO)
 
 
-def memory_usage():
-    """Resident memory of this process in bytes."""
-    try:
-        with open('/proc/self/statm') as f:
-            return int(f.read().split()[1]) * os.sysconf('SC_PAGE_SIZE')
-    except (OSError, ValueError, IndexError):
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-
-
 class SCWorker(ClusterMember):
     """A worker process (``worker`` in the worker controller's ``run(worker)``).
 
@@ -122,6 +112,7 @@ class SCWorker(ClusterMember):
         self._messages_seen = 0
         self._rpm = (0, 0)
         self._status_timer = None
+        self._memory_releaser = None
         self._server_warning = None
         self._warning_digest = WarningDigest(self._report_server_warning)
         self.on('error', self._on_error)
@@ -149,6 +140,7 @@ class SCWorker(ClusterMember):
             self._listener.listen(listen_backlog(options))
         self.http_server.start()
         self._wait_for_engine()
+        self._memory_releaser = MemoryReleaser(self.sc_server, options).start()
         self.set_ready()
         self.channel.send('ready', {'id': self.id, 'pid': self.pid})
         self.emit('ready')
@@ -214,6 +206,8 @@ class SCWorker(ClusterMember):
         """Disconnect every socket and stop the HTTP server."""
         if self._status_timer is not None:
             self._status_timer.kill(block=False)
+        if self._memory_releaser is not None:
+            self._memory_releaser.stop()
         if self.sc_server is not None:
             self.sc_server.close()
         if self.http_server is not None:
@@ -271,10 +265,10 @@ class SCWorker(ClusterMember):
                          int((self._ws_requests + messages - self._messages_seen) * scale))
             self._http_requests = self._ws_requests = 0
             self._messages_seen = messages
-            if threshold and memory_usage() > threshold:
+            if threshold and resident_bytes() > threshold:
                 self.emit('warning', ResourceLimitError(
                     'Worker killed itself because its memory usage of %d exceeded the '
-                    'killWorkerMemoryThreshold of %d' % (memory_usage(), threshold)))
+                    'killWorkerMemoryThreshold of %d' % (resident_bytes(), threshold)))
                 self.exit(0)
 
 
