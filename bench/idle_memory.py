@@ -60,7 +60,8 @@ def hold(server, n, settle):
 
 
 class GcTimer:
-    """Durations of the collections of one generation, from ``gc.callbacks``."""
+    """CPU time of the collections of one generation, from ``gc.callbacks`` (CPU, not wall
+    time: a shared box descheduling the process does not count)."""
 
     def __init__(self, generation):
         self.generation = generation
@@ -71,9 +72,9 @@ class GcTimer:
         if info['generation'] != self.generation:
             return
         if phase == 'start':
-            self._started = time.perf_counter()
+            self._started = time.process_time()
         elif self._started is not None:
-            self.pauses.append(time.perf_counter() - self._started)
+            self.pauses.append(time.process_time() - self._started)
             self._started = None
 
     def take(self):

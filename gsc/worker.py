@@ -29,7 +29,7 @@ from .engines import create_engine
 from .engines.broker import BrokerEngine
 from .errors import HTTPServerError, ResourceLimitError
 from .http import HTTPServer
-from .memory import MemoryReleaser, resident_bytes
+from .memory import MemoryReleaser, freeze_startup_objects, resident_bytes
 from .options import LOCAL_BROKER_ENGINES, ssl_kwargs
 from .process import ClusterMember
 from .reporting import WarningDigest
@@ -125,7 +125,9 @@ class SCWorker(ClusterMember):
         connections (up to ``tcpSynBacklog``) while the servers are built and the controller
         runs, and they are served once it ran; with the cluster's brokers the controller runs
         before the links are up (they queue the exchange's commands until then).  Either way
-        the worker reports ready with its controller run and its engine up.
+        the worker reports ready with its controller run and its engine up, its start-up
+        objects frozen out of the garbage collector's full collections and its
+        :class:`~gsc.memory.MemoryReleaser` checking (:mod:`gsc.memory`).
         """
         options = self.options
         if self._listener is None:
@@ -140,6 +142,7 @@ class SCWorker(ClusterMember):
             self._listener.listen(listen_backlog(options))
         self.http_server.start()
         self._wait_for_engine()
+        freeze_startup_objects()
         self._memory_releaser = MemoryReleaser(self.sc_server, options).start()
         self.set_ready()
         self.channel.send('ready', {'id': self.id, 'pid': self.pid})
