@@ -22,7 +22,6 @@ timeout; the worker is stopped by its process group, also on an error. 127.0.0.0
 """
 
 import argparse
-import ctypes
 import errno
 import gc
 import json
@@ -80,17 +79,12 @@ def raise_nofile_to(count):
     return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
 
 
-def malloc_trim():
-    """Return the C allocator's free pages to the system (glibc)."""
-    ctypes.CDLL('libc.so.6').malloc_trim(0)
-
-
 def serve(args):
     """One gsc worker with short pings, sized for ``args.n`` connections; SIGUSR1 runs
     ``gc.collect()`` and prints a JSON line of live figures (sockets, Python memory blocks,
     objects tracked by gc), SIGUSR2 runs ``malloc_trim(0)``."""
     import gevent
-    from gsc.memory import MemoryReleaser
+    from gsc.memory import MemoryReleaser, malloc_trim
     from gsc.server import listen
 
     raise_nofile_to(args.n + SPARE_FILES)

@@ -1,19 +1,19 @@
 """Memory given back after many connections closed, and the worker's start-up objects frozen.
 
-After a mass close (a reconnect storm, a deploy), the objects of the closed connections are
-freed but the process keeps most of their memory: pymalloc frees an arena (1 MiB) only when
-every block in it is free, and glibc keeps freed heap pages.  What pinned the arenas: the type
-attribute cache of CPython holds a strong reference to up to 4,096 attribute names, and names
-built per connection (looked up once) stay alive there, one here and there in every arena of
-the peak.  :func:`release_memory` clears that cache, runs a full ``gc.collect()`` and glibc's
-``malloc_trim(0)``.  It costs a full collection, so it runs only when the worker lost many
-connections: :class:`ReleasePolicy` decides (sans I/O), :class:`MemoryReleaser` checks the
-connection count on a timer (never in a connection's path).
+After a mass close (a reconnect storm, a deploy) the process kept most of the peak's memory:
+a closed connection is cyclic garbage until a full collection; pymalloc unmaps an arena
+(1 MiB) only when every block in it is free, and CPython's type attribute cache holds a strong
+reference to up to 4,096 attribute names, names built per connection among them, one here and
+there in every arena of the peak; glibc keeps freed heap pages.  :func:`release_memory` clears
+that cache, runs a full ``gc.collect()`` and glibc's ``malloc_trim(0)``.  It costs a full
+collection, so it runs only when the worker lost many connections: :class:`ReleasePolicy`
+decides (sans I/O), :class:`MemoryReleaser` checks the connection count on a timer (never in a
+connection's path).  docs/idle-memory.md has the analysis and the figures.
 
 Options (master-level, validated by :func:`validate_options`): ``memoryReleaseDrop`` (the
-connections closed since the last peak that trigger a release, once the count stopped
-falling; also at least ``RELEASE_FRACTION`` of that peak; None turns it off) and ``memoryReleaseInterval`` (ms between
-two checks, so also the least time between two releases).
+connections closed since the last peak that trigger a release once the count stopped falling,
+also at least ``RELEASE_FRACTION`` of that peak; None turns it off) and
+``memoryReleaseInterval`` (ms between two checks, so also the least time between two releases).
 """
 
 import ctypes
@@ -86,6 +86,15 @@ def _glibc_malloc_trim():
 _MALLOC_TRIM = _glibc_malloc_trim()
 
 
+def malloc_trim():
+    """Give the C heap's free pages back to the system (glibc's ``malloc_trim(0)``); False
+    on another C library."""
+    if _MALLOC_TRIM is None:
+        return False
+    _MALLOC_TRIM(0)
+    return True
+
+
 def resident_bytes():
     """Resident memory of this process in bytes (its peak where /proc is not there)."""
     try:
@@ -104,8 +113,7 @@ def release_memory():
     if clear_type_cache is not None:
         clear_type_cache()
     gc.collect()
-    if _MALLOC_TRIM is not None:
-        _MALLOC_TRIM(0)
+    malloc_trim()
     return time.monotonic() - started, before, resident_bytes()
 
 

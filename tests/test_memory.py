@@ -1,6 +1,5 @@
 """Memory given back after many connections closed (gsc.memory, issue 10 item 3)."""
 
-import gc
 import sys
 import logging
 
