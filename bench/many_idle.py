@@ -12,15 +12,16 @@ this process, N raw WebSocket clients on plain non-blocking sockets and one epol
   connection the pings received and the largest gap between its handshake, its pings and the
   end of the hold (a gap above 1.5 pingInterval is a missed ping);
 * the worker's RSS while held (per connection), then every connection closed; once the worker's
-  open files are back to the start, ``gc.collect()`` in the worker, RSS again (and once more
-  after ``malloc_trim(0)``, to tell the allocator's retained pages from live memory).
+  open files are back to the start and its memory release ran (:mod:`gsc.memory`, checked
+  every second here; ``--no-release`` turns it off to compare), ``gc.collect()`` in the worker,
+  RSS again (and once more after ``malloc_trim(0)``, to tell the allocator's retained pages
+  from live memory).
 
 Prints a Markdown table (goal: RSS after closing within 10% of the start). Every phase has a
 timeout; the worker is stopped by its process group, also on an error. 127.0.0.0/8 only.
 """
 
 import argparse
-import ctypes
 import errno
 import gc
 import json
@@ -55,6 +56,8 @@ address alone."""
 READ_SIZE = 4096
 SETTLE = 3.0
 CLOSE_TIMEOUT = 60.0
+RELEASE_INTERVAL_MS = 1000
+RELEASE_TIMEOUT = 30.0
 PONG = client_frame(b'#2')
 
 
@@ -76,27 +79,26 @@ def raise_nofile_to(count):
     return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
 
 
-def malloc_trim():
-    """Return the C allocator's free pages to the system (glibc)."""
-    ctypes.CDLL('libc.so.6').malloc_trim(0)
-
-
 def serve(args):
     """One gsc worker with short pings, sized for ``args.n`` connections; SIGUSR1 runs
     ``gc.collect()`` and prints a JSON line of live figures (sockets, Python memory blocks,
     objects tracked by gc), SIGUSR2 runs ``malloc_trim(0)``."""
     import gevent
+    from gsc.memory import MemoryReleaser, malloc_trim
     from gsc.server import listen
 
     raise_nofile_to(args.n + SPARE_FILES)
     sc = listen(args.port, {'pingInterval': args.ping_interval, 'pingTimeout': PING_TIMEOUT_MS,
                             'maxConnections': args.n + SPARE_FILES // 2}, host=HOST)
     sc.on('error', lambda err: logging.error('server error: %r', err))
+    releaser = MemoryReleaser(sc, {'memoryReleaseDrop': None if args.no_release else 1000,
+                                   'memoryReleaseInterval': RELEASE_INTERVAL_MS}).start()
 
     def collect():
         gc.collect()
         print(json.dumps({'clients': len(sc.clients) + len(sc.pending_clients),
-                          'blocks': sys.getallocatedblocks(), 'objects': len(gc.get_objects())}),
+                          'blocks': sys.getallocatedblocks(), 'objects': len(gc.get_objects()),
+                          'releases': releaser.releases, 'release_s': (releaser.last_release or [0])[0]}),
               flush=True)
 
     gevent.signal_handler(signal.SIGUSR1, collect)
@@ -291,6 +293,19 @@ def collect(server, lines):
     return dict(live, rss=rss(server.pid))
 
 
+def wait_release(server, lines, releases, timeout):
+    """Wait until the worker ran more than ``releases`` memory releases; return the seconds
+    the last one took."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        os.kill(server.pid, signal.SIGUSR1)
+        live = json.loads(lines.next(SETTLE + 10, 'the gc figures'))
+        if live['releases'] > releases:
+            return live['release_s']
+        time.sleep(0.5)
+    raise RuntimeError('no memory release within %.0f s' % timeout)
+
+
 def wait_files(pid, count, timeout):
     """Wait until the worker has at most ``count`` open files; return the seconds taken."""
     start = time.monotonic()
@@ -311,7 +326,7 @@ def check_limit(n):
                          % (n, n + SPARE_FILES, limit, limit - SPARE_FILES))
 
 
-def measure_round(server, lines, port, args):
+def measure_round(server, lines, port, args, releases):
     """Open, hold and close N connections once; a dict of figures."""
     files_start = open_files(server.pid)
     crowd = Crowd(port, args)
@@ -327,6 +342,8 @@ def measure_round(server, lines, port, args):
         raise RuntimeError('the worker died')
     crowd.close_all()
     figures['close_s'] = round(wait_files(server.pid, files_start, CLOSE_TIMEOUT), 1)
+    if not args.no_release:
+        figures['release_s'] = wait_release(server, lines, releases, RELEASE_TIMEOUT)
     figures['closed'] = collect(server, lines)
     return figures
 
@@ -340,15 +357,16 @@ def measure(args, log_path):
         with open(log_path, 'w') as log:
             server = procs.start([sys.executable, os.path.abspath(__file__), '--role', 'server',
                                   '--port', str(port), '--n', str(args.n),
-                                  '--ping-interval', str(args.ping_interval)],
+                                  '--ping-interval', str(args.ping_interval)]
+                                 + (['--no-release'] if args.no_release else []),
                                  stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=log,
                                  cwd=ROOT)
         lines = LineReader(server)
         wait_accepting(server, port)
         time.sleep(1.0)
         figures = {'n': args.n, 'start': collect(server, lines), 'rounds': []}
-        for _ in range(args.rounds):
-            figures['rounds'].append(measure_round(server, lines, port, args))
+        for number in range(args.rounds):
+            figures['rounds'].append(measure_round(server, lines, port, args, releases=number))
         os.kill(server.pid, signal.SIGUSR2)
         time.sleep(1.0)
         figures['rss_trimmed'] = rss(server.pid)
@@ -384,6 +402,8 @@ def round_rows(f, start, args):
          % (f['max_gap_s'], f['max_gap_s'] * 1000.0 / args.ping_interval)),
         ('connections the server ended while held', '%d' % f['ended_by_server']),
         ('worker files back to the start after closing', 'in %.1f s' % f['close_s']),
+        ('memory release after closing (gsc.memory)', 'off' if args.no_release
+         else 'ran, in %.0f ms' % (1000.0 * f['release_s'])),
         ('worker RSS after closing + gc.collect()', '%s MiB (%s of the start, goal <= +10%%)'
          % (mib(closed['rss']), versus(closed['rss'], start['rss']))),
         ('worker live Python blocks / gc objects / sockets after closing', '%d / %d / %d (start %d / %d / %d)'
@@ -414,6 +434,8 @@ def main():
     parser.add_argument('--ping-interval', type=int, default=PING_INTERVAL_MS, help='ms')
     parser.add_argument('--rounds', type=int, default=2,
                         help='open-hold-close rounds on the same worker (a leak grows each round)')
+    parser.add_argument('--no-release', action='store_true',
+                        help="without gsc.memory's release after many connections closed")
     parser.add_argument('--concurrency', type=int, default=200, help='connections opening at once')
     parser.add_argument('--per-address', type=int, default=20000, help='connections per source address')
     parser.add_argument('--open-timeout', type=float, default=None,

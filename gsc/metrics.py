@@ -14,10 +14,6 @@ Per-worker series carry a ``worker`` label (and ``broker`` for the links); there
 cluster-total series: ``sum()`` over the label gives them, without double counting.
 """
 
-
-import os
-import resource
-
 import gevent
 from gevent.event import AsyncResult
 from prometheus_client import CollectorRegistry, generate_latest
@@ -26,6 +22,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from . import codec
 from .errors import InvalidActionError, InvalidOptionsError
 from .http import HTTPServer
+from .memory import resident_bytes
 
 WORKER_TIMEOUT = 1000
 """ms the worker cluster waits for each worker's figures."""
@@ -82,15 +79,6 @@ def validate_options(options):
                                   'other than the port option')
 
 
-def memory_usage():
-    """Resident memory of this process in bytes."""
-    try:
-        with open('/proc/self/statm') as f:
-            return int(f.read().split()[1]) * os.sysconf('SC_PAGE_SIZE')
-    except (OSError, ValueError, IndexError):
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-
-
 # -- in a worker -------------------------------------------------------------------------
 
 def engine_links(server):
@@ -120,7 +108,7 @@ def worker_figures(worker, brief):
         clients=server.clients_count,
         subscriptions=sum(len(socket.channel_subscriptions) for socket in sockets),
         outboundBytes=sum(socket.socket.buffered_amount for socket in sockets),
-        rss=memory_usage())
+        rss=resident_bytes())
     return figures
 
 
@@ -131,7 +119,7 @@ def member_figures(member, request):
     server = member.server
     return {'id': member.id, 'pid': member.pid, 'connections': len(server.connections),
             'channels': server.channel_count, 'keys': len(server.data_map),
-            'publishes': server.publishes, 'rss': memory_usage()}
+            'publishes': server.publishes, 'rss': resident_bytes()}
 
 
 def worker_routes(worker):

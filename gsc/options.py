@@ -15,7 +15,7 @@ import uuid
 
 from gevent import ssl as gevent_ssl
 
-from . import dashboard, metrics
+from . import dashboard, memory, metrics
 from .errors import InvalidOptionsError
 from .history import DEFAULT_MAX_HISTORY_BYTES, HistoryRules
 from .presence import PresenceRules
@@ -93,6 +93,8 @@ DEFAULTS = {
     'dashboard': False,
     'dashboardPath': '/gsc/dashboard',
     'dashboardPassword': None,
+    'memoryReleaseDrop': memory.DEFAULTS['memoryReleaseDrop'],
+    'memoryReleaseInterval': memory.DEFAULTS['memoryReleaseInterval'],
 }
 
 OTHER_KNOWN = ('run', 'perMessageDeflate', 'maxPayload', 'wsEngineServerOptions', 'paths',
@@ -185,6 +187,7 @@ def validate(options):
     HistoryRules.from_options(options)
     PresenceRules(options.get('channelPresence'))
     dashboard.validate_options(options)
+    memory.validate_options(options)
     if options.get('tcpSynBacklog') is not None and not isinstance(options['tcpSynBacklog'], int):
         raise InvalidOptionsError('The tcpSynBacklog option must be an integer')
     if options.get('protocol') not in ('http', 'https'):

@@ -30,6 +30,7 @@ from .engines.broker import BrokerEngine
 from .history import HistoryRules
 from .errors import HTTPServerError, ResourceLimitError
 from .http import HTTPServer
+from .memory import MemoryReleaser, freeze_startup_objects, resident_bytes
 from .options import LOCAL_BROKER_ENGINES, ssl_kwargs
 from .presence import PresenceRules
 from .process import ClusterMember
@@ -113,6 +114,7 @@ class SCWorker(ClusterMember):
         self._messages_seen = 0
         self._rpm = (0, 0)
         self._status_timer = None
+        self._memory_releaser = None
         self._server_warning = None
         self._warning_digest = WarningDigest(self._report_server_warning)
         self.on('error', self._on_error)
@@ -125,7 +127,9 @@ class SCWorker(ClusterMember):
         connections (up to ``tcpSynBacklog``) while the servers are built and the controller
         runs, and they are served once it ran; with the cluster's brokers the controller runs
         before the links are up (they queue the exchange's commands until then).  Either way
-        the worker reports ready with its controller run and its engine up.
+        the worker reports ready with its controller run and its engine up, its start-up
+        objects frozen out of the garbage collector's full collections and its
+        :class:`~gsc.memory.MemoryReleaser` checking (:mod:`gsc.memory`).
         """
         options = self.options
         if self._listener is None:
@@ -140,6 +144,8 @@ class SCWorker(ClusterMember):
             self._listener.listen(listen_backlog(options))
         self.http_server.start()
         self._wait_for_engine()
+        freeze_startup_objects()
+        self._memory_releaser = MemoryReleaser(self.sc_server, options).start()
         self.set_ready()
         self.channel.send('ready', {'id': self.id, 'pid': self.pid})
         self.emit('ready')
@@ -209,6 +215,8 @@ class SCWorker(ClusterMember):
         """Disconnect every socket and stop the HTTP server."""
         if self._status_timer is not None:
             self._status_timer.kill(block=False)
+        if self._memory_releaser is not None:
+            self._memory_releaser.stop()
         if self.sc_server is not None:
             self.sc_server.close()
         if self.http_server is not None:
@@ -266,10 +274,10 @@ class SCWorker(ClusterMember):
                          int((self._ws_requests + messages - self._messages_seen) * scale))
             self._http_requests = self._ws_requests = 0
             self._messages_seen = messages
-            if threshold and metrics.memory_usage() > threshold:
+            if threshold and resident_bytes() > threshold:
                 self.emit('warning', ResourceLimitError(
                     'Worker killed itself because its memory usage of %d exceeded the '
-                    'killWorkerMemoryThreshold of %d' % (metrics.memory_usage(), threshold)))
+                    'killWorkerMemoryThreshold of %d' % (resident_bytes(), threshold)))
                 self.exit(0)
 
 

@@ -1,0 +1,169 @@
+"""Memory given back after many connections closed, and the worker's start-up objects frozen.
+
+After a mass close (a reconnect storm, a deploy) the process kept most of the peak's memory:
+a closed connection is cyclic garbage until a full collection; pymalloc unmaps an arena
+(1 MiB) only when every block in it is free, and CPython's type attribute cache holds a strong
+reference to up to 4,096 attribute names, names built per connection among them, one here and
+there in every arena of the peak; glibc keeps freed heap pages.  :func:`release_memory` clears
+that cache, runs a full ``gc.collect()`` and glibc's ``malloc_trim(0)``.  It costs a full
+collection, so it runs only when the worker lost many connections: :class:`ReleasePolicy`
+decides (sans I/O), :class:`MemoryReleaser` checks the connection count on a timer (never in a
+connection's path).  docs/idle-memory.md has the analysis and the figures.
+
+Options (master-level, validated by :func:`validate_options`): ``memoryReleaseDrop`` (the
+connections closed since the last peak that trigger a release once the count stopped falling,
+also at least ``RELEASE_FRACTION`` of that peak; None turns it off) and
+``memoryReleaseInterval`` (ms between two checks, so also the least time between two releases).
+"""
+
+import ctypes
+import gc
+import logging
+import os
+import resource
+import sys
+import time
+
+import gevent
+
+from .errors import InvalidOptionsError
+from .server_options import check_number
+
+log = logging.getLogger(__name__)
+
+DEFAULTS = {'memoryReleaseDrop': 1000, 'memoryReleaseInterval': 5000}
+RELEASE_FRACTION = 0.1
+"""A release needs the drop to be at least this part of the peak too: a large worker whose
+count moves by ``memoryReleaseDrop`` around a steady level is not collected every interval."""
+
+
+def validate_options(options):
+    """Check ``memoryReleaseDrop`` (None or a whole number >= 1) and ``memoryReleaseInterval``
+    (ms, >= 100)."""
+    drop = options.get('memoryReleaseDrop')
+    if drop is not None and (isinstance(drop, bool) or not isinstance(drop, int) or drop < 1):
+        raise InvalidOptionsError('The memoryReleaseDrop option must be None or a whole number '
+                                  'of connections of at least 1, not %r' % (drop,))
+    check_number(options, 'memoryReleaseInterval', minimum=100)
+
+
+class ReleasePolicy:
+    """When to give memory back: the connection count fell by ``drop`` (and by
+    ``RELEASE_FRACTION`` of the peak) since the highest count seen after the last release, and
+    stopped falling (the closes of a storm are over, their memory is free).  Feed it the count
+    at each check with :meth:`observe`."""
+
+    def __init__(self, drop):
+        self.drop = drop
+        self.peak = 0
+        self.previous = 0
+
+    def observe(self, count):
+        """True when a release is due now (the peak then starts again from ``count``)."""
+        falling, self.previous = count < self.previous, count
+        self.peak = max(self.peak, count)
+        fallen = self.peak - count
+        if (self.drop is None or falling or fallen < self.drop
+                or fallen < RELEASE_FRACTION * self.peak):
+            return False
+        self.peak = count
+        return True
+
+
+def _glibc_malloc_trim():
+    """glibc's ``malloc_trim``, or None on another C library."""
+    try:
+        libc = ctypes.CDLL(None)
+        libc.gnu_get_libc_version  # only glibc has it
+        trim = libc.malloc_trim
+    except (OSError, AttributeError):
+        return None
+    trim.argtypes = [ctypes.c_size_t]
+    trim.restype = ctypes.c_int
+    return trim
+
+
+_MALLOC_TRIM = _glibc_malloc_trim()
+
+
+def malloc_trim():
+    """Give the C heap's free pages back to the system (glibc's ``malloc_trim(0)``); False
+    on another C library."""
+    if _MALLOC_TRIM is None:
+        return False
+    _MALLOC_TRIM(0)
+    return True
+
+
+def resident_bytes():
+    """Resident memory of this process in bytes (its peak where /proc is not there)."""
+    try:
+        with open('/proc/self/statm') as f:
+            return int(f.read().split()[1]) * os.sysconf('SC_PAGE_SIZE')
+    except (OSError, ValueError, IndexError):
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def release_memory():
+    """Clear the type attribute cache, collect every generation, then ``malloc_trim(0)``
+    (glibc only); return ``(seconds taken, resident bytes before, after)``."""
+    started = time.monotonic()
+    before = resident_bytes()
+    clear_type_cache = getattr(sys, '_clear_type_cache', None)
+    if clear_type_cache is not None:
+        clear_type_cache()
+    gc.collect()
+    malloc_trim()
+    return time.monotonic() - started, before, resident_bytes()
+
+
+def freeze_startup_objects():
+    """Move every object alive now into the permanent generation (``gc.freeze()``), after a
+    collection: later full collections no longer traverse the start-up objects (modules,
+    classes, the controller's state), which shortens their pauses."""
+    gc.collect()
+    gc.freeze()
+    log.debug('gc.freeze(): %d start-up objects frozen', gc.get_freeze_count())
+
+
+class MemoryReleaser:
+    """Checks a server's connection count every ``memoryReleaseInterval`` ms and runs
+    :func:`release_memory` when its :class:`ReleasePolicy` says so.  ``releases`` counts the
+    releases run; ``last_release`` is ``(seconds, rss before, rss after)`` of the last."""
+
+    def __init__(self, server, options):
+        self.server = server
+        self.interval = options.get('memoryReleaseInterval', DEFAULTS['memoryReleaseInterval']) / 1000.0
+        self.policy = ReleasePolicy(options.get('memoryReleaseDrop', DEFAULTS['memoryReleaseDrop']))
+        self.releases = 0
+        self.last_release = None
+        self._greenlet = None
+
+    def start(self):
+        """Start checking (a no-op when ``memoryReleaseDrop`` is None)."""
+        if self.policy.drop is not None and self._greenlet is None:
+            self._greenlet = gevent.spawn(self._check_forever)
+        return self
+
+    def stop(self):
+        """Stop checking."""
+        if self._greenlet is not None:
+            self._greenlet.kill(block=False)
+            self._greenlet = None
+
+    def check(self):
+        """Release now if the count fell enough since its peak; True when it did."""
+        server = self.server
+        if not self.policy.observe(server.clients_count + server.pending_clients_count):
+            return False
+        self.last_release = release_memory()
+        self.releases += 1
+        seconds, before, after = self.last_release
+        log.debug('Memory released after closed connections in %.3f s: RSS %d -> %d bytes',
+                  seconds, before, after)
+        return True
+
+    def _check_forever(self):
+        while True:
+            gevent.sleep(self.interval)
+            self.check()
