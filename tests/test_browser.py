@@ -1,6 +1,8 @@
 """The sample chat in a real browser: headless Chromium (Debian's ``chromium``) driven by
 playwright-core (tests/js/browser.js) against ``python run.py -w 2``: two pages on two
-different workers log in, join a room, chat, send a private message and get an rpc ack."""
+different workers log in, join a room (the late joiner sees the earlier messages from its
+history, both see who is online), chat, send a private message and get an rpc ack; then one
+page's worker is killed (kill -9) and that page recovers what was published meanwhile."""
 
 import json
 import os
@@ -60,9 +62,17 @@ def test_two_browsers_chat_across_workers(run_py, tmp_path):  # noqa: F811
     assert sorted(result['workers']) == ['0', '1']
     alice, bob = result['alice'], result['bob']
     assert (alice['user'], bob['user']) == ('alice', 'bob')
-    assert alice['messages'] == ['[room/lobby] alice: hello from alice', '[room/lobby] bob: hi alice']
-    assert bob['messages'] == alice['messages'] + ['[private/bob] alice: psst']
+    room = ['[room/lobby] alice: one', '[room/lobby] alice: two',
+            '[room/lobby] alice: hello from alice', '[room/lobby] bob: hi alice']
+    after = ['[room/lobby] alice: while bob was away', '[room/lobby] http: from http',
+             '[room/lobby] alice: welcome back']
+    assert alice['messages'] == room + after
+    assert bob['messages'] == room + ['[private/bob] alice: psst'] + after
+    assert alice['online'] == bob['online'] == 'alice, bob'
     assert alice['ack'] in ['rpc ack: alice rolled %d' % n for n in range(1, 7)]
     assert alice['errors'] == bob['errors'] == ''
+    assert bob['pid'] != result['killed'] and bob['pid'] > 0
+    recovery = [r for r in bob['recoveries'] if r['channel'] == 'room/lobby']
+    assert [(r['recovered'], r['missed']) for r in recovery] == [(True, 2)], bob['recoveries']
     assert not [e for e in events if e['event'] == 'pageerror']
     assert screenshot.read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'

@@ -2,7 +2,10 @@
 // Drive the sample chat page (controllers/static/) in headless Chromium with playwright-core.
 // Usage: node browser.js <base url> <screenshot path>
 // Two pages in two browser contexts log in as alice and bob, with their sockets on two
-// different workers, join room/lobby, exchange messages, send a private one and roll a die.
+// different workers. alice joins room/lobby and says two things; bob joins late and sees them
+// from the room's history; each page lists both online. They chat, send a private message and
+// roll a die. Then bob's worker is killed (kill -9) while bob's browser is offline; alice and
+// an HTTP POST publish meanwhile; bob comes back online, reconnects and recovers them.
 // Prints one JSON line per step ({"event": name, ...}); the last one is "result".
 // Exits 2 after BROWSER_TIMEOUT seconds (default 60). Chromium: CHROMIUM (/usr/bin/chromium).
 
@@ -49,6 +52,51 @@ async function waitForMessage(page, text) {
     (t) => Array.from(document.querySelectorAll('#messages li')).some((li) => li.textContent === t), text);
 }
 
+async function waitForText(page, selector, text) {
+  await page.waitForFunction(
+    ([s, t]) => document.querySelector(s).textContent === t, [selector, text]);
+}
+
+// Record the page's #recovery events (its socket is the page's global `socket`).
+async function recordRecoveries(page) {
+  await page.evaluate(() => {
+    window.recoveries = [];
+    socket.on('#recovery', (result) => window.recoveries.push(result));
+  });
+}
+
+async function postMessage(room, text) {
+  const response = await fetch(new URL('rooms/' + room + '/messages', baseUrl), {
+    method: 'POST', headers: {'Content-Type': 'application/json'}, body: JSON.stringify({text})});
+  if (!response.ok) throw new Error('POST answered ' + response.status);
+}
+
+// Kill bob's worker while bob is offline; alice and HTTP publish; bob comes back and recovers.
+async function killWorkerOf(bob, alice) {
+  await recordRecoveries(bob);
+  const pid = Number(await bob.textContent('#pid'));
+  await bob.context().setOffline(true);
+  process.kill(pid, 'SIGKILL');
+  await waitForText(bob, '#status', 'disconnected');
+  await waitForText(alice, '#online', 'alice');
+  log('killed', {pid});
+  await send(alice, 'while bob was away');
+  await waitForMessage(alice, '[room/lobby] alice: while bob was away');
+  await postMessage('lobby', 'from http');
+  await waitForMessage(alice, '[room/lobby] http: from http');
+  await bob.context().setOffline(false);
+  await bob.waitForFunction((old) => !['?', String(old)].includes(
+    document.getElementById('pid').textContent), pid);
+  await waitForText(bob, '#status', 'in room/lobby');
+  await waitForMessage(bob, '[room/lobby] http: from http');
+  await waitForText(bob, '#online', 'alice, bob');
+  await waitForText(alice, '#online', 'alice, bob');
+  log('recovered');
+  await send(alice, 'welcome back');
+  await waitForMessage(bob, '[room/lobby] alice: welcome back');
+  return pid;
+}
+
 async function main() {
   const browser = await launch();
   try {
@@ -66,7 +114,14 @@ async function main() {
     await login(alice, 'alice');
     await login(bob, 'bob');
     await join(alice, 'lobby');
+    await send(alice, 'one');
+    await waitForMessage(alice, '[room/lobby] alice: one');
+    await send(alice, 'two');
+    await waitForMessage(alice, '[room/lobby] alice: two');
     await join(bob, 'lobby');
+    await waitForMessage(bob, '[room/lobby] alice: two');
+    await waitForText(alice, '#online', 'alice, bob');
+    await waitForText(bob, '#online', 'alice, bob');
     log('joined');
     await send(alice, 'hello from alice');
     await waitForMessage(bob, '[room/lobby] alice: hello from alice');
@@ -77,15 +132,20 @@ async function main() {
     log('messages');
     await alice.click('#roll');
     await alice.waitForFunction(() => document.getElementById('ack').textContent !== '');
+    const killed = await killWorkerOf(bob, alice);
     await bob.screenshot({path: screenshotPath, fullPage: true});
     const shown = async (page) => ({
       messages: await page.$$eval('#messages li', (items) => items.map((li) => li.textContent)),
       ack: await page.textContent('#ack'),
       errors: await page.textContent('#errors'),
       user: await page.textContent('#user'),
+      online: await page.textContent('#online'),
+      worker: await page.textContent('#worker'),
+      pid: Number(await page.textContent('#pid')),
+      recoveries: await page.evaluate(() => window.recoveries || []),
     });
     log('result', {alice: await shown(alice), bob: await shown(bob),
-      workers: [aliceWorker, bobWorker], reloads});
+      workers: [aliceWorker, bobWorker], reloads, killed});
   } finally {
     await browser.close();
   }
