@@ -111,7 +111,11 @@ socket.on('connect', function () {
   });
 });
 
-socket.on('disconnect', function () { $('status').textContent = 'disconnected'; });
+socket.on('disconnect', function () {
+  $('status').textContent = 'disconnected';
+  members = {};  // asked again on the resubscribe
+  showOnline();
+});
 
 $('login-form').onsubmit = function (event) {
   event.preventDefault();
