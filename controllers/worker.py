@@ -11,6 +11,10 @@
 * ``emit('echo', data)``: answers ``data``.
 * subscribe to ``room/<name>``; once logged in, publish ``{'text': ...}`` there.  The
   worker adds ``from`` (the sender's name) to each message: nobody speaks for another.
+  run.py gives the rooms history with ``publishOffsets`` (subscribe with ``{'history': 50}``
+  for the last 50, ``{'recover': {'offset', 'epoch'}}`` after a reconnect) and presence
+  (``#presence``, and ``#join``/``#leave`` with ``{'joinLeave': True}``; the user is the
+  login name).
 * subscribe to ``private/<username>`` as that user only; any logged-in user may publish
   there (a private message).
 """

@@ -60,18 +60,19 @@ def parse_args(argv=None, prog=None):
 
 
 def present_controllers(defaults, app_dir):
-    """The entries of ``defaults`` whose module exists in ``app_dir``/controllers/."""
+    """The naming entries of ``defaults`` whose module exists in ``app_dir``/controllers/."""
     found = {}
     for option, name in defaults.items():
-        module = name.partition(':')[0]
-        if os.path.isfile(os.path.join(app_dir, 'controllers', module + '.py')):
+        module = name.partition(':')[0] if option in NAMING_OPTIONS else None
+        if module and os.path.isfile(os.path.join(app_dir, 'controllers', module + '.py')):
             found[option] = name
     return found
 
 
 def build_options(args, app_dir, defaults=None, environ=os.environ):
     """Options from the ``SOCKETCLUSTER_*`` variables, flags and SOCKETCLUSTER_OPTIONS; the
-    ``defaults`` controllers found in ``app_dir`` when none is named."""
+    ``defaults`` controllers found in ``app_dir`` when none is named, with the other options
+    of ``defaults`` (the sample's) where they are not set."""
     options = {'paths': {'appDirPath': app_dir}}
     for option, variables, type_, _flags, _text in ENVIRONMENT:
         variable = next((v for v in variables if environ.get(v)), None)
@@ -91,8 +92,11 @@ def build_options(args, app_dir, defaults=None, environ=os.environ):
             raise SystemExit('SOCKETCLUSTER_OPTIONS must be a JSON object')
         options.update(extra)
     if not any(options.get(key) or options.get(_snake(key)) for key in NAMING_OPTIONS):
-        options.update(present_controllers(PROJECT_CONTROLLERS if defaults is None else defaults,
-                                           app_dir))
+        defaults = PROJECT_CONTROLLERS if defaults is None else defaults
+        options.update(present_controllers(defaults, app_dir))
+        for key, value in defaults.items():
+            if key not in NAMING_OPTIONS:
+                options.setdefault(key, value)
     return options
 
 
