@@ -83,6 +83,9 @@ class SCServer(EventEmitter, MiddlewareTypes):
         EventEmitter.__init__(self)
         self.options = opts = normalise_server_options(options)
         self.path = opts['path']
+        # what the lean upgrade reader of gsc.http compares a request's path with (None:
+        # every upgrade goes through pywsgi, which unescapes the path)
+        self.path_bytes = None if '%' in self.path else self.path.encode('latin-1', 'replace')
         self.ack_timeout = opts['ackTimeout']
         self.handshake_timeout = opts['handshakeTimeout']
         self.ping_interval = opts['pingInterval']
@@ -260,7 +263,7 @@ class SCServer(EventEmitter, MiddlewareTypes):
                 or '*:%s' % port in origins)
 
     def handle_upgraded(self, handler):
-        """Take over an upgraded connection from its pywsgi handler.
+        """Take over a connection that a pywsgi handler upgraded.
 
         A plain TCP socket is detached and served by a fresh greenlet, so the handler (its
         environ, header objects and read buffer) is freed at once: an idle connection keeps
@@ -268,19 +271,25 @@ class SCServer(EventEmitter, MiddlewareTypes):
         greenlet.
         """
         sock = handler.socket
+        initial = _buffered_bytes(handler.rfile, sock)
+        extensions = getattr(handler, 'ws_extensions', None)
+        if hasattr(sock, '_sslobj'):
+            self.serve_upgraded(sock, handler.environ, initial, extensions)
+            return
+        own = GeventSocket(sock.family, sock.type, fileno=sock.detach())
+        gevent.spawn(self.serve_upgraded, own, handler.environ, initial, extensions)
+
+    def serve_upgraded(self, sock, environ, initial=b'', extensions=None):
+        """Serve a connection that was answered with the 101, in this greenlet, until it ends or
+        goes idle (``environ``: its request's; ``initial``: bytes read past the request;
+        ``extensions``: those negotiated)."""
         try:
             sock.setsockopt(stdlib_socket.IPPROTO_TCP, stdlib_socket.TCP_NODELAY, 1)
         except OSError:
             pass
-        request = UpgradeRequest(handler.environ, self.exchange)
-        initial = _buffered_bytes(handler.rfile, sock)
-        extensions = getattr(handler, 'ws_extensions', None)
+        request = UpgradeRequest(environ, self.exchange)
         self.ws_connections += 1
-        if hasattr(sock, '_sslobj'):
-            self._serve(sock, request, initial, extensions)
-            return
-        own = GeventSocket(sock.family, sock.type, fileno=sock.detach())
-        gevent.spawn(self._serve, own, request, initial, extensions)
+        self._serve(sock, request, initial, extensions)
 
     def _serve(self, sock, request, initial, extensions):
         """Serve one upgraded connection: its reader runs here until it ends or goes idle
