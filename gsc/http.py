@@ -57,6 +57,10 @@ SERVICE_UNAVAILABLE_RESPONSE = _close_response('503 Service Unavailable', b'Serv
 
 HEADER_LINE = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+:")
 """A header line starts with a token and a colon (no obs-fold, no space before the colon)."""
+HEADER_FIELD = re.compile(r"([!#$%&'*+\-.^_`|~0-9A-Za-z]+):([^\r\n]*)\r\n")
+HEADER_FIELDS = re.compile(r"(?:[!#$%&'*+\-.^_`|~0-9A-Za-z]+:[^\r\n]*\r\n)*")
+"""Header lines as the lean upgrade reader takes them: HEADER_LINE's, ended by CRLF, no bare
+CR or LF (anything else goes to pywsgi's reader)."""
 DIGITS = re.compile(r'[0-9]+')
 
 HEAD_END = b'\r\n\r\n'
@@ -154,7 +158,7 @@ def switching_protocols(key, extensions=None):
 def parse_upgrade_head(data, path, max_header_size):
     """The request items of a WSGI environ (``REQUEST_METHOD``, ``PATH_INFO``, ``HTTP_*``, ...)
     when ``data`` starts with a complete head that gsc upgrades without pywsgi: ``GET`` of
-    ``path`` (bytes, no escapes) in HTTP/1.1, within ``max_header_size``, well-formed header
+    ``path`` (no escapes) in HTTP/1.1, within ``max_header_size``, well-formed header
     lines, ``Upgrade: websocket``, ``Connection: upgrade``, a supported Sec-WebSocket-Version
     and a valid key, no body.  None for anything else, which pywsgi then serves (or refuses)
     exactly as it would have: this function never decides a refusal.
@@ -165,22 +169,18 @@ def parse_upgrade_head(data, path, max_header_size):
     end = data.find(HEAD_END)
     if end < 0 or end + len(HEAD_END) > max_header_size:
         return None
-    lines = data[:end].split(b'\r\n')
-    breaks = len(lines) - 1
-    if data.count(b'\n', 0, end) != breaks or data.count(b'\r', 0, end) != breaks:
-        return None  # a bare CR or LF: pywsgi's reader decides
-    request_line = lines[0].split(b' ')
-    if len(request_line) != 3 or request_line[0] != b'GET' or request_line[2] != b'HTTP/1.1':
+    request_line, _, fields = data[:end + 2].decode('latin-1').partition('\r\n')
+    if not request_line.isprintable():
         return None
-    target, _, query = request_line[1].partition(b'?')
-    if target != path:
+    request_line = request_line.split(' ')
+    if len(request_line) != 3 or request_line[0] != 'GET' or request_line[2] != 'HTTP/1.1':
         return None
-    environ = {'REQUEST_METHOD': 'GET', 'SCRIPT_NAME': '', 'PATH_INFO': target.decode('latin-1'),
-               'QUERY_STRING': query.decode('latin-1'), 'SERVER_PROTOCOL': 'HTTP/1.1'}
-    for line in lines[1:]:
-        if not HEADER_LINE.match(line):
-            return None
-        name, _, value = line.decode('latin-1').partition(':')
+    target, _, query = request_line[1].partition('?')
+    if target != path or not HEADER_FIELDS.fullmatch(fields):
+        return None
+    environ = {'REQUEST_METHOD': 'GET', 'SCRIPT_NAME': '', 'PATH_INFO': target,
+               'QUERY_STRING': query, 'SERVER_PROTOCOL': 'HTTP/1.1'}
+    for name, value in HEADER_FIELD.findall(fields):
         if '_' in name:
             continue
         key = 'HTTP_' + name.upper().replace('-', '_')
@@ -517,8 +517,8 @@ class HTTPServer(pywsgi.WSGIServer):
             return None
         sc_server = self.sc_server
         environ = None
-        if sc_server.path_bytes is not None and sc_server.path not in self.routes:
-            environ = parse_upgrade_head(data, sc_server.path_bytes, self.max_header_size)
+        if sc_server.lean_path is not None and sc_server.lean_path not in self.routes:
+            environ = parse_upgrade_head(data, sc_server.lean_path, self.max_header_size)
         if environ is None:
             handler = self.handler_class(sock, address, self, prefixed_reader(sock, data))
             handler.first_headers_timeout = max(self.headers_timeout - (time.monotonic() - started), 0.001)
@@ -542,16 +542,18 @@ class HTTPServer(pywsgi.WSGIServer):
         """Refuse (origin, handshakeWS middleware) or answer the 101 and serve the connection in
         this greenlet (``initial``: bytes read past the head)."""
         sc_server = self.sc_server
-        request, environ = environ, self.get_environ()
-        environ.update(request, REMOTE_ADDR=str(address[0]), REMOTE_PORT=str(address[1]))
+        request = environ
+        request['REMOTE_ADDR'], request['REMOTE_PORT'] = str(address[0]), str(address[1])
+        environ = self.get_environ()  # the whole WSGI environ, as the handshakeWS middleware sees it
+        environ.update(request)
         refusal = sc_server.verify_upgrade(environ)
         if refusal is not None:
             status, body = refusal
             sock.sendall(_close_response(status, body.encode('utf-8')))
             return None
-        answer, extensions = sc_server.negotiate_extensions(environ)
-        sock.sendall(switching_protocols(environ['HTTP_SEC_WEBSOCKET_KEY'], answer))
-        sc_server.serve_upgraded(sock, environ, initial, extensions)
+        answer, extensions = sc_server.negotiate_extensions(request)
+        sock.sendall(switching_protocols(request['HTTP_SEC_WEBSOCKET_KEY'], answer))
+        sc_server.serve_upgraded(sock, request, initial, extensions)
         return TAKEN_OVER
 
     def refuse_connection(self, sock):

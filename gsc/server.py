@@ -85,7 +85,7 @@ class SCServer(EventEmitter, MiddlewareTypes):
         self.path = opts['path']
         # what the lean upgrade reader of gsc.http compares a request's path with (None:
         # every upgrade goes through pywsgi, which unescapes the path)
-        self.path_bytes = None if '%' in self.path else self.path.encode('latin-1', 'replace')
+        self.lean_path = None if '%' in self.path else self.path
         self.ack_timeout = opts['ackTimeout']
         self.handshake_timeout = opts['handshakeTimeout']
         self.ping_interval = opts['pingInterval']

@@ -51,6 +51,8 @@ _pack_short = struct.Struct('!BB').pack
 _pack_medium = struct.Struct('!BBH').pack
 _pack_long = struct.Struct('!BBQ').pack
 _utf8_decoder = codecs.getincrementaldecoder('utf-8')
+# websockets' own loggers, looked up once (its Protocol would look one up per connection)
+PROTOCOL_LOGGERS = {side: logging.getLogger('websockets.' + side.name.lower()) for side in Side}
 
 
 def frame_header(opcode, length):
@@ -201,7 +203,8 @@ class WebSocketTransport:
                  read=None, max_outbound=DEFAULT_MAX_OUTBOUND, initial=b'', extensions=None,
                  idle_readers=None, on_end=None):
         self.sock = sock
-        self.protocol = MessageProtocol(side, state=OPEN, max_size=max_payload)
+        self.protocol = MessageProtocol(side, state=OPEN, max_size=max_payload,
+                                        logger=PROTOCOL_LOGGERS[side])
         if extensions:
             self.protocol.extensions = list(extensions)
         self.on_message = on_message
