@@ -30,7 +30,7 @@ import time
 
 from gevent import GreenletExit, Timeout, pywsgi
 from gevent.pywsgi import MAX_REQUEST_LINE, LoggingLogAdapter, OldMessage
-from gevent.socket import SocketIO
+from gevent.socket import SocketIO, socket as GeventSocket
 from geventwebsocket.handler import WebSocketHandler
 
 from .errors import SCError
@@ -220,6 +220,16 @@ class PrefixedSocketIO(SocketIO):
         buffer[:count] = prefix[:count]
         self._prefix = prefix[count:]
         return count
+
+
+def send_all(sock, data):
+    """``sock.sendall(data)``, with one plain ``send`` when the kernel takes it all (the usual case)."""
+    try:
+        sent = sock._sock.send(data)
+    except BlockingIOError:
+        sent = 0
+    if sent < len(data):
+        sock.sendall(data[sent:])
 
 
 def prefixed_reader(sock, prefix):
@@ -495,7 +505,7 @@ class HTTPServer(pywsgi.WSGIServer):
             self.refuse_connection(sock)
             return None
         try:
-            if self.access_log is not None or self.sc_server is None or hasattr(sock, '_sslobj'):
+            if self.access_log is not None or self.sc_server is None or type(sock) is not GeventSocket:
                 super().handle(sock, address)
                 return None
             return self.read_upgrade(sock, address)
@@ -529,14 +539,19 @@ class HTTPServer(pywsgi.WSGIServer):
     def read_head(self, sock):
         """The first bytes of a connection (one ``recv``, up to maxHeaderSize), b'' when nothing
         came within headersTimeout or the connection failed."""
-        sock.settimeout(self.headers_timeout)
         try:
-            return sock.recv(self.max_header_size)
+            try:
+                return sock._sock.recv(self.max_header_size)  # non-blocking: often already there
+            except BlockingIOError:
+                pass
+            sock.settimeout(self.headers_timeout)
+            try:
+                return sock.recv(self.max_header_size)
+            finally:
+                sock.settimeout(None)
         except (OSError, stdlib_socket.timeout) as exc:
             log.debug('connection ended before its request: %s', exc or 'headersTimeout')
             return b''
-        finally:
-            sock.settimeout(None)
 
     def upgrade(self, sock, address, environ, initial):
         """Refuse (origin, handshakeWS middleware) or answer the 101 and serve the connection in
@@ -552,7 +567,7 @@ class HTTPServer(pywsgi.WSGIServer):
             sock.sendall(_close_response(status, body.encode('utf-8')))
             return None
         answer, extensions = sc_server.negotiate_extensions(request)
-        sock.sendall(switching_protocols(request['HTTP_SEC_WEBSOCKET_KEY'], answer))
+        send_all(sock, switching_protocols(request['HTTP_SEC_WEBSOCKET_KEY'], answer))
         sc_server.serve_upgraded(sock, request, initial, extensions)
         return TAKEN_OVER
 
