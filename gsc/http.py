@@ -527,25 +527,30 @@ class HTTPServer(pywsgi.WSGIServer):
     def read_upgrade(self, sock, address):
         """The lean upgrade reader: read what came (within headersTimeout), answer an upgrade
         at the realtime path with the 101 and let gsc serve it here; hand anything else, with
-        the bytes read, to the pywsgi handler (with what is left of headersTimeout)."""
+        the bytes read, to the pywsgi handler (with what is left of headersTimeout).  The
+        connection counts in ``http_connections`` until gsc counts it."""
         started = time.monotonic()
+        sc_server = self.sc_server
+        request = None
         self.http_connections += 1
         try:
             data = self.read_head(sock)
+            if data and sc_server.lean_path is not None and sc_server.lean_path not in self.routes:
+                request = parse_upgrade_head(data, sc_server.lean_path, self.max_header_size)
+            if request is not None:
+                accepted, extensions = self.answer_upgrade(sock, address, request)
         finally:
             self.http_connections -= 1
-        if not data:
-            return None
-        sc_server = self.sc_server
-        environ = None
-        if sc_server.lean_path is not None and sc_server.lean_path not in self.routes:
-            environ = parse_upgrade_head(data, sc_server.lean_path, self.max_header_size)
-        if environ is None:
+        if request is not None:
+            if not accepted:
+                return None
+            sc_server.serve_upgraded(sock, request, data[data.find(HEAD_END) + len(HEAD_END):], extensions)
+            return TAKEN_OVER
+        if data:
             handler = self.handler_class(sock, address, self, prefixed_reader(sock, data))
             handler.first_headers_timeout = max(self.headers_timeout - (time.monotonic() - started), 0.001)
             handler.handle()
-            return None
-        return self.upgrade(sock, address, environ, data[data.find(HEAD_END) + len(HEAD_END):])
+        return None
 
     def read_head(self, sock):
         """The first bytes of a connection (one ``recv``, up to maxHeaderSize), b'' when nothing
@@ -564,11 +569,10 @@ class HTTPServer(pywsgi.WSGIServer):
             log.debug('connection ended before its request: %s', exc or 'headersTimeout')
             return b''
 
-    def upgrade(self, sock, address, environ, initial):
-        """Refuse (origin, handshakeWS middleware) or answer the 101 and serve the connection in
-        this greenlet (``initial``: bytes read past the head)."""
+    def answer_upgrade(self, sock, address, request):
+        """Refuse an upgrade (origin, handshakeWS middleware) or answer the 101: ``(accepted,
+        negotiated extensions)``.  ``request``: the request's environ items (completed here)."""
         sc_server = self.sc_server
-        request = environ
         request['REMOTE_ADDR'], request['REMOTE_PORT'] = str(address[0]), str(address[1])
         environ = self.get_environ()  # the whole WSGI environ, as the handshakeWS middleware sees it
         environ.update(request)
@@ -576,11 +580,10 @@ class HTTPServer(pywsgi.WSGIServer):
         if refusal is not None:
             status, body = refusal
             sock.sendall(_close_response(status, body.encode('utf-8')))
-            return None
+            return False, None
         answer, extensions = sc_server.negotiate_extensions(request)
         send_all(sock, switching_protocols(request['HTTP_SEC_WEBSOCKET_KEY'], answer))
-        sc_server.serve_upgraded(sock, request, initial, extensions)
-        return TAKEN_OVER
+        return True, extensions
 
     def refuse_connection(self, sock):
         """Answer 503 with ``Connection: close`` and close once the client did (or soon)."""

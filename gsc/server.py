@@ -271,25 +271,30 @@ class SCServer(EventEmitter, MiddlewareTypes):
         greenlet.
         """
         sock = handler.socket
+        request = self._take_upgraded(sock, handler.environ)
         initial = _buffered_bytes(handler.rfile, sock)
         extensions = getattr(handler, 'ws_extensions', None)
         if hasattr(sock, '_sslobj'):
-            self.serve_upgraded(sock, handler.environ, initial, extensions)
+            self._serve(sock, request, initial, extensions)
             return
         own = GeventSocket(sock.family, sock.type, fileno=sock.detach())
-        gevent.spawn(self.serve_upgraded, own, handler.environ, initial, extensions)
+        gevent.spawn(self._serve, own, request, initial, extensions)
 
     def serve_upgraded(self, sock, environ, initial=b'', extensions=None):
         """Serve a connection that was answered with the 101, in this greenlet, until it ends or
-        goes idle (``environ``: its request's; ``initial``: bytes read past the request;
+        goes idle (``environ``: its request's items; ``initial``: bytes read past the request;
         ``extensions``: those negotiated)."""
+        self._serve(sock, self._take_upgraded(sock, environ), initial, extensions)
+
+    def _take_upgraded(self, sock, environ):
+        """Count an upgraded connection in ``ws_connections``, with TCP_NODELAY: its UpgradeRequest."""
         try:
             sock.setsockopt(stdlib_socket.IPPROTO_TCP, stdlib_socket.TCP_NODELAY, 1)
         except OSError:
             pass
         request = UpgradeRequest(environ, self.exchange)
         self.ws_connections += 1
-        self._serve(sock, request, initial, extensions)
+        return request
 
     def _serve(self, sock, request, initial, extensions):
         """Serve one upgraded connection: its reader runs here until it ends or goes idle

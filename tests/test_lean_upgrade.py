@@ -8,6 +8,7 @@ import json
 import time
 
 import gevent
+import gevent.event
 import pytest
 from gevent import socket
 
@@ -237,3 +238,24 @@ def test_handshake_ws_middleware_sees_the_wsgi_environ(make_server, raw):
     assert environ['HTTP_X_CUSTOM'] == 'yes' and environ['QUERY_STRING'] == 'ok=1'
     assert environ['PATH_INFO'] == PATH and environ['wsgi.url_scheme'] == 'http'
     assert environ['REMOTE_PORT'] == str(req.remote_port)
+
+
+def test_an_upgrade_waiting_for_its_middleware_counts_against_max_connections(make_server, raw):
+    """maxConnections=1: while a handshakeWS middleware holds the first upgrade, a second
+    connection gets 503; once the first is served it is still the only one counted."""
+    server = make_server({'maxConnections': 1})
+    release = gevent.event.Event()
+    server.add_middleware(server.MIDDLEWARE_HANDSHAKE_WS, lambda req, next_: release.wait(5) and next_())
+    first = gevent.spawn(raw, server)
+    gevent.sleep(0.1)
+    assert server.http_server.connection_count() == 1
+    sock = socket.create_connection(('127.0.0.1', server.port), timeout=5)
+    try:
+        sock.sendall(HEAD)
+        head, _ = read_response_head(sock)
+    finally:
+        sock.close()
+    assert head.startswith(b'HTTP/1.1 503 ')
+    release.set()
+    assert handshake(first.get(timeout=5))['rid'] == 1
+    assert server.http_server.connection_count() == 1
