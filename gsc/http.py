@@ -62,8 +62,6 @@ HEADER_NAME = re.compile(HEADER_LINE.pattern.decode('ascii'))
 DIGITS = re.compile(r'[0-9]+')
 
 HEAD_END = b'\r\n\r\n'
-TAKEN_OVER = object()
-"""What :meth:`HTTPServer.handle` returns when gsc serves the connection (do not close it)."""
 SUPPORTED_VERSIONS = WebSocketHandler.SUPPORTED_VERSIONS
 WEBSOCKET_GUID = WebSocketHandler.GUID
 
@@ -500,18 +498,23 @@ class HTTPServer(pywsgi.WSGIServer):
             spawn(self.serve_connection, sock, address)
 
     def serve_connection(self, sock, address):
-        """Serve a connection, then close it unless gsc took it over."""
+        """Serve a connection, then close it; unless gsc took it over: :meth:`handle` then
+        returned the function that serves it, called here, once the frames that read the
+        request (its bytes, its dicts) are gone, so that they do not live as long as the
+        reader."""
         try:
-            taken = self._handle(sock, address) is TAKEN_OVER
+            serve = self._handle(sock, address)
         except BaseException:
             sock.close()
             raise
-        if not taken:
+        if serve is None:
             sock.close()
+        else:
+            serve()
 
     def handle(self, sock, address):
         """Serve one connection (503 past maxConnections); a socket error ends only it.
-        ``TAKEN_OVER`` when gsc serves it (the lean upgrade reader's connections)."""
+        None, or the function that serves a connection the lean upgrade reader upgraded."""
         if self.max_connections is not None and self.connection_count() >= self.max_connections:
             self.refuse_connection(sock)
             return None
@@ -526,9 +529,9 @@ class HTTPServer(pywsgi.WSGIServer):
 
     def read_upgrade(self, sock, address):
         """The lean upgrade reader: read what came (within headersTimeout), answer an upgrade
-        at the realtime path with the 101 and let gsc serve it here; hand anything else, with
-        the bytes read, to the pywsgi handler (with what is left of headersTimeout).  The
-        connection counts in ``http_connections`` until gsc counts it."""
+        at the realtime path with the 101 and return gsc's function that serves it; hand
+        anything else, with the bytes read, to the pywsgi handler (with what is left of
+        headersTimeout).  The connection counts in ``http_connections`` until gsc counts it."""
         started = time.monotonic()
         sc_server = self.sc_server
         request = None
@@ -544,8 +547,8 @@ class HTTPServer(pywsgi.WSGIServer):
         if request is not None:
             if not accepted:
                 return None
-            sc_server.serve_upgraded(sock, request, data[data.find(HEAD_END) + len(HEAD_END):], extensions)
-            return TAKEN_OVER
+            return sc_server.take_upgraded(sock, request, data[data.find(HEAD_END) + len(HEAD_END):],
+                                           extensions)
         if data:
             handler = self.handler_class(sock, address, self, prefixed_reader(sock, data))
             handler.first_headers_timeout = max(self.headers_timeout - (time.monotonic() - started), 0.001)

@@ -280,11 +280,13 @@ class SCServer(EventEmitter, MiddlewareTypes):
         own = GeventSocket(sock.family, sock.type, fileno=sock.detach())
         gevent.spawn(self._serve, own, request, initial, extensions)
 
-    def serve_upgraded(self, sock, environ, initial=b'', extensions=None):
-        """Serve a connection that was answered with the 101, in this greenlet, until it ends or
-        goes idle (``environ``: its request's items; ``initial``: bytes read past the request;
-        ``extensions``: those negotiated)."""
-        self._serve(sock, self._take_upgraded(sock, environ), initial, extensions)
+    def take_upgraded(self, sock, environ, initial=b'', extensions=None):
+        """Take over a connection that was answered with the 101 (``environ``: its request's
+        items; ``initial``: bytes read past the request; ``extensions``: those negotiated):
+        the function that serves it in the caller's greenlet, until it ends or goes idle.
+        Call it from a frame that holds nothing else of the request, which would otherwise
+        live as long as the reader."""
+        return partial(self._serve, sock, self._take_upgraded(sock, environ), initial, extensions)
 
     def _take_upgraded(self, sock, environ):
         """Count an upgraded connection in ``ws_connections``, with TCP_NODELAY: its UpgradeRequest."""
