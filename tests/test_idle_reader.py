@@ -21,7 +21,7 @@ def reader_greenlets(server):
     """Live greenlets running a reader of ``server``'s connections (gc, not bookkeeping)."""
     found = 0
     for obj in gc.get_objects():
-        if not isinstance(obj, greenlet) or obj.dead:
+        if not issubclass(type(obj), greenlet) or obj.dead:  # type(): a dead weakproxy raises
             continue
         owner = getattr(getattr(obj, '_run', None), '__self__', None)
         if owner is server or owner is server.http_server or isinstance(owner, WebSocketTransport):
