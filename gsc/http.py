@@ -1,9 +1,13 @@
 """The worker's HTTP server: WebSocket upgrades at the SocketCluster path go to gsc,
 every other request goes to the WSGI application (Flask, Django, ...).
 
-gevent-websocket's handler validates the upgrade and writes the 101 answer; gsc refuses
-upgrades first when the path, the origin or the handshakeWS middleware says no, and
-takes the socket over after the 101 (the frames are carried by :mod:`gsc.transport`).
+A plain connection's first bytes are read at once by the lean upgrade reader: a complete,
+well-formed upgrade at the realtime path (:func:`parse_upgrade_head`) is answered with the
+101 right there and served by gsc in the same greenlet, without pywsgi's request parsing.
+Anything else (another path, a partial or unusual head, TLS, an access log) is handed, with
+the bytes already read, to the pywsgi handler, which serves, refuses or upgrades it exactly
+as before: gevent-websocket's checks, then gsc's own refusals (path, origin, handshakeWS
+middleware), then the 101 (the frames are carried by :mod:`gsc.transport`).
 
 Against hostile clients the server bounds what a connection may hold before the
 application sees it: the request line and headers must arrive within ``headersTimeout``
@@ -17,13 +21,16 @@ import binascii
 import email.parser
 import errno
 import hashlib
+import io
 import logging
 import re
 import resource
 import socket as stdlib_socket
+import time
 
-from gevent import GreenletExit, Timeout, pywsgi
+from gevent import Greenlet, GreenletExit, Timeout, pywsgi
 from gevent.pywsgi import MAX_REQUEST_LINE, LoggingLogAdapter, OldMessage
+from gevent.socket import SocketIO, socket as GeventSocket
 from geventwebsocket.handler import WebSocketHandler
 
 from .errors import SCError
@@ -50,7 +57,13 @@ SERVICE_UNAVAILABLE_RESPONSE = _close_response('503 Service Unavailable', b'Serv
 
 HEADER_LINE = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+:")
 """A header line starts with a token and a colon (no obs-fold, no space before the colon)."""
+HEADER_NAME = re.compile(HEADER_LINE.pattern.decode('ascii'))
+"""HEADER_LINE for a decoded line (the lean upgrade reader's)."""
 DIGITS = re.compile(r'[0-9]+')
+
+HEAD_END = b'\r\n\r\n'
+SUPPORTED_VERSIONS = WebSocketHandler.SUPPORTED_VERSIONS
+WEBSOCKET_GUID = WebSocketHandler.GUID
 
 FD_RESERVE_MIN = 32
 """File descriptors kept, past maxConnections, for the worker's own files and links (at
@@ -120,6 +133,113 @@ def read_header_lines(rfile, budget):
         lines.append(line)
 
 
+def valid_websocket_key(key):
+    """True for a Sec-WebSocket-Key that is 16 bytes in base64."""
+    try:
+        return len(base64.b64decode(key, validate=True)) == 16
+    except (binascii.Error, ValueError):
+        return False
+
+
+def switching_protocols(key, extensions=None):
+    """The complete 101 answer to an upgrade with ``key`` (``extensions``: the
+    Sec-WebSocket-Extensions answer, or None)."""
+    accept = base64.b64encode(hashlib.sha1((key + WEBSOCKET_GUID).encode('latin-1')).digest())
+    return (b'HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n'
+            b'Sec-WebSocket-Accept: ' + accept + b'\r\n'
+            + (b'' if extensions is None else b'Sec-WebSocket-Extensions: ' + extensions.encode() + b'\r\n')
+            + b'\r\n')
+
+
+def parse_upgrade_head(data, path, max_header_size):
+    """The request items of a WSGI environ (``REQUEST_METHOD``, ``PATH_INFO``, ``HTTP_*``, ...)
+    when ``data`` starts with a complete head that gsc upgrades without pywsgi: ``GET`` of
+    ``path`` (no escapes) in HTTP/1.1, within ``max_header_size``, well-formed header
+    lines, ``Upgrade: websocket``, ``Connection: upgrade``, a supported Sec-WebSocket-Version
+    and a valid key, no body.  None for anything else, which pywsgi then serves (or refuses)
+    exactly as it would have: this function never decides a refusal.
+
+    Headers are merged as pywsgi does: names holding ``_`` are dropped, repeated ones joined
+    with ``,`` (cookies with ``; ``), values stripped.
+    """
+    end = data.find(HEAD_END)
+    if end < 0 or end + len(HEAD_END) > max_header_size:
+        return None
+    text = data[:end].decode('latin-1')
+    lines = text.split('\r\n')
+    breaks = len(lines) - 1
+    if text.count('\n') != breaks or text.count('\r') != breaks or not lines[0].isprintable():
+        return None  # a bare CR or LF, a control character: pywsgi's reader decides
+    request_line = lines[0].split(' ')
+    if len(request_line) != 3 or request_line[0] != 'GET' or request_line[2] != 'HTTP/1.1':
+        return None
+    target, _, query = request_line[1].partition('?')
+    if target != path:
+        return None
+    environ = {'REQUEST_METHOD': 'GET', 'SCRIPT_NAME': '', 'PATH_INFO': target,
+               'QUERY_STRING': query, 'SERVER_PROTOCOL': 'HTTP/1.1'}
+    for line in lines[1:]:
+        if not HEADER_NAME.match(line):
+            return None
+        name, _, value = line.partition(':')
+        if '_' in name:
+            continue
+        key = 'HTTP_' + name.upper().replace('-', '_')
+        value = value.strip()
+        if key in environ:
+            environ[key] += ('; ' if key == 'HTTP_COOKIE' else ',') + value
+        else:
+            environ[key] = value
+    return environ if _plain_upgrade(environ) else None
+
+
+def _plain_upgrade(environ):
+    """The checks gevent-websocket and gsc make before a 101, all passed, and no body."""
+    get = environ.get
+    return (get('HTTP_UPGRADE', '').lower() == 'websocket'
+            and 'upgrade' in get('HTTP_CONNECTION', '').lower()
+            and get('HTTP_SEC_WEBSOCKET_VERSION') in SUPPORTED_VERSIONS
+            and valid_websocket_key(get('HTTP_SEC_WEBSOCKET_KEY', '').strip())
+            and 'HTTP_CONTENT_LENGTH' not in environ and 'HTTP_TRANSFER_ENCODING' not in environ
+            and 'HTTP_CONTENT_TYPE' not in environ and 'HTTP_EXPECT' not in environ)
+
+
+class PrefixedSocketIO(SocketIO):
+    """A socket's raw reader that first returns ``prefix``: the bytes the lean upgrade reader
+    read before it handed the connection to pywsgi."""
+
+    def __init__(self, sock, prefix):
+        super().__init__(sock, 'r')
+        self._prefix = prefix
+
+    def readinto(self, buffer):
+        """The prefix (as much as fits), then the socket's bytes."""
+        prefix = self._prefix
+        if not prefix:
+            return super().readinto(buffer)
+        count = min(len(buffer), len(prefix))
+        buffer[:count] = prefix[:count]
+        self._prefix = prefix[count:]
+        return count
+
+
+def send_all(sock, data):
+    """``sock.sendall(data)``, with one plain ``send`` when the kernel takes it all (the usual case)."""
+    try:
+        sent = sock._sock.send(data)
+    except BlockingIOError:
+        sent = 0
+    if sent < len(data):
+        sock.sendall(data[sent:])
+
+
+def prefixed_reader(sock, prefix):
+    """``sock.makefile('rb')`` that first reads ``prefix`` (its buffer holds all of it, so
+    what a handler buffered past its request is the rest of the prefix, then the socket's)."""
+    sock._io_refs += 1  # as makefile() does: the socket closes once its reader did too
+    return io.BufferedReader(PrefixedSocketIO(sock, prefix), max(io.DEFAULT_BUFFER_SIZE, len(prefix)))
+
+
 def default_max_connections():
     """maxConnections sized from the soft RLIMIT_NOFILE (None when unlimited), keeping
     a reserve of descriptors for the worker's own files and links."""
@@ -136,6 +256,8 @@ class SCHandler(WebSocketHandler):
     bytes_seen = False
     requests_started = 0
     counted = False
+    first_headers_timeout = None
+    """Seconds left of the first request's headersTimeout (the lean reader used the rest)."""
 
     def handle(self):
         """Serve the connection's requests, counted in ``server.http_connections``."""
@@ -179,7 +301,7 @@ class SCHandler(WebSocketHandler):
                 return ''
             self.headers_timer = Timeout.start_new(seconds)
         else:
-            self.headers_timer = Timeout.start_new(seconds)
+            self.headers_timer = Timeout.start_new(self.first_headers_timeout or seconds)
             self.bytes_seen = bool(rfile.peek(1))
         return rfile.readline(MAX_REQUEST_LINE).decode('latin-1')
 
@@ -256,24 +378,16 @@ class SCHandler(WebSocketHandler):
         frames gsc does not use and whose finaliser costs every connection dearly.
         """
         version = self.environ.get('HTTP_SEC_WEBSOCKET_VERSION')
-        if version not in self.SUPPORTED_VERSIONS:
+        if version not in SUPPORTED_VERSIONS:
             self.start_response('400 Bad Request',
-                                [('Sec-WebSocket-Version', ', '.join(self.SUPPORTED_VERSIONS))])
+                                [('Sec-WebSocket-Version', ', '.join(SUPPORTED_VERSIONS))])
             return [b'Unsupported WebSocket Version']
         key = self.environ.get('HTTP_SEC_WEBSOCKET_KEY', '').strip()
-        try:
-            valid = len(base64.b64decode(key, validate=True)) == 16
-        except (binascii.Error, ValueError):
-            valid = False
-        if not valid:
+        if not valid_websocket_key(key):
             self.start_response('400 Bad Request', [])
             return [b'Invalid Sec-WebSocket-Key']
-        accept = base64.b64encode(hashlib.sha1((key + self.GUID).encode('latin-1')).digest())
         answer, self.ws_extensions = self.server.sc_server.negotiate_extensions(self.environ)
-        extensions = b'' if answer is None else b'Sec-WebSocket-Extensions: ' + answer.encode() + b'\r\n'
-        self.socket.sendall(b'HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n'
-                            b'Connection: Upgrade\r\nSec-WebSocket-Accept: ' + accept + b'\r\n'
-                            + extensions + b'\r\n')
+        self.socket.sendall(switching_protocols(key, answer))
         self.status = '101 Switching Protocols'
         self.headers_sent = True
         self.close_connection = True
@@ -323,6 +437,13 @@ class SCHandler(WebSocketHandler):
             pywsgi.WSGIHandler.log_request(self)
 
 
+class ConnectionGreenlet(Greenlet):
+    """The greenlet of one accepted connection: a :class:`gevent.Greenlet` that does not
+    record the stack that spawned it (always the accept loop's; ~8 us per connection)."""
+
+    spawning_stack_limit = 0
+
+
 class HTTPServer(pywsgi.WSGIServer):
     """A gevent WSGI server that also serves an :class:`gsc.server.SCServer`.
 
@@ -340,8 +461,10 @@ class HTTPServer(pywsgi.WSGIServer):
 
     def __init__(self, listener, app=None, log=None, **kwargs):
         kwargs.setdefault('error_log', LoggingLogAdapter(logging.getLogger('gsc.http.error')))
+        kwargs.setdefault('spawn', ConnectionGreenlet.spawn)
         super().__init__(listener, app, log=log, **kwargs)
         self.application = app
+        self.access_log = log
         self.sc_server = None
         self.routes = {}
         self.http_connections = 0
@@ -366,15 +489,104 @@ class HTTPServer(pywsgi.WSGIServer):
         upgraded = self.sc_server.ws_connections if self.sc_server is not None else 0
         return self.http_connections + upgraded
 
+    def do_handle(self, sock, address):
+        """Serve an accepted connection in its own greenlet."""
+        spawn = self._spawn
+        if spawn is None:
+            self.serve_connection(sock, address)
+        else:
+            spawn(self.serve_connection, sock, address)
+
+    def serve_connection(self, sock, address):
+        """Serve a connection, then close it; unless gsc took it over: :meth:`handle` then
+        returned the function that serves it, called here, once the frames that read the
+        request (its bytes, its dicts) are gone, so that they do not live as long as the
+        reader."""
+        try:
+            serve = self._handle(sock, address)
+        except BaseException:
+            sock.close()
+            raise
+        if serve is None:
+            sock.close()
+        else:
+            serve()
+
     def handle(self, sock, address):
-        """Serve one connection (503 past maxConnections); a socket error ends only it."""
+        """Serve one connection (503 past maxConnections); a socket error ends only it.
+        None, or the function that serves a connection the lean upgrade reader upgraded."""
         if self.max_connections is not None and self.connection_count() >= self.max_connections:
             self.refuse_connection(sock)
-            return
+            return None
         try:
-            super().handle(sock, address)
+            if self.access_log is not None or self.sc_server is None or type(sock) is not GeventSocket:
+                super().handle(sock, address)
+                return None
+            return self.read_upgrade(sock, address)
         except OSError as exc:
             log.debug('connection of %s ended: %s', address, exc)
+            return None
+
+    def read_upgrade(self, sock, address):
+        """The lean upgrade reader: read what came (within headersTimeout), answer an upgrade
+        at the realtime path with the 101 and return gsc's function that serves it; hand
+        anything else, with the bytes read, to the pywsgi handler (with what is left of
+        headersTimeout).  The connection counts in ``http_connections`` until gsc counts it."""
+        started = time.monotonic()
+        sc_server = self.sc_server
+        request = None
+        self.http_connections += 1
+        try:
+            data = self.read_head(sock)
+            if data and sc_server.lean_path is not None and sc_server.lean_path not in self.routes:
+                request = parse_upgrade_head(data, sc_server.lean_path, self.max_header_size)
+            if request is not None:
+                accepted, extensions = self.answer_upgrade(sock, address, request)
+        finally:
+            self.http_connections -= 1
+        if request is not None:
+            if not accepted:
+                return None
+            return sc_server.take_upgraded(sock, request, data[data.find(HEAD_END) + len(HEAD_END):],
+                                           extensions)
+        if data:
+            handler = self.handler_class(sock, address, self, prefixed_reader(sock, data))
+            handler.first_headers_timeout = max(self.headers_timeout - (time.monotonic() - started), 0.001)
+            handler.handle()
+        return None
+
+    def read_head(self, sock):
+        """The first bytes of a connection (one ``recv``, up to maxHeaderSize), b'' when nothing
+        came within headersTimeout or the connection failed."""
+        try:
+            try:
+                return sock._sock.recv(self.max_header_size)  # non-blocking: often already there
+            except BlockingIOError:
+                pass
+            sock.settimeout(self.headers_timeout)
+            try:
+                return sock.recv(self.max_header_size)
+            finally:
+                sock.settimeout(None)
+        except (OSError, stdlib_socket.timeout) as exc:
+            log.debug('connection ended before its request: %s', exc or 'headersTimeout')
+            return b''
+
+    def answer_upgrade(self, sock, address, request):
+        """Refuse an upgrade (origin, handshakeWS middleware) or answer the 101: ``(accepted,
+        negotiated extensions)``.  ``request``: the request's environ items (completed here)."""
+        sc_server = self.sc_server
+        request['REMOTE_ADDR'], request['REMOTE_PORT'] = str(address[0]), str(address[1])
+        environ = self.get_environ()  # the whole WSGI environ, as the handshakeWS middleware sees it
+        environ.update(request)
+        refusal = sc_server.verify_upgrade(environ)
+        if refusal is not None:
+            status, body = refusal
+            sock.sendall(_close_response(status, body.encode('utf-8')))
+            return False, None
+        answer, extensions = sc_server.negotiate_extensions(request)
+        send_all(sock, switching_protocols(request['HTTP_SEC_WEBSOCKET_KEY'], answer))
+        return True, extensions
 
     def refuse_connection(self, sock):
         """Answer 503 with ``Connection: close`` and close once the client did (or soon)."""

@@ -85,6 +85,9 @@ class SCServer(EventEmitter, MiddlewareTypes):
         EventEmitter.__init__(self)
         self.options = opts = normalise_server_options(options)
         self.path = opts['path']
+        # what the lean upgrade reader of gsc.http compares a request's path with (None:
+        # every upgrade goes through pywsgi, which unescapes the path)
+        self.lean_path = None if '%' in self.path else self.path
         self.ack_timeout = opts['ackTimeout']
         self.handshake_timeout = opts['handshakeTimeout']
         self.ping_interval = opts['pingInterval']
@@ -265,7 +268,7 @@ class SCServer(EventEmitter, MiddlewareTypes):
                 or '*:%s' % port in origins)
 
     def handle_upgraded(self, handler):
-        """Take over an upgraded connection from its pywsgi handler.
+        """Take over a connection that a pywsgi handler upgraded.
 
         A plain TCP socket is detached and served by a fresh greenlet, so the handler (its
         environ, header objects and read buffer) is freed at once: an idle connection keeps
@@ -273,19 +276,32 @@ class SCServer(EventEmitter, MiddlewareTypes):
         greenlet.
         """
         sock = handler.socket
-        try:
-            sock.setsockopt(stdlib_socket.IPPROTO_TCP, stdlib_socket.TCP_NODELAY, 1)
-        except OSError:
-            pass
-        request = UpgradeRequest(handler.environ, self.exchange)
+        request = self._take_upgraded(sock, handler.environ)
         initial = _buffered_bytes(handler.rfile, sock)
         extensions = getattr(handler, 'ws_extensions', None)
-        self.ws_connections += 1
         if hasattr(sock, '_sslobj'):
             self._serve(sock, request, initial, extensions)
             return
         own = GeventSocket(sock.family, sock.type, fileno=sock.detach())
         gevent.spawn(self._serve, own, request, initial, extensions)
+
+    def take_upgraded(self, sock, environ, initial=b'', extensions=None):
+        """Take over a connection that was answered with the 101 (``environ``: its request's
+        items; ``initial``: bytes read past the request; ``extensions``: those negotiated):
+        the function that serves it in the caller's greenlet, until it ends or goes idle.
+        Call it from a frame that holds nothing else of the request, which would otherwise
+        live as long as the reader."""
+        return partial(self._serve, sock, self._take_upgraded(sock, environ), initial, extensions)
+
+    def _take_upgraded(self, sock, environ):
+        """Count an upgraded connection in ``ws_connections``, with TCP_NODELAY: its UpgradeRequest."""
+        try:
+            sock.setsockopt(stdlib_socket.IPPROTO_TCP, stdlib_socket.TCP_NODELAY, 1)
+        except OSError:
+            pass
+        request = UpgradeRequest(environ, self.exchange)
+        self.ws_connections += 1
+        return request
 
     def _serve(self, sock, request, initial, extensions):
         """Serve one upgraded connection: its reader runs here until it ends or goes idle

@@ -28,6 +28,7 @@ from socket import SHUT_WR
 
 import gevent
 from gevent import get_hub, getcurrent
+from gevent.socket import socket as GeventSocket
 from websockets.frames import BINARY as OP_BINARY, CONT as OP_CONT, TEXT as OP_TEXT, Frame
 from websockets.protocol import CLOSED, OPEN, SEND_EOF, Protocol, Side
 
@@ -51,6 +52,8 @@ _pack_short = struct.Struct('!BB').pack
 _pack_medium = struct.Struct('!BBH').pack
 _pack_long = struct.Struct('!BBQ').pack
 _utf8_decoder = codecs.getincrementaldecoder('utf-8')
+# websockets' own loggers, looked up once (its Protocol would look one up per connection)
+PROTOCOL_LOGGERS = {side: logging.getLogger('websockets.' + side.name.lower()) for side in Side}
 
 
 def frame_header(opcode, length):
@@ -201,7 +204,8 @@ class WebSocketTransport:
                  read=None, max_outbound=DEFAULT_MAX_OUTBOUND, initial=b'', extensions=None,
                  idle_readers=None, on_end=None):
         self.sock = sock
-        self.protocol = MessageProtocol(side, state=OPEN, max_size=max_payload)
+        self.protocol = MessageProtocol(side, state=OPEN, max_size=max_payload,
+                                        logger=PROTOCOL_LOGGERS[side])
         if extensions:
             self.protocol.extensions = list(extensions)
         self.on_message = on_message
@@ -216,7 +220,7 @@ class WebSocketTransport:
         self._initial = initial
         # a plain socket is written from the flush callback without blocking; TLS records
         # must go through the gevent SSL socket, so TLS writes always use the writer greenlet
-        self._raw = None if hasattr(sock, '_sslobj') else sock._sock
+        self._raw = sock._sock if type(sock) is GeventSocket else None
         self._idle = idle_readers if self._raw is not None and read is None else None
         self._reader = None  # the reader greenlet while it waits in recv
         self._fresh = True  # input came since the last sweep

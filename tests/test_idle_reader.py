@@ -24,7 +24,7 @@ def reader_greenlets(server):
         if not issubclass(type(obj), greenlet) or obj.dead:  # type(): a dead weakproxy raises
             continue
         owner = getattr(getattr(obj, '_run', None), '__self__', None)
-        if owner is server or isinstance(owner, WebSocketTransport):
+        if owner is server or owner is server.http_server or isinstance(owner, WebSocketTransport):
             found += 1
     return found
 
