@@ -19,7 +19,9 @@ sys.path.insert(0, os.path.dirname(HERE))
 sys.path.insert(0, os.path.join(os.path.dirname(HERE), 'tests'))
 sys.path.insert(0, HERE)
 
-from gsc import client as gsc_client, codec, dashboard  # noqa: E402
+from gsc import client as gsc_client  # noqa: E402
+from gsc.cluster import dashboard  # noqa: E402
+from gsc.core import codec  # noqa: E402
 from master_harness import MasterProcess, free_port, group_members  # noqa: E402
 from run import cpu_seconds  # noqa: E402
 

@@ -2,7 +2,7 @@
 
 The same ``echo`` RPC as the standalone ``gsc`` server of bench/servers.py (answers its
 data), plus ``pid`` (answers the worker's pid: the bench uses it to tell a respawned worker
-from the one it killed).  run.py runs from the repository root, which gsc.controllers puts on
+from the one it killed).  run.py runs from the repository root, which gsc.cluster.controllers puts on
 sys.path for a dotted name, so ``bench`` is found as a namespace package.
 Warnings (one 'Socket hung up' per connection the loadgen drops) are counted and logged once
 per kind, every WARN_EVERY occurrences, so a long run does not flood the log.

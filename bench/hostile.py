@@ -53,7 +53,7 @@ def default_max_payload():
     """maxPayload of the checkout's gsc (SERVER_DEFAULTS), 1 MiB when it has none."""
     sys.path.append(ROOT)
     try:
-        from gsc.server_options import SERVER_DEFAULTS
+        from gsc.server.server_options import SERVER_DEFAULTS
     except ImportError:
         return FALLBACK_MAX_PAYLOAD
     return SERVER_DEFAULTS.get('maxPayload') or FALLBACK_MAX_PAYLOAD

@@ -10,7 +10,7 @@ own bookkeeping inflates RSS then: read the traced figures).
 ``--gc-pauses`` times the garbage collector instead (``gc.callbacks``): the generation-2
 collections that ran while the N connections opened (count, longest) and then five full
 collections with the N held (median, longest: the pause a gen2 collection costs at that size);
-``--freeze`` first runs ``gsc.memory.freeze_startup_objects()`` as a worker does after its start.
+``--freeze`` first runs ``gsc.cluster.memory.freeze_startup_objects()`` as a worker does after its start.
 """
 
 import argparse
@@ -27,7 +27,7 @@ sys.path.insert(0, os.path.dirname(HERE))
 
 import gevent  # noqa: E402
 
-from gsc.memory import freeze_startup_objects  # noqa: E402
+from gsc.cluster.memory import freeze_startup_objects  # noqa: E402
 from gsc.server import listen  # noqa: E402
 
 LOADGEN = os.path.join(HERE, 'loadgen', 'loadgen.js')
@@ -35,7 +35,7 @@ NO_PINGS = {'pingInterval': 3600 * 1000, 'pingTimeout': 7200 * 1000}
 FULL_COLLECTIONS = 5
 IDLE_SETTLE = 3.0
 """Seconds after the last handshake: an idle connection's reader greenlet is parked after one
-or two sweeps of ``gsc.transport.IDLE_SWEEP_INTERVAL`` without input."""
+or two sweeps of ``gsc.server.transport.IDLE_SWEEP_INTERVAL`` without input."""
 
 
 def rss():

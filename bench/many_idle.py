@@ -12,7 +12,7 @@ this process, N raw WebSocket clients on plain non-blocking sockets and one epol
   connection the pings received and the largest gap between its handshake, its pings and the
   end of the hold (a gap above 1.5 pingInterval is a missed ping);
 * the worker's RSS while held (per connection), then every connection closed; once the worker's
-  open files are back to the start and its memory release ran (:mod:`gsc.memory`, checked
+  open files are back to the start and its memory release ran (:mod:`gsc.cluster.memory`, checked
   every second here; ``--no-release`` turns it off to compare), ``gc.collect()`` in the worker,
   RSS again (and once more after ``malloc_trim(0)``, to tell the allocator's retained pages
   from live memory).
@@ -84,7 +84,7 @@ def serve(args):
     ``gc.collect()`` and prints a JSON line of live figures (sockets, Python memory blocks,
     objects tracked by gc), SIGUSR2 runs ``malloc_trim(0)``."""
     import gevent
-    from gsc.memory import MemoryReleaser, malloc_trim
+    from gsc.cluster.memory import MemoryReleaser, malloc_trim
     from gsc.server import listen
 
     raise_nofile_to(args.n + SPARE_FILES)
@@ -402,7 +402,7 @@ def round_rows(f, start, args):
          % (f['max_gap_s'], f['max_gap_s'] * 1000.0 / args.ping_interval)),
         ('connections the server ended while held', '%d' % f['ended_by_server']),
         ('worker files back to the start after closing', 'in %.1f s' % f['close_s']),
-        ('memory release after closing (gsc.memory)', 'off' if args.no_release
+        ('memory release after closing (gsc.cluster.memory)', 'off' if args.no_release
          else 'ran, in %.0f ms' % (1000.0 * f['release_s'])),
         ('worker RSS after closing + gc.collect()', '%s MiB (%s of the start, goal <= +10%%)'
          % (mib(closed['rss']), versus(closed['rss'], start['rss']))),
@@ -435,7 +435,7 @@ def main():
     parser.add_argument('--rounds', type=int, default=2,
                         help='open-hold-close rounds on the same worker (a leak grows each round)')
     parser.add_argument('--no-release', action='store_true',
-                        help="without gsc.memory's release after many connections closed")
+                        help="without gsc.cluster.memory's release after many connections closed")
     parser.add_argument('--concurrency', type=int, default=200, help='connections opening at once')
     parser.add_argument('--per-address', type=int, default=20000, help='connections per source address')
     parser.add_argument('--open-timeout', type=float, default=None,

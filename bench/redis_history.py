@@ -76,12 +76,12 @@ def main():
     logging.basicConfig(level=logging.INFO, format='%(message)s')
     rules = {}
     try:
-        from gsc.history import HistoryRules
-        from gsc.presence import PresenceRules
+        from gsc.core.history import HistoryRules
+        from gsc.core.presence import PresenceRules
         rules = {'history_rules': HistoryRules({'room/*': {'size': 100, 'ttl': 300}}),
                  'presence_rules': PresenceRules({'room/*': {'maxMembers': 100000}})}
     except ImportError:
-        log.info('no gsc.history here: the plain channel only')
+        log.info('no gsc.core.history here: the plain channel only')
     server = RedisServer().start()
     try:
         scenarios = [('plain channel', lambda: publishes_per_second(server.url, 'lobby', args.count, rules))]

@@ -117,7 +117,7 @@ def hello_app(environ, start_response):
 
 def http_listener(port):
     """A gsc worker's listening socket (TCP_NODELAY, SO_REUSEPORT), for both http servers."""
-    from gsc.worker import DEFAULT_BACKLOG, bind_listener
+    from gsc.cluster.worker import DEFAULT_BACKLOG, bind_listener
 
     sock = bind_listener({'host': HOST, 'port': port})
     sock.listen(DEFAULT_BACKLOG)
@@ -127,7 +127,7 @@ def http_listener(port):
 def serve_http_gsc(port):
     """A gsc worker's servers (HTTPServer + SCServer) with :func:`hello_app` beside the
     realtime path."""
-    from gsc.http import HTTPServer
+    from gsc.server.http import HTTPServer
     from gsc.server import attach
 
     http_server = HTTPServer(http_listener(port), app=hello_app)

@@ -16,9 +16,9 @@ from .errors import *  # noqa: F401,F403  (SocketCluster's error names are publi
 
 __version__ = '0.1.0'
 
-_LAZY = {'SocketCluster': 'master', 'SCServer': 'server', 'attach': 'server', 'listen': 'server',
-         'ServerSocket': 'socket', 'HTTPServer': 'http', 'Exchange': 'exchange',
-         'SCChannel': 'exchange'}
+_LAZY = {'SocketCluster': 'cluster.master', 'SCServer': 'server.scserver',
+         'attach': 'server.scserver', 'listen': 'server.scserver', 'ServerSocket': 'server.socket',
+         'HTTPServer': 'server.http', 'Exchange': 'server.exchange', 'SCChannel': 'server.exchange'}
 
 __all__ = ['SocketCluster', 'SCServer', 'attach', 'listen', 'ServerSocket', 'HTTPServer',
            'Exchange', 'SCChannel', '__version__'] + errors.__all__

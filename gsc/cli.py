@@ -114,5 +114,5 @@ def main(argv=None, app_dir=None, defaults=None, prog=None):
         return new_project(argv[1:], prog='%s new' % (prog or 'gsc'))
     app_dir = os.path.abspath(app_dir or os.getcwd())
     options = build_options(parse_args(argv, prog), app_dir, defaults)
-    from .master import SocketCluster
+    from .cluster.master import SocketCluster
     return 0 if SocketCluster(options).serve_forever() else 1

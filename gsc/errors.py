@@ -169,7 +169,7 @@ def _settable(cls, key):
 
 def _render(value):
     """A short text for a non-string message or reason (JSON, cut at MAX_REASON_IN_MESSAGE)."""
-    from .codec import encode  # late: codec imports nothing from here
+    from .core.codec import encode  # late: codec imports nothing from here
     try:
         text = value if isinstance(value, str) else encode(value)
     except ValueError:

@@ -15,11 +15,11 @@ import uuid
 
 from gevent import ssl as gevent_ssl
 
-from . import dashboard, memory, metrics
+from .cluster import dashboard, memory, metrics
 from .errors import InvalidOptionsError
-from .history import DEFAULT_MAX_HISTORY_BYTES, HistoryRules
-from .presence import PresenceRules
-from .server_options import LIMITS, SERVER_DEFAULTS, check_number, to_camel
+from .core.history import DEFAULT_MAX_HISTORY_BYTES, HistoryRules
+from .core.presence import PresenceRules
+from .server.server_options import LIMITS, SERVER_DEFAULTS, check_number, to_camel
 
 MAX_DURATION = 2147483647
 ENVIRONMENTS = ('dev', 'prod')

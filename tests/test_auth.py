@@ -1,4 +1,4 @@
-"""Unit tests of gsc.auth: signing and verifying JWTs with SocketCluster's errors.
+"""Unit tests of gsc.server.auth: signing and verifying JWTs with SocketCluster's errors.
 
 Behaviour ids refer to /work/shared/spec/behaviours.md; sections to protocol.md.
 """
@@ -16,7 +16,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from gsc.auth import AuthEngine, generate_auth_key, is_token_expired, iso_date
+from gsc.server.auth import AuthEngine, generate_auth_key, is_token_expired, iso_date
 from gsc.errors import (AuthTokenError, AuthTokenExpiredError, AuthTokenInvalidError,
                         AuthTokenNotBeforeError, SCError, dehydrate)
 

@@ -12,10 +12,10 @@ import gevent
 import pytest
 
 from conftest import handshake, recv_json, wait_until
-from gsc.brokerserver import BrokerServer
-from gsc.emitter import EventEmitter
+from gsc.cluster.brokerserver import BrokerServer
+from gsc.core.emitter import EventEmitter
 from gsc.engines.broker import BrokerEngine
-from gsc.middleware import MIDDLEWARE_PUBLISH_IN, MIDDLEWARE_SUBSCRIBE
+from gsc.core.middleware import MIDDLEWARE_PUBLISH_IN, MIDDLEWARE_SUBSCRIBE
 
 pytestmark = pytest.mark.timeout(15)
 

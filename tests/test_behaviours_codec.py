@@ -1,11 +1,11 @@
-"""sc-formatter's codec cases (F-01, F-03, F-05..F-07) on gsc.codec; F-02/F-04 are in
+"""sc-formatter's codec cases (F-01, F-03, F-05..F-07) on gsc.core.codec; F-02/F-04 are in
 tests/test_protocol.py.  Pure functions: no sockets."""
 
 import json
 
 import pytest
 
-from gsc import codec
+from gsc.core import codec
 
 pytestmark = pytest.mark.timeout(10)
 

@@ -337,7 +337,7 @@ def test_the_auth_engine_gets_the_token_the_key_and_the_socket(make_server, raw)
     """B-055: a custom auth engine's verify_token is called with the stored token string, the
     verification key 'testkey' and options whose `socket` is the connecting socket (gsc's engine
     API returns the payload instead of taking a callback)."""
-    from gsc.auth import AuthEngine
+    from gsc.server.auth import AuthEngine
     calls = []
 
     class RecordingAuth(AuthEngine):

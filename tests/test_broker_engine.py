@@ -7,10 +7,10 @@ import gevent
 import pytest
 
 from conftest import handshake, recv_json, wait_until
-from gsc.brokerserver import BrokerServer
-from gsc.emitter import EventEmitter
+from gsc.cluster.brokerserver import BrokerServer
+from gsc.core.emitter import EventEmitter
 from gsc.engines.broker import BrokerEngine
-from gsc.hasher import hash_key
+from gsc.core.hasher import hash_key
 
 
 class FakeBroker(EventEmitter):

@@ -8,7 +8,7 @@ import urllib.request
 import jwt
 import pytest
 
-from gsc import dashboard
+from gsc.cluster import dashboard
 from gsc import options as options_module
 from gsc.errors import AuthError, BrokerError, InvalidOptionsError
 from master_harness import start_cluster

@@ -2,9 +2,9 @@
 
 import pytest
 
-from gsc.datamap import DataMap
+from gsc.core.datamap import DataMap
 from gsc.errors import InvalidArgumentsError
-from gsc.protocol import UNDEFINED
+from gsc.core.protocol import UNDEFINED
 
 V = 'This is a value'
 

@@ -7,7 +7,7 @@ import time
 import gevent
 
 from conftest import handshake, recv_json, wait_until
-from gsc import exchange
+from gsc.server import exchange
 
 MANY = 200
 

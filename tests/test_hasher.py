@@ -6,7 +6,7 @@ import random
 import pytest
 
 from gsc.errors import InvalidArgumentsError
-from gsc.hasher import hash_key, string_hash
+from gsc.core.hasher import hash_key, string_hash
 
 RAW_HASHES = [
     ('foo', 101574),

@@ -9,7 +9,7 @@ import pytest
 from conftest import handshake, recv_json, wait_until
 from gsc.engines.simple import SimpleEngine
 from gsc.errors import BrokerError, InvalidOptionsError
-from gsc.history import HistoryRules
+from gsc.core.history import HistoryRules
 from gsc.server import listen
 
 HISTORY = {'room/*': {'size': 5, 'ttl': 60}, 'wrapped/*': {'publishOffsets': True}}

@@ -1,9 +1,9 @@
-"""gsc.history without sockets: the rules of channelHistory and the bounded HistoryStore."""
+"""gsc.core.history without sockets: the rules of channelHistory and the bounded HistoryStore."""
 
 import pytest
 
 from gsc.errors import BrokerError, InvalidArgumentsError, InvalidOptionsError
-from gsc.history import (CHANNEL_OVERHEAD, ENTRY_OVERHEAD, HOLD_LIMIT, HistoryPolicy, HistoryRules,
+from gsc.core.history import (CHANNEL_OVERHEAD, ENTRY_OVERHEAD, HOLD_LIMIT, HistoryPolicy, HistoryRules,
                          HistoryStore, RecoveryGate, recovery_request)
 
 

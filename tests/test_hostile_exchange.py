@@ -13,10 +13,10 @@ import pytest
 from gevent import socket as gsocket
 
 from conftest import handshake, recv_json, wait_until
-from gsc.brokerserver import BrokerServer
+from gsc.cluster.brokerserver import BrokerServer
 from gsc.engines.broker import ENTRY_OVERHEAD, BrokerEngine
 from gsc.engines.redis import RedisEngine
-from gsc.ipc import Channel, authenticate_peer
+from gsc.cluster.ipc import Channel, authenticate_peer
 from master_harness import MasterProcess, free_port
 from test_broker_engine import FakeBroker
 from test_cluster_pubsub import Client

@@ -215,12 +215,12 @@ def test_an_unencodable_reply_becomes_an_error_reply(make_server, raw, caplog):
     server.on('connection', lambda socket, status: socket.on('answer', answer))
     client = raw(server)
     handshake(client)
-    with caplog.at_level(logging.WARNING, logger='gsc.protocol'):
+    with caplog.at_level(logging.WARNING, logger='gsc.core.protocol'):
         client.send(json.dumps({'event': 'answer', 'cid': 2}))
         assert recv_json(client) == {'rid': 2, 'error': {
             'message': 'Server failed to encode the response', 'name': 'Error'}}
     assert sent_flags == [True]
-    assert len([r for r in caplog.records if r.name == 'gsc.protocol']) == 1
+    assert len([r for r in caplog.records if r.name == 'gsc.core.protocol']) == 1
 
 
 # -- 4. a handler's unexpected exception does not leak ---------------------------------

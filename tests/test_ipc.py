@@ -1,4 +1,4 @@
-"""gsc.ipc.Channel over a socketpair, in one process: answers, errors, timeouts, broken
+"""gsc.cluster.ipc.Channel over a socketpair, in one process: answers, errors, timeouts, broken
 links, partial and oversized frames, garbage, flooding."""
 
 import socket
@@ -9,9 +9,9 @@ import gevent.event
 import gevent.socket
 import pytest
 
-from gsc import codec
+from gsc.core import codec
 from gsc.errors import SCError
-from gsc.ipc import Channel
+from gsc.cluster.ipc import Channel
 
 pytestmark = pytest.mark.timeout(20)
 

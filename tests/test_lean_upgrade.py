@@ -13,7 +13,7 @@ import pytest
 from gevent import socket
 
 from conftest import handshake
-from gsc.http import SCHandler, parse_upgrade_head
+from gsc.server.http import SCHandler, parse_upgrade_head
 from wsraw import HandshakeRefused
 
 KEY = 'dGhlIHNhbXBsZSBub25jZQ=='

@@ -17,9 +17,9 @@ import pytest
 from gevent import socket as gsocket
 
 from conftest import handshake, recv_json, wait_until
-from gsc.brokerserver import BrokerServer
+from gsc.cluster.brokerserver import BrokerServer
 from gsc.engines.broker import BrokerEngine
-from gsc.ipc import AUTH_MAGIC, MAC_SIZE, NONCE_SIZE
+from gsc.cluster.ipc import AUTH_MAGIC, MAC_SIZE, NONCE_SIZE
 from master_harness import start_cluster
 from test_broker_engine import FakeBroker
 from test_cluster_pubsub import Client
@@ -128,7 +128,7 @@ def test_a_peer_without_the_key_is_closed_and_the_broker_keeps_serving(broker, m
     """A wrong proof is refused at once, with one log line naming the peer's pid; a silent peer
     is closed after the timeout; a real worker links and relays pub/sub all the while."""
     path = broker.socket_path
-    with caplog.at_level(logging.WARNING, logger='gsc.brokerserver'):
+    with caplog.at_level(logging.WARNING, logger='gsc.cluster.brokerserver'):
         silent = gsocket.socket(gsocket.AF_UNIX, gsocket.SOCK_STREAM)
         silent.connect(path)
         wrong = gsocket.socket(gsocket.AF_UNIX, gsocket.SOCK_STREAM)
@@ -151,7 +151,7 @@ def test_a_peer_without_the_key_is_closed_and_the_broker_keeps_serving(broker, m
         assert time.monotonic() - started < 5
         silent.close()
         wrong.close()
-    lines = [r.getMessage() for r in caplog.records if r.name == 'gsc.brokerserver']
+    lines = [r.getMessage() for r in caplog.records if r.name == 'gsc.cluster.brokerserver']
     assert len(lines) == 1  # the silent peer's refusal waits for the 10 s summary
     assert 'a wrong proof of the secret key' in lines[0] and 'pid %d' % os.getpid() in lines[0]
     assert len(broker.connections) == 1
@@ -160,7 +160,7 @@ def test_a_peer_without_the_key_is_closed_and_the_broker_keeps_serving(broker, m
 def test_a_peer_that_keeps_trying_does_not_flood_the_log(broker, caplog):
     """30 wrong proofs in a row: 30 refusals, one log line (a summary follows after 10 s)."""
     refused = 0
-    with caplog.at_level(logging.WARNING, logger='gsc.brokerserver'):
+    with caplog.at_level(logging.WARNING, logger='gsc.cluster.brokerserver'):
         for _ in range(30):
             with gsocket.socket(gsocket.AF_UNIX, gsocket.SOCK_STREAM) as peer:
                 peer.connect(broker.socket_path)
@@ -168,7 +168,7 @@ def test_a_peer_that_keeps_trying_does_not_flood_the_log(broker, caplog):
                 peer.sendall(os.urandom(NONCE_SIZE + MAC_SIZE))
                 refused += read_until_closed(peer, 5) == b'\x00'
     assert refused == 30
-    assert len([r for r in caplog.records if r.name == 'gsc.brokerserver']) == 1
+    assert len([r for r in caplog.records if r.name == 'gsc.cluster.brokerserver']) == 1
 
 
 def test_a_wrong_key_is_refused_by_the_broker(broker, make_server, caplog):
@@ -176,10 +176,10 @@ def test_a_wrong_key_is_refused_by_the_broker(broker, make_server, caplog):
     with caplog.at_level(logging.WARNING):
         server = make_server({}, engine=BrokerEngine([broker.socket_path], 'another key',
                                                      ack_timeout=ACK_TIMEOUT))
-        wait_until(lambda: any(r.name == 'gsc.server' for r in caplog.records))
+        wait_until(lambda: any(r.name == 'gsc.server.scserver' for r in caplog.records))
         gevent.sleep(0.5)  # several attempts later: still one warning
     assert [r.getMessage() for r in caplog.records
-            if r.name == 'gsc.server' and 'Broker 0' in r.getMessage()] == [
+            if r.name == 'gsc.server.scserver' and 'Broker 0' in r.getMessage()] == [
         'Broker 0 refused this worker: Invalid password was supplied to the broker']
     assert not server.is_ready and not broker.connections
 

@@ -1,4 +1,4 @@
-"""Memory given back after many connections closed (gsc.memory, issue 10 item 3)."""
+"""Memory given back after many connections closed (gsc.cluster.memory, issue 10 item 3)."""
 
 import sys
 import logging
@@ -6,9 +6,10 @@ import logging
 import gevent
 import pytest
 
-from gsc import memory, options as master_options
+from gsc.cluster import memory
+from gsc import options as master_options
 from gsc.errors import InvalidOptionsError
-from gsc.memory import MemoryReleaser, ReleasePolicy
+from gsc.cluster.memory import MemoryReleaser, ReleasePolicy
 
 from conftest import handshake, wait_until
 
@@ -55,7 +56,7 @@ def test_release_runs_after_a_mass_close_and_the_server_still_serves(make_server
     server = make_server({'pingInterval': 60000, 'pingTimeout': 120000})
     releaser = MemoryReleaser(server, {'memoryReleaseDrop': CONNECTIONS // 2,
                                        'memoryReleaseInterval': 100}).start()
-    caplog.set_level(logging.DEBUG, logger='gsc.memory')
+    caplog.set_level(logging.DEBUG, logger='gsc.cluster.memory')
     try:
         clients = [raw(server) for _ in range(CONNECTIONS)]
         for client in clients:

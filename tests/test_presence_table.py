@@ -1,11 +1,11 @@
-"""The sans-I/O presence core (gsc/presence.py) and the reserved channel names (gsc/reserved.py)."""
+"""The sans-I/O presence core (gsc/core/presence.py) and the reserved channel names (gsc/core/reserved.py)."""
 
 import pytest
 
 from gsc.errors import BrokerError, InvalidOptionsError
-from gsc.presence import (PresencePolicy, PresenceRules, PresenceTable, events_channel,
+from gsc.core.presence import (PresencePolicy, PresenceRules, PresenceTable, events_channel,
                           member_user, presence_event)
-from gsc.reserved import reserved_channel_error
+from gsc.core.reserved import reserved_channel_error
 
 
 def test_rules_first_matching_pattern_wins_with_defaults():

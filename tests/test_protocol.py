@@ -4,10 +4,11 @@ import json
 
 import pytest
 
-from gsc import codec, errors, protocol
+from gsc import errors
+from gsc.core import codec, protocol
 from gsc.errors import (AuthTokenExpiredError, InvalidActionError, SCError, dehydrate, hydrate,
                         close_error)
-from gsc.protocol import (UNDEFINED, CallTable, Event, Ping, Pong, Raw, Responder, Response,
+from gsc.core.protocol import (UNDEFINED, CallTable, Event, Ping, Pong, Raw, Responder, Response,
                           event_packet, parse_frame, response_packet)
 
 

@@ -12,7 +12,7 @@ import redis
 from conftest import engine_call as call
 from conftest import wait_until
 from gsc.errors import BrokerError, InvalidArgumentsError
-from gsc.history import HistoryRules
+from gsc.core.history import HistoryRules
 
 HISTORY = {'room/*': {'size': 5, 'ttl': 300}, 'short/*': {'size': 100, 'ttl': 0.5},
            'small/*': {'size': 100, 'maxBytes': 30}}

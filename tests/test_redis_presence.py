@@ -10,7 +10,7 @@ from conftest import engine_call as call
 from conftest import wait_until
 from gsc.engines.redis import PRESENCE_TTL
 from gsc.errors import BrokerError
-from gsc.presence import PresenceRules, events_channel
+from gsc.core.presence import PresenceRules, events_channel
 
 PRESENCE = {'room/*': {'maxMembers': 3}, 'quiet/*': {'joinLeave': False}}
 

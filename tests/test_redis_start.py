@@ -80,12 +80,12 @@ def test_a_standalone_server_warns_once_then_starts_when_redis_comes(redis_later
     with caplog.at_level(logging.WARNING):
         server = make_server({'brokerEngine': 'redis',
                               'brokerEngineOptions': {'url': redis_later.url}})
-        wait_until(lambda: any(r.name == 'gsc.server' for r in caplog.records))
+        wait_until(lambda: any(r.name == 'gsc.server.scserver' for r in caplog.records))
         gevent.sleep(0.5)  # several attempts later
         assert not server.is_ready
         redis_later.start()
         wait_until(lambda: server.is_ready, timeout=10)
-    lines = [r.getMessage() for r in caplog.records if r.name == 'gsc.server']
+    lines = [r.getMessage() for r in caplog.records if r.name == 'gsc.server.scserver']
     assert len(lines) == 1
     assert lines[0].startswith('Could not connect to Redis at %s - trying again: ' % redis_later.url)
 

@@ -8,7 +8,7 @@ import stat
 
 import pytest
 
-from gsc import rundir
+from gsc.cluster import rundir
 from master_harness import MasterProcess, free_port
 
 pytestmark = pytest.mark.timeout(60)

@@ -255,7 +255,7 @@ def test_an_expiring_token_is_removed_on_the_next_packet(make_server, raw):
 
 def test_a_slow_verifier_keeps_the_socket_pending_and_an_early_close_aborts(make_server, raw):
     """B-056, B-059, B-061: a socket that leaves during a slow verification aborts; nothing leaks."""
-    from gsc.auth import AuthEngine
+    from gsc.server.auth import AuthEngine
 
     class SlowAuth(AuthEngine):
         def verify_token(self, signed_token, key, options=None):

@@ -30,12 +30,12 @@ def send_bad_publishes(client, count, first_cid=2):
 
 def digest_records(caplog):
     """The log lines of the server's BrokerError warnings: originals and summaries."""
-    lines = [r.getMessage() for r in caplog.records if r.name == 'gsc.server']
+    lines = [r.getMessage() for r in caplog.records if r.name == 'gsc.server.scserver']
     return [line for line in lines if 'invalid 5 channel' in line or 'BrokerError warnings' in line]
 
 
 def test_unheard_warnings_are_logged_first_at_once_then_as_one_summary(make_server, raw, caplog):
-    caplog.set_level(logging.WARNING, logger='gsc.server')
+    caplog.set_level(logging.WARNING, logger='gsc.server.scserver')
     server = make_server({'allowClientPublish': True})
     server.unheard_warnings.interval = 0.5
     client = raw(server)

@@ -11,7 +11,7 @@ def create_engine(name, engine_options=None, on_warning=None, start_timeout=None
                   history_rules=None, presence_rules=None):
     """The engine named ``name`` with its ``brokerEngineOptions``; ``start_timeout`` (ms, the
     worker's ``startTimeout``) bounds how long a worker waits for the engine at start;
-    ``history_rules`` (:class:`gsc.history.HistoryRules`) and ``presence_rules`` say which
+    ``history_rules`` (:class:`gsc.core.history.HistoryRules`) and ``presence_rules`` say which
     channels keep a history and track presence."""
     engine_options = dict(engine_options or {})
     if name in (None, 'simple', 'sc-simple-broker'):

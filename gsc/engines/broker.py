@@ -2,7 +2,7 @@
 
 A channel (and a key) belongs to broker ``hash_key(name, brokers)``.  The worker holds
 one :class:`BrokerLink` per broker; a link connects to the broker's unix socket, both ends
-prove they know the secret key (:func:`gsc.ipc.prove_to_peer`: the key itself is never
+prove they know the secret key (:func:`gsc.cluster.ipc.prove_to_peer`: the key itself is never
 sent, and a process that listens on the socket path without the key is refused), then it
 subscribes again to every channel this worker still needs and sends what was queued while
 it was away.  When a broker dies its link tries again at once, then backs off from 10 ms
@@ -12,7 +12,7 @@ within about 100 ms.  Channel messages published in the gap are lost, and a warn
 What a worker holds for its brokers is bounded in bytes (``maxBrokerQueueBytes``): the
 commands queued for every broker that is down, together, and the bytes a connected
 link has not written yet.  A command over the bound, or larger than a link carries
-(:data:`gsc.ipc.MAX_FRAME`), fails at once with ``BrokerError``; the link stays up.
+(:data:`gsc.cluster.ipc.MAX_FRAME`), fails at once with ``BrokerError``; the link stays up.
 """
 
 import logging
@@ -23,11 +23,11 @@ import gevent
 from gevent import get_hub
 from gevent import socket as gsocket
 
-from .. import codec, kv
+from ..core import codec, kv
 from ..errors import BrokerError, InvalidOptionsError, ResourceLimitError, TimeoutError
-from ..hasher import hash_key
-from ..ipc import Channel, LinkAuthError, LinkRefusedError, auth_timeout, prove_to_peer
-from ..presence import owner_channel
+from ..core.hasher import hash_key
+from ..cluster.ipc import Channel, LinkAuthError, LinkRefusedError, auth_timeout, prove_to_peer
+from ..core.presence import owner_channel
 
 log = logging.getLogger(__name__)
 

@@ -38,11 +38,11 @@ import gevent
 import redis
 from gevent import socket as gsocket
 
-from .. import codec
+from ..core import codec
 from ..errors import BrokerError, InvalidArgumentsError
-from ..history import _read_arguments, new_epoch
-from ..ipc import MAX_FRAME
-from ..presence import events_channel
+from ..core.history import _read_arguments, new_epoch
+from ..cluster.ipc import MAX_FRAME
+from ..core.presence import events_channel
 from . import redis_lua
 
 log = logging.getLogger(__name__)
@@ -112,7 +112,7 @@ class RedisEngine:
     connections of the pool; ``start_timeout`` (ms: the worker's ``startTimeout``; None: no
     limit) sets how long a worker waits for Redis before failing its start (attribute
     ``start_timeout``, in seconds: 3/4 of it, at most 10 s).  ``history_rules`` and
-    ``presence_rules`` (``.policy(channel)``: gsc.history / gsc.presence) name the channels
+    ``presence_rules`` (``.policy(channel)``: gsc.core.history / gsc.core.presence) name the channels
     that keep a history or a presence at Redis.
     """
 

@@ -1,19 +1,19 @@
 """The in-process engine of a standalone server: publishes go straight back to this worker.
 
-It owns the history of its channels (:class:`gsc.history.HistoryStore`), as a broker does.
+It owns the history of its channels (:class:`gsc.core.history.HistoryStore`), as a broker does.
 """
 
 import gevent
 from gevent import get_hub
 
-from .. import kv
-from ..datamap import DataMap
+from ..core import kv
+from ..core.datamap import DataMap
 from ..errors import BrokerError
-from ..history import HistoryRules, HistoryStore
+from ..core.history import HistoryRules, HistoryStore
 
 PURGE_INTERVAL = 5.0
 """Seconds between two purges of expired history (reads and publishes apply the ttl at once)."""
-from ..presence import PresenceRules, PresenceTable, events_channel, presence_event
+from ..core.presence import PresenceRules, PresenceTable, events_channel, presence_event
 
 
 class SimpleEngine:

@@ -26,8 +26,8 @@ import time
 
 import gevent
 
-from .errors import InvalidOptionsError
-from .server_options import check_number
+from ..errors import InvalidOptionsError
+from ..server.server_options import check_number
 
 log = logging.getLogger(__name__)
 

@@ -3,15 +3,15 @@
 Start-up: the broker controller's ``run(broker)`` (when one is named), then
 :meth:`SCBroker.listen` on its unix socket ``<socketDir>/b<id>``, then
 ``listening`` to the master (-> ``brokerStart``).  What it serves to the workers (the
-pub/sub relay and the key/value store) is :class:`gsc.brokerserver.BrokerServer`.
+pub/sub relay and the key/value store) is :class:`gsc.cluster.brokerserver.BrokerServer`.
 """
 
 import logging
 
 from . import controllers
 from .brokerserver import BrokerServer
-from .history import HistoryRules
-from .middleware import MIDDLEWARE_PUBLISH_IN, MIDDLEWARE_SUBSCRIBE
+from ..core.history import HistoryRules
+from ..core.middleware import MIDDLEWARE_PUBLISH_IN, MIDDLEWARE_SUBSCRIBE
 from .process import ClusterMember
 
 log = logging.getLogger(__name__)

@@ -4,7 +4,7 @@ gevent keeps a parent's greenlets and timers scheduled in a forked child, so eve
 fork in gsc happens in the main greenlet, and the child starts by :func:`reset_after_fork`:
 default signal dispositions, the inherited hub destroyed (its greenlets never run again,
 nor are their ``finally`` blocks run), inherited link fds closed.  The parent side is a
-:class:`ChildProcess`: pid, IPC :class:`~gsc.ipc.Channel`, and a greenlet waiting for
+:class:`ChildProcess`: pid, IPC :class:`~gsc.cluster.ipc.Channel`, and a greenlet waiting for
 the exit.
 """
 
@@ -24,9 +24,10 @@ import gevent.queue
 import greenlet
 from gevent import monkey
 
-from . import ipc, logs, metrics
-from .emitter import EventEmitter
-from .errors import InvalidActionError
+from .. import logs
+from . import ipc, metrics
+from ..core.emitter import EventEmitter
+from ..errors import InvalidActionError
 
 log = logging.getLogger(__name__)
 
@@ -211,7 +212,7 @@ class ChildProcess:
         return True
 
     def send(self, type_, data=None, callback=None, **fields):
-        """Send an IPC event to the child (see :meth:`gsc.ipc.Channel.send`)."""
+        """Send an IPC event to the child (see :meth:`gsc.cluster.ipc.Channel.send`)."""
         self.channel.send(type_, data, callback, **fields)
 
     def _on_message(self, message, respond):
@@ -361,7 +362,7 @@ class ClusterMember(EventEmitter):
 
     def report(self, kind, err, capture_stack=True):
         """Send an ``error`` or ``warning`` to the master with this process's origin
-        (``capture_stack``: see :func:`gsc.ipc.wire_error`)."""
+        (``capture_stack``: see :func:`gsc.cluster.ipc.wire_error`)."""
         self.channel.send(kind, {'error': ipc.wire_error(err, capture_stack),
                                  'origin': self.origin, 'trace': logs.traceback_to_log(err)})
 

@@ -15,7 +15,7 @@ import secrets
 import time
 
 from . import codec
-from .errors import BrokerError, InvalidArgumentsError, InvalidOptionsError
+from ..errors import BrokerError, InvalidArgumentsError, InvalidOptionsError
 from .reserved import RESERVED_PREFIX
 
 HistoryPolicy = collections.namedtuple('HistoryPolicy', 'size ttl max_bytes publish_offsets')

@@ -6,7 +6,7 @@ process and the in-process engine of a standalone server answer alike.  ``getVal
 asks for the value in the answer; ``noAck`` asks for no answer at all.
 """
 
-from .errors import InvalidArgumentsError
+from ..errors import InvalidArgumentsError
 from .protocol import UNDEFINED
 
 ROUTED_BY_KEY = ('set', 'get', 'getRange', 'count', 'add', 'concat', 'remove', 'removeRange',

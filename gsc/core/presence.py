@@ -13,7 +13,7 @@ import collections
 import fnmatch
 import re
 
-from .errors import BrokerError, InvalidOptionsError
+from ..errors import BrokerError, InvalidOptionsError
 from .reserved import RESERVED_PREFIX
 
 PresencePolicy = collections.namedtuple('PresencePolicy', 'max_members join_leave user_field')

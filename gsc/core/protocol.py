@@ -11,7 +11,7 @@ import logging
 from collections import namedtuple
 
 from . import codec
-from .errors import InvalidActionError, SCError, dehydrate
+from ..errors import InvalidActionError, SCError, dehydrate
 
 log = logging.getLogger(__name__)
 

@@ -20,14 +20,14 @@ import time
 import gevent
 
 from . import broker as broker_module
-from . import cluster as cluster_module
-from . import codec
+from . import workercluster as cluster_module
+from ..core import codec
 from . import controllers, metrics
-from . import options as options_module
-from . import logs
+from .. import options as options_module
+from .. import logs
 from . import rundir
-from .emitter import EventEmitter
-from .errors import (BadConnectionError, BrokerError, InvalidActionError, ProcessExitError,
+from ..core.emitter import EventEmitter
+from ..errors import (BadConnectionError, BrokerError, InvalidActionError, ProcessExitError,
                      UnknownError, hydrate)
 from .process import EXIT_BAD_CONTROLLER, ChildProcess, Supervisor
 from .worker import MASTER_HEARS_WARNINGS
@@ -45,7 +45,7 @@ WEBSOCKET_ENGINE = 'gevent-websocket (upgrade) + websockets (frames)'
 
 
 def _version():
-    from . import __version__
+    from .. import __version__
     return __version__
 
 
@@ -109,7 +109,7 @@ class SocketCluster(EventEmitter, Supervisor):
 
     Attributes: ``options`` (the effective options, as every process sees them),
     ``app_dir_path``, ``socket_dir_path``, ``worker_cluster`` and ``brokers``
-    (:class:`~gsc.process.ChildProcess` handles), ``is_worker_cluster_ready``,
+    (:class:`~gsc.cluster.process.ChildProcess` handles), ``is_worker_cluster_ready``,
     ``worker_cluster_message_buffer``, ``is_shutting_down``, ``init_error``.
     """
 

@@ -7,10 +7,10 @@ itself over its socket: the ``#gsc/dashboard/login`` event with ``{password}`` (
 against ``dashboardPassword``) is answered with an auth token ``{gscDashboard: true}``
 signed with the authKey; a token the operator signed with the authKey works too (the page
 takes it from ``#token=`` or ``?token=`` and sends ``#authenticate``).  Only such a socket
-may subscribe to the feed channel ``#gsc/dashboard`` (:mod:`gsc.reserved`).
+may subscribe to the feed channel ``#gsc/dashboard`` (:mod:`gsc.core.reserved`).
 
 Worker 0 publishes the feed: once a second it asks the master for the cluster's figures
-(:func:`gsc.metrics.master_snapshot`) and :class:`Feed` turns them into one message, with
+(:func:`gsc.cluster.metrics.master_snapshot`) and :class:`Feed` turns them into one message, with
 per-second rates computed from the counters.
 """
 
@@ -24,9 +24,9 @@ from collections import deque
 import gevent
 
 from . import metrics
-from .errors import AuthError, InvalidArgumentsError, InvalidOptionsError
-from .reserved import DASHBOARD_CHANNEL as CHANNEL
-from .reserved import DASHBOARD_CLAIM, is_dashboard_viewer
+from ..errors import AuthError, InvalidArgumentsError, InvalidOptionsError
+from ..core.reserved import DASHBOARD_CHANNEL as CHANNEL
+from ..core.reserved import DASHBOARD_CLAIM, is_dashboard_viewer
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +39,7 @@ MAX_FAILURES = 20
 """Wrong passwords a worker accepts per FAILURE_WINDOW from all its sockets together."""
 FAILURE_WINDOW = 10.0
 MAX_PASSWORD_LENGTH = 1024
-STATIC_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'static', 'dashboard')
+STATIC_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'static', 'dashboard')
 PAGE = 'index.html'
 ASSETS = {
     'dashboard.js': 'text/javascript; charset=utf-8',
@@ -116,7 +116,7 @@ class LoginGuard:
 
 
 class Feed:
-    """Turns successive cluster snapshots (:meth:`gsc.metrics.MasterMetrics.snapshot`)
+    """Turns successive cluster snapshots (:meth:`gsc.cluster.metrics.MasterMetrics.snapshot`)
     into the dashboard's messages, with per-second rates from the counters (None for a
     process first seen, or respawned, since the last snapshot)."""
 

@@ -19,9 +19,9 @@ from gevent.event import AsyncResult
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
-from . import codec
-from .errors import InvalidActionError, InvalidOptionsError
-from .http import HTTPServer
+from ..core import codec
+from ..errors import InvalidActionError, InvalidOptionsError
+from ..server.http import HTTPServer
 from .memory import resident_bytes
 
 WORKER_TIMEOUT = 1000

@@ -8,7 +8,7 @@ as a server ``warning`` when ``middlewareEmitWarnings`` is on.
 
 import inspect
 
-from .errors import InvalidActionError, InvalidArgumentsError, SilentMiddlewareBlockedError
+from ..errors import InvalidActionError, InvalidArgumentsError, SilentMiddlewareBlockedError
 
 MIDDLEWARE_HANDSHAKE_WS = 'handshakeWS'
 MIDDLEWARE_HANDSHAKE_SC = 'handshakeSC'

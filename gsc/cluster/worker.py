@@ -25,17 +25,17 @@ import gevent.socket
 from gevent.pywsgi import LoggingLogAdapter
 
 from . import controllers, dashboard, metrics
-from .engines import create_engine
-from .engines.broker import BrokerEngine
-from .history import HistoryRules
-from .errors import HTTPServerError, ResourceLimitError
-from .http import HTTPServer
+from ..engines import create_engine
+from ..engines.broker import BrokerEngine
+from ..core.history import HistoryRules
+from ..errors import HTTPServerError, ResourceLimitError
+from ..server.http import HTTPServer
 from .memory import MemoryReleaser, freeze_startup_objects, resident_bytes
-from .options import LOCAL_BROKER_ENGINES, ssl_kwargs
-from .presence import PresenceRules
+from ..options import LOCAL_BROKER_ENGINES, ssl_kwargs
+from ..core.presence import PresenceRules
 from .process import ClusterMember
-from .reporting import WarningDigest
-from .server import attach
+from ..reporting import WarningDigest
+from ..server.scserver import attach
 
 log = logging.getLogger(__name__)
 
@@ -129,7 +129,7 @@ class SCWorker(ClusterMember):
         before the links are up (they queue the exchange's commands until then).  Either way
         the worker reports ready with its controller run and its engine up, its start-up
         objects frozen out of the garbage collector's full collections and its
-        :class:`~gsc.memory.MemoryReleaser` checking (:mod:`gsc.memory`).
+        :class:`~gsc.cluster.memory.MemoryReleaser` checking (:mod:`gsc.cluster.memory`).
         """
         options = self.options
         if self._listener is None:

@@ -15,7 +15,7 @@ import json
 import math
 import sys
 
-from .errors import InvalidArgumentsError
+from ..errors import InvalidArgumentsError
 
 _UTF16_NATIVE = 'utf-16-le' if sys.byteorder == 'little' else 'utf-16-be'
 LOW16 = 0xFFFF

@@ -17,7 +17,7 @@ import shutil
 import stat
 import tempfile
 
-from .errors import InvalidActionError
+from ..errors import InvalidActionError
 
 _RUN_NAME = re.compile(r'^(\d+)-')
 MAX_SOCKET_PATH = 107

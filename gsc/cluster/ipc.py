@@ -2,7 +2,7 @@
 
 A link is a connected stream socket: a ``socket.socketpair()`` made before a fork (a
 parent and its child), or a worker's connection to a broker's unix socket.  Messages are
-JSON objects (ujson, through :mod:`gsc.codec`), each framed by a 4-byte big-endian
+JSON objects (ujson, through :mod:`gsc.core.codec`), each framed by a 4-byte big-endian
 length.  The forms mirror the client protocol:
 
 - event:  ``{"type": NAME, "data": ..., "cid": N, ...}`` (``cid`` only when an answer is expected)
@@ -44,9 +44,9 @@ from functools import partial
 import gevent
 from gevent import get_hub
 
-from . import codec
-from .errors import BadConnectionError, ResourceLimitError, TimeoutError, dehydrate, hydrate
-from .protocol import UNDEFINED, CallTable
+from ..core import codec
+from ..errors import BadConnectionError, ResourceLimitError, TimeoutError, dehydrate, hydrate
+from ..core.protocol import UNDEFINED, CallTable
 
 log = logging.getLogger(__name__)
 

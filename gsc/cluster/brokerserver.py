@@ -1,13 +1,13 @@
 """What a broker process serves to the workers: the pub/sub relay and the key/value store.
 
 Each worker holds one connection to every broker, on the broker's unix socket.  The
-link is an :class:`gsc.ipc.Channel` (framed JSON with cid/rid), so commands are events
+link is an :class:`gsc.cluster.ipc.Channel` (framed JSON with cid/rid), so commands are events
 ``{"type": action, "data": fields, "cid": n}`` answered by ``{"rid": n, ...}``, and a
 channel message is the event ``{"type": "message", "data": {"channel", "data"}}``.
 
 A connection proves it knows the cluster's secret key before anything else
-(:func:`gsc.ipc.authenticate_peer`: a challenge-response that never sends the key); one
-that does not within :func:`gsc.ipc.auth_timeout` is closed, and one line names the
+(:func:`gsc.cluster.ipc.authenticate_peer`: a challenge-response that never sends the key); one
+that does not within :func:`gsc.cluster.ipc.auth_timeout` is closed, and one line names the
 process behind it (then one summary per 10 s while refusals go on: :mod:`gsc.reporting`).
 
 A channel is subscribed per worker connection; a publish goes to every connection
@@ -15,7 +15,7 @@ subscribed to it, in the order the broker received the publishes.  A connection 
 closes releases all its subscriptions, so a vanished worker leaves nothing behind.
 
 On a channel with history (``channelHistory``) this broker, the channel's owner, keeps its
-publications (:class:`gsc.history.HistoryStore`) and stamps each one: the ``message`` event
+publications (:class:`gsc.core.history.HistoryStore`) and stamps each one: the ``message`` event
 gains ``offset`` and ``epoch``.  The ``history`` command ``{channel, since, epoch, limit}``
 answers the history read of docs/history.md.
 """
@@ -28,15 +28,15 @@ import gevent
 from gevent import socket as gsocket
 from gevent.server import StreamServer
 
-from . import kv
-from .datamap import DataMap
-from .errors import BrokerError, ResourceLimitError
-from .history import HistoryRules, HistoryStore
+from ..core import kv
+from ..core.datamap import DataMap
+from ..errors import BrokerError, ResourceLimitError
+from ..core.history import HistoryRules, HistoryStore
 from .ipc import Channel, LinkAuthError, auth_timeout, authenticate_peer, peer_name
-from .middleware import MIDDLEWARE_PUBLISH_IN, MIDDLEWARE_SUBSCRIBE, MiddlewareChains, Request
-from .presence import PresenceRules, PresenceTable, events_channel, presence_event
-from .protocol import UNDEFINED
-from .reporting import WarningDigest
+from ..core.middleware import MIDDLEWARE_PUBLISH_IN, MIDDLEWARE_SUBSCRIBE, MiddlewareChains, Request
+from ..core.presence import PresenceRules, PresenceTable, events_channel, presence_event
+from ..core.protocol import UNDEFINED
+from ..reporting import WarningDigest
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +59,7 @@ class BrokerServer:
     subscriber), ``unsubscribe(channel)`` (last one gone), ``publish(channel, value)``,
     ``message(data, respond)`` and ``warning(err)``.  Attributes: ``data_map``,
     ``publishes`` (publications relayed), ``subscriptions`` (connection id -> {channel:
-    connection}), ``middleware``, ``history`` (the :class:`gsc.history.HistoryStore` of the
+    connection}), ``middleware``, ``history`` (the :class:`gsc.core.history.HistoryStore` of the
     channels this broker owns).
     """
 

@@ -14,7 +14,7 @@ import gevent
 
 from . import controllers, metrics
 from . import worker as worker_module
-from .errors import InvalidActionError, ProcessExitError
+from ..errors import InvalidActionError, ProcessExitError
 from .process import EXIT_BAD_CONTROLLER, ChildProcess, ClusterMember, Supervisor
 
 log = logging.getLogger(__name__)
@@ -23,7 +23,7 @@ log = logging.getLogger(__name__)
 class SCWorkerCluster(ClusterMember, Supervisor):
     """The worker cluster (``worker_cluster`` in ``run(worker_cluster)``).
 
-    Attributes: ``options``, ``workers`` (id -> :class:`~gsc.process.ChildProcess`, the
+    Attributes: ``options``, ``workers`` (id -> :class:`~gsc.cluster.process.ChildProcess`, the
     current process of each slot), ``stopped`` (ids not respawned because their
     controller is broken), ``is_terminating``.
     """

@@ -2,7 +2,7 @@
 
 It owns the sockets of a worker (``clients``, ``pending_clients``), the middleware
 chains, the auth engine and the exchange.  :func:`attach` binds it to a
-:class:`gsc.http.HTTPServer`; :func:`listen` also creates and starts that server.
+:class:`gsc.server.http.HTTPServer`; :func:`listen` also creates and starts that server.
 """
 
 import base64
@@ -19,18 +19,18 @@ from websockets.exceptions import InvalidHeader, NegotiationError
 from websockets.extensions.permessage_deflate import ServerPerMessageDeflateFactory
 from websockets.headers import build_extension, parse_extension
 
-from . import codec as default_codec
+from ..core import codec as default_codec
 from .auth import AuthEngine, generate_auth_key
-from .emitter import EventEmitter
-from .engines import create_engine
-from .history import HistoryRules
-from .errors import InvalidOptionsError, ServerProtocolError
+from ..core.emitter import EventEmitter
+from ..engines import create_engine
+from ..core.history import HistoryRules
+from ..errors import InvalidOptionsError, ServerProtocolError
 from .exchange import Exchange
 from .http import HTTPServer
-from .middleware import (MIDDLEWARE_AUTHENTICATE, MIDDLEWARE_HANDSHAKE_SC, MIDDLEWARE_HANDSHAKE_WS,
+from ..core.middleware import (MIDDLEWARE_AUTHENTICATE, MIDDLEWARE_HANDSHAKE_SC, MIDDLEWARE_HANDSHAKE_WS,
                          MiddlewareChains, MiddlewareTypes, Request)
-from .presence import PresenceRules
-from .reporting import WarningDigest
+from ..core.presence import PresenceRules
+from ..reporting import WarningDigest
 from .server_options import DEFLATE_OPTIONS, normalise_server_options
 from .socket import ServerSocket
 from .transport import IdleReaders, WebSocketTransport
@@ -76,7 +76,7 @@ class SCServer(EventEmitter, MiddlewareTypes):
     ``signature_key``/``verification_key`` (mutable at run time), ``is_ready``,
     ``http_server`` (set by :func:`attach`), ``messages_received`` (inbound messages, all sockets),
     ``ws_connections`` (upgraded connections being served, counted against maxConnections);
-    the counters of :mod:`gsc.metrics`: ``messages_sent``, ``handshakes``, ``publishes``,
+    the counters of :mod:`gsc.cluster.metrics`: ``messages_sent``, ``handshakes``, ``publishes``,
     ``subscribes``, ``ack_timeouts``, ``slow_consumer_closes`` (the engine's links report
     themselves: ``exchange.engine.link_states()``).
     """
@@ -85,7 +85,7 @@ class SCServer(EventEmitter, MiddlewareTypes):
         EventEmitter.__init__(self)
         self.options = opts = normalise_server_options(options)
         self.path = opts['path']
-        # what the lean upgrade reader of gsc.http compares a request's path with (None:
+        # what the lean upgrade reader of gsc.server.http compares a request's path with (None:
         # every upgrade goes through pywsgi, which unescapes the path)
         self.lean_path = None if '%' in self.path else self.path
         self.ack_timeout = opts['ackTimeout']

@@ -13,7 +13,7 @@ import importlib.util
 import os
 import sys
 
-from .errors import InvalidOptionsError
+from ..errors import InvalidOptionsError
 
 ENTRY_POINT = 'run'
 WSGI_ATTRIBUTE = 'application'

@@ -2,7 +2,7 @@
 publish to them, except a dashboard viewer (a socket whose auth token carries
 ``gscDashboard: true``) subscribing to the dashboard's feed."""
 
-from .errors import BrokerError
+from ..errors import BrokerError
 
 RESERVED_PREFIX = '#gsc/'
 """Internal channels (``#gsc/presence/<channel>``, ``#gsc/dashboard``) start with this."""

@@ -10,7 +10,7 @@ are exactly ``0..n-1``; any other map (including one created implicitly by a dee
 the others in insertion order (JavaScript's property order).  Values are JSON data;
 reads return plain copies.
 
-A missing value is :data:`gsc.protocol.UNDEFINED` (falsy, JavaScript's ``undefined``),
+A missing value is :data:`gsc.core.protocol.UNDEFINED` (falsy, JavaScript's ``undefined``),
 so a stored ``None`` (JSON null) stays distinguishable (``has_key`` is True for it).
 Keys of another type (bool, None, dict, a non-integral float, an empty chain) raise
 ``InvalidArgumentsError``; so do non-integer indices where an array index is needed.
@@ -35,7 +35,7 @@ import math
 import re
 import time
 
-from .errors import InvalidArgumentsError
+from ..errors import InvalidArgumentsError
 from .protocol import UNDEFINED
 
 _MAX_INDEX = 2 ** 32 - 2  # the largest JavaScript array index

@@ -14,20 +14,20 @@ from collections import deque
 import gevent
 from gevent import get_hub
 
-from . import protocol
-from .errors import (AuthTokenExpiredError, AuthTokenNotBeforeError, BadConnectionError,
+from ..core import protocol
+from ..errors import (AuthTokenExpiredError, AuthTokenNotBeforeError, BadConnectionError,
                      BrokerError, InvalidActionError, InvalidArgumentsError, SCError,
                      TimeoutError, close_error, dehydrate, hydrate, public_error)
 from .auth import AuthEngine
-from .emitter import EventEmitter
+from ..core.emitter import EventEmitter
 from .exchange import HistoryFrame
-from .history import RecoveryGate, recovery_request
-from .middleware import (MIDDLEWARE_AUTHENTICATE, MIDDLEWARE_EMIT, MIDDLEWARE_HANDSHAKE_SC,
+from ..core.history import RecoveryGate, recovery_request
+from ..core.middleware import (MIDDLEWARE_AUTHENTICATE, MIDDLEWARE_EMIT, MIDDLEWARE_HANDSHAKE_SC,
                          MIDDLEWARE_PUBLISH_IN, MIDDLEWARE_SUBSCRIBE, Request)
-from .protocol import (AUTHENTICATED, CLOSED, CONNECTING, OPEN, UNAUTHENTICATED, UNDEFINED,
+from ..core.protocol import (AUTHENTICATED, CLOSED, CONNECTING, OPEN, UNAUTHENTICATED, UNDEFINED,
                        BatchTooLarge, CallTable, Event, Ping, Pong, Raw, Responder, Response,
                        event_packet, parse_frame, transition)
-from .reserved import reserved_channel_error
+from ..core.reserved import reserved_channel_error
 from .transport import yield_to_loop
 
 log = logging.getLogger(__name__)

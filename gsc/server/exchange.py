@@ -28,12 +28,12 @@ import gevent
 from gevent import get_hub, getcurrent
 from gevent.event import AsyncResult, Event
 
-from .emitter import EventEmitter
-from .errors import BrokerError, InvalidArgumentsError
-from .history import HistoryRules
-from .middleware import MIDDLEWARE_PUBLISH_OUT, Request
-from .presence import EVENTS_PREFIX, PresenceRules, events_channel, member_user
-from .protocol import UNDEFINED
+from ..core.emitter import EventEmitter
+from ..errors import BrokerError, InvalidArgumentsError
+from ..core.history import HistoryRules
+from ..core.middleware import MIDDLEWARE_PUBLISH_OUT, Request
+from ..core.presence import EVENTS_PREFIX, PresenceRules, events_channel, member_user
+from ..core.protocol import UNDEFINED
 from .transport import prepare_frame, yield_to_loop
 
 log = logging.getLogger(__name__)
@@ -513,7 +513,7 @@ class Exchange(EventEmitter):
         return self._call(start, callback)
 
     def history_policy(self, channel):
-        """The :class:`gsc.history.HistoryPolicy` of ``channel``, or None."""
+        """The :class:`gsc.core.history.HistoryPolicy` of ``channel``, or None."""
         return self.history_rules.policy(channel)
 
     def send(self, data, map_index='*', callback=None):

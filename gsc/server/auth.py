@@ -33,8 +33,8 @@ from datetime import datetime, timedelta
 import jwt
 from jwt.utils import base64url_decode
 
-from . import codec
-from .errors import (AuthTokenError, AuthTokenExpiredError, AuthTokenInvalidError,
+from ..core import codec
+from ..errors import (AuthTokenError, AuthTokenExpiredError, AuthTokenInvalidError,
                      AuthTokenNotBeforeError, SCError)
 
 logger = logging.getLogger(__name__)

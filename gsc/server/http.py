@@ -7,7 +7,7 @@ well-formed upgrade at the realtime path (:func:`parse_upgrade_head`) is answere
 Anything else (another path, a partial or unusual head, TLS, an access log) is handed, with
 the bytes already read, to the pywsgi handler, which serves, refuses or upgrades it exactly
 as before: gevent-websocket's checks, then gsc's own refusals (path, origin, handshakeWS
-middleware), then the 101 (the frames are carried by :mod:`gsc.transport`).
+middleware), then the 101 (the frames are carried by :mod:`gsc.server.transport`).
 
 Against hostile clients the server bounds what a connection may hold before the
 application sees it: the request line and headers must arrive within ``headersTimeout``
@@ -33,8 +33,8 @@ from gevent.pywsgi import MAX_REQUEST_LINE, LoggingLogAdapter, OldMessage
 from gevent.socket import SocketIO, socket as GeventSocket
 from geventwebsocket.handler import WebSocketHandler
 
-from .errors import SCError
-from .reporting import WarningDigest
+from ..errors import SCError
+from ..reporting import WarningDigest
 from .server_options import SERVER_DEFAULTS
 
 log = logging.getLogger(__name__)
@@ -453,14 +453,14 @@ class HTTPServer(pywsgi.WSGIServer):
     (:meth:`set_limits`).  Access logging is off unless ``log`` is given.
     ``http_connections`` counts the connections a pywsgi handler serves.  ``routes`` maps
     a path to a handler answering ``(status, headers, body)`` before the realtime path and
-    the app are considered (the health and metrics paths of :mod:`gsc.metrics`).
+    the app are considered (the health and metrics paths of :mod:`gsc.cluster.metrics`).
     """
 
     handler_class = SCHandler
     _resume_timer = None
 
     def __init__(self, listener, app=None, log=None, **kwargs):
-        kwargs.setdefault('error_log', LoggingLogAdapter(logging.getLogger('gsc.http.error')))
+        kwargs.setdefault('error_log', LoggingLogAdapter(logging.getLogger('gsc.server.http.error')))
         kwargs.setdefault('spawn', ConnectionGreenlet.spawn)
         super().__init__(listener, app, log=log, **kwargs)
         self.application = app

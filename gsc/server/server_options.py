@@ -6,7 +6,7 @@ converted.  A bad value raises :class:`InvalidOptionsError` naming the option.
 
 import re
 
-from .errors import InvalidOptionsError
+from ..errors import InvalidOptionsError
 
 MAX_TIMEOUT = 2147483647
 

@@ -1,0 +1,14 @@
+"""The worker's realtime server: :class:`SCServer` with :func:`attach` and :func:`listen`.
+
+- :mod:`~gsc.server.scserver`: SCServer, the realtime server of one worker (socketcluster-server).
+- :mod:`~gsc.server.socket`: ServerSocket, one client connection.
+- :mod:`~gsc.server.transport`: the frame layer, one WebSocket connection over a gevent socket.
+- :mod:`~gsc.server.http`: the worker's HTTP server (WebSocket upgrades and the WSGI app).
+- :mod:`~gsc.server.exchange`: channels, their local subscribers and the engine below.
+- :mod:`~gsc.server.auth`: the JWT auth engine (sc-auth).
+- :mod:`~gsc.server.server_options`: the options of an SCServer: defaults, spellings, validation.
+"""
+
+from .scserver import SCServer, attach, listen
+
+__all__ = ['SCServer', 'attach', 'listen']
