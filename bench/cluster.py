@@ -130,15 +130,16 @@ def cluster_options(extra=None, socket_root=None):
     return options
 
 
-def start_cluster(stack, port, log_path, workers=2, brokers=1, extra=None):
-    """``run.py`` on ``port`` (its own session, private socketRoot); the Tree, not waited for."""
+def start_cluster(stack, port, log_path, workers=2, brokers=1, extra=None, root=ROOT, controller=CONTROLLER):
+    """``run.py`` of checkout ``root`` on ``port`` (its own session, private socketRoot): the
+    Tree, not waited for. Its processes import ``root``'s gsc (run.py's directory)."""
     socket_root = tempfile.mkdtemp(prefix='gsc-bench-')
     stack.dirs.append(socket_root)
     env = dict(os.environ, PYTHONUNBUFFERED='1',
                SOCKETCLUSTER_OPTIONS=json.dumps(cluster_options(extra, socket_root)))
-    cmd = [sys.executable, os.path.join(ROOT, 'run.py'), '-p', str(port), '-w', str(workers),
-           '-b', str(brokers), '--wc', CONTROLLER, '-e', 'prod']
-    return stack.add(Tree(cmd, log_path, env=env))
+    cmd = [sys.executable, os.path.join(root, 'run.py'), '-p', str(port), '-w', str(workers),
+           '-b', str(brokers), '--wc', controller, '-e', 'prod']
+    return stack.add(Tree(cmd, log_path, env=env, cwd=root))
 
 
 def start_socketcluster(stack, port, log_path, workers=1, brokers=1):

@@ -128,15 +128,16 @@ def start_server(stack, server, port, log_path):
     raise ValueError(server)
 
 
-def run_once(scenario, server, args, tag):
-    """One server (tree) + one loadgen run: the loadgen's JSON result plus what we saw."""
+def run_once(scenario, server, args, tag, start=start_server):
+    """One server (tree), started by ``start`` (:func:`start_server`'s signature), + one loadgen
+    run: the loadgen's JSON result plus what we saw."""
     port = free_port()
     url = 'ws://%s:%d/socketcluster/' % (HOST, port)
     log_path = os.path.join(RESULTS, '%s-%s-%s.stderr.log' % (scenario, server, tag))
     result = {}
     stack = cluster.Stack()
     try:
-        pid, extra = start_server(stack, server, port, log_path)
+        pid, extra = start(stack, server, port, log_path)
         cmd = ['node', LOADGEN, '--url', url, '--scenario', scenario, '--pid', str(pid),
                '--label', server] + extra + args
         result = loadgen_result(cmd, args)

@@ -151,8 +151,14 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('kind', choices=sorted(SERVERS))
     parser.add_argument('--port', type=int, required=True)
+    parser.add_argument('--tree', help='the checkout whose gsc is served (default: this one); '
+                        'the gsc imported is logged')
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING, format='%(asctime)s %(name)s %(levelname)s %(message)s')
+    if args.tree:
+        sys.path.insert(0, os.path.abspath(args.tree))
+        import gsc
+        logging.warning('serving gsc from %s', gsc.__file__)
     raise_nofile()
     SERVERS[args.kind](args.port)
 
