@@ -1,8 +1,9 @@
 """Before and after: the same scenarios against gsc from two checkouts, in one run.
 
-    python bench/compare.py [--a /work/wt/base10] [--b .] [--repeat N] [--quick] [--only rpc,fanout]
+    git worktree add --detach /tmp/before 601f4af^     # main when issue 10 was filed
+    python bench/compare.py --a /tmp/before [--b .] [--repeat N] [--quick] [--only rpc,fanout]
 
-Tree A (default /work/wt/base10, main when issue 10 was filed) and tree B (default this
+Tree A (``--a``, a checkout of the "before" commit) and tree B (default this
 checkout) each serve as a standalone worker (``bench/servers.py gsc --tree T``) and as a
 ``run.py`` tree of 1 worker + 1 broker (T's run.py, the worker controller
 bench/compare_controller.py of this checkout for both). Every server's process tree imports
@@ -27,7 +28,6 @@ import run
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 CONTROLLER = os.path.join(HERE, 'compare_controller.py')
-DEFAULT_A = '/work/wt/base10'
 SERVERS = ('gsc', 'cluster1w')
 SCENARIO_NAMES = ('rpc', 'fanout', 'connect', 'idle')
 # the figures compared: (scenario, field, heading, True when higher is better, decimals)
@@ -144,7 +144,8 @@ def table(rows):
 
 def parse_args():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument('--a', default=DEFAULT_A, help='tree A, the "before" checkout (default %(default)s)')
+    parser.add_argument('--a', required=True, help='tree A, a checkout of the "before" commit '
+                        '(git worktree add --detach /tmp/before 601f4af^)')
     parser.add_argument('--b', default=cluster.ROOT, help='tree B, the "after" checkout (default: this one)')
     parser.add_argument('--repeat', type=int, default=1, help='rounds (A and B once each per round); medians')
     parser.add_argument('--quick', action='store_true', help="bench/run.py's --quick workloads (smoke run)")
