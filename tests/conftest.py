@@ -107,6 +107,20 @@ def subscribe_then_leave(server, raw_connect, channel='foo'):
     client.close(1000)
 
 
+def read_response_head(sock):
+    """``(head, rest)``: the bytes of the first HTTP response head (status line and headers,
+    without the blank line) and what came after them in the same reads."""
+    data = b''
+    for _ in range(100):
+        if b'\r\n\r\n' in data:
+            break
+        chunk = sock.recv(4096)
+        if not chunk:
+            break
+        data += chunk
+    head, _, rest = data.partition(b'\r\n\r\n')
+    return head, rest
+
 def wait_until(predicate, timeout=5, interval=0.01):
     """Sleep (cooperatively) until ``predicate()`` is true; AssertionError after ``timeout``."""
     with gevent.Timeout(timeout, AssertionError('condition not met in %ss' % timeout)):

@@ -7,6 +7,7 @@ The tree runs in its own session, so its process group holds every process it st
 import json
 import os
 import queue
+import random
 import signal
 import socket
 import shutil
@@ -21,10 +22,29 @@ DRIVER = os.path.join(ROOT, 'tests', 'master_driver.py')
 
 
 def free_port():
-    """A TCP port nobody listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(('127.0.0.1', 0))
-        return sock.getsockname()[1]
+    """A TCP port nobody uses right now, below the kernel's ephemeral range: the client sockets
+    of other tests and benches (thousands at once) take their ports from that range, so a port
+    picked there could be taken by one of them before the server binds it."""
+    low = ephemeral_port_range()[0]
+    for _ in range(100):
+        port = random.randrange(10000, low) if low > 11000 else 0
+        with socket.socket() as sock:
+            try:
+                sock.bind(('0.0.0.0', port))
+            except OSError:
+                continue
+            return sock.getsockname()[1]
+    raise RuntimeError('no free port below %d' % low)
+
+
+def ephemeral_port_range():
+    """``(low, high)`` of the ports the kernel gives client sockets."""
+    try:
+        with open('/proc/sys/net/ipv4/ip_local_port_range') as f:
+            low, high = f.read().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32768, 60999
 
 
 def group_members(pgid):

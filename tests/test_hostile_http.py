@@ -18,7 +18,7 @@ import gevent
 import pytest
 from gevent import socket
 
-from conftest import handshake, recv_json, wait_until
+from conftest import handshake, read_response_head, recv_json, wait_until
 from master_harness import free_port
 from test_master import IPC, start_master  # noqa: F401 (start_master is a fixture)
 from test_tls import certificate  # noqa: F401 (a fixture)
@@ -60,18 +60,6 @@ def read_until_closed(sock, limit=1 << 20):
         size += len(data)
     return b''.join(chunks)
 
-
-def read_head(sock):
-    """The status line and headers of one response (the connection stays open)."""
-    data = b''
-    for _ in range(100):
-        if b'\r\n\r\n' in data:
-            break
-        chunk = sock.recv(4096)
-        if not chunk:
-            break
-        data += chunk
-    return data
 
 
 def exchange(port, request):
@@ -150,7 +138,7 @@ def test_keep_alive_request_is_timed_from_its_first_byte(make_server):
     sock = connect(server.port)
     try:
         sock.sendall(b'GET / HTTP/1.1\r\nHost: x\r\n\r\n')
-        assert status_of(read_head(sock)) == 200
+        assert status_of(read_response_head(sock)[0]) == 200
         sock.sendall(b'GET / HTTP/1.1\r\n')
         assert status_of(read_until_closed(sock)) == 408
     finally:
@@ -163,7 +151,7 @@ def test_idle_keep_alive_connection_is_closed(make_server):
     sock = connect(server.port)
     try:
         sock.sendall(b'GET / HTTP/1.1\r\nHost: x\r\n\r\n')
-        head = read_head(sock)
+        head = read_response_head(sock)[0]
         assert status_of(head) == 200
         rest = read_until_closed(sock)
         assert status_of(rest) is None
@@ -202,7 +190,7 @@ def test_upgrade_with_headers_past_max_header_size_gets_431(make_server):
     sock = connect(server.port)
     try:
         sock.sendall(UPGRADE)
-        assert status_of(read_head(sock)) == 101
+        assert status_of(read_response_head(sock)[0]) == 101
     finally:
         sock.close()
 
@@ -308,7 +296,7 @@ def test_connection_past_max_connections_gets_503(make_server, raw):
         handshake(client)
     keep_alive = connect(server.port)
     keep_alive.sendall(b'GET / HTTP/1.1\r\nHost: x\r\n\r\n')
-    assert status_of(read_head(keep_alive)) == 200
+    assert status_of(read_response_head(keep_alive)[0]) == 200
     answer = exchange(server.port, UPGRADE)
     assert status_of(answer) == 503
     assert b'Connection: close' in answer
@@ -317,7 +305,7 @@ def test_connection_past_max_connections_gets_503(make_server, raw):
         client.send(json.dumps({'event': '#subscribe', 'data': {'channel': 'c'}, 'cid': cid}))
         assert recv_json(client) == {'rid': cid}
     keep_alive.sendall(b'GET / HTTP/1.1\r\nHost: x\r\n\r\n')
-    assert status_of(read_head(keep_alive)) == 200
+    assert status_of(read_response_head(keep_alive)[0]) == 200
     clients[0].close()
     wait_until(lambda: server.http_server.connection_count() == 2)
     assert handshake(raw(server))['rid'] == 1
@@ -376,7 +364,7 @@ def start_upgrades(port, count):
     socks = [connect(port, timeout=10) for _ in range(count)]
     for sock in socks:
         sock.sendall(UPGRADE)
-    return socks, [gevent.spawn(read_head, sock) for sock in socks]
+    return socks, [gevent.spawn(lambda sock=sock: read_response_head(sock)[0]) for sock in socks]
 
 
 def test_fd_exhaustion_pauses_accepting_and_the_worker_keeps_serving(limited_worker):
@@ -464,7 +452,7 @@ def test_failed_or_stalled_tls_handshakes_do_not_end_the_worker(limited_worker, 
     context.load_verify_locations(certfile)
     with context.wrap_socket(connect(port), server_hostname='127.0.0.1') as tls:
         tls.sendall(UPGRADE)
-        assert status_of(read_head(tls)) == 101
+        assert status_of(read_response_head(tls)[0]) == 101
     assert proc.poll() is None
 
 

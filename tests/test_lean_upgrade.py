@@ -12,7 +12,7 @@ import gevent.event
 import pytest
 from gevent import socket
 
-from conftest import handshake
+from conftest import handshake, read_response_head
 from gsc.server.http import SCHandler, parse_upgrade_head
 from wsraw import HandshakeRefused
 
@@ -30,19 +30,6 @@ def masked_text_frame(text):
     assert len(payload) < 126
     return bytes((0x81, 0x80 | len(payload))) + b'\0\0\0\0' + payload
 
-
-def read_response_head(sock):
-    """Bytes up to the end of the first response head, and what came after it."""
-    data = b''
-    for _ in range(100):
-        if b'\r\n\r\n' in data:
-            break
-        chunk = sock.recv(4096)
-        if not chunk:
-            break
-        data += chunk
-    head, _, rest = data.partition(b'\r\n\r\n')
-    return head, rest
 
 
 def read_text_frame(sock, rest=b''):
