@@ -312,3 +312,22 @@ def test_compressed_connection_with_the_official_client(make_server):
     obs = run_scenario(server, 'emit')
     assert extensions == [['PerMessageDeflate']]
     assert args_of(obs, 'echo') == [[None, {'a': 1, 'b': [1, 'two', None]}]]
+
+
+def test_the_official_client_gets_join_leave_and_presence(make_server):
+    """Presence (docs/presence.md): #join/#leave to a socket that asked for them, the #presence
+    query, and a reserved #gsc/ channel refused."""
+    server = make_server({'channelPresence': {'room/*': {}}})
+    names = iter(['watcher', 'other'])
+    server.on('connection', lambda socket, status: socket.set_auth_token({'username': next(names)}))
+    observed = run_scenario(server, 'presence')
+    [(err, answer, ids)] = args_of(observed, 'presence')
+    assert err is None
+    assert sorted(answer['members'], key=lambda m: m['user']) == [
+        {'socketId': ids['other'], 'user': 'other'}, {'socketId': ids['watcher'], 'user': 'watcher'}]
+    joins = [args[0] for args in args_of(observed, '#join')]
+    assert {'channel': 'room/1', 'socketId': ids['other'], 'user': 'other'} in joins
+    assert args_of(observed, '#leave') == [[{'channel': 'room/1', 'socketId': ids['other'], 'user': 'other'}]]
+    [[failure]] = args_of(observed, 'reservedSubscribeFail')
+    assert 'reserved channel' in failure['message']
+    assert all('reserved' in args[0]['message'] for args in args_of(observed, 'error'))

@@ -261,6 +261,28 @@ const scenarios = {
     client.on('connect', (status) => log('connect', status.id));
     record(client, 'disconnect');
   },
+
+  // Presence: #join/#leave to a socket that asked, the #presence query, a reserved channel refused.
+  presence() {
+    const watcher = create({autoReconnect: false});
+    watcher.on('#join', (data) => log('#join', data));
+    watcher.on('#leave', (data) => {
+      log('#leave', data);
+      watcher.subscribe('#gsc/presence/room/1').on('subscribeFail', (err) => {
+        log('reservedSubscribeFail', err);
+        finish();
+      });
+    });
+    watcher.subscribe('room/1', {data: {joinLeave: true}}).on('subscribe', () => {
+      const other = create({autoReconnect: false});
+      other.subscribe('room/1').on('subscribe', () => {
+        watcher.emit('#presence', {channel: 'room/1'}, (err, data) => {
+          log('presence', err, data, {watcher: watcher.id, other: other.id});
+          other.disconnect();
+        });
+      });
+    });
+  },
 };
 
 const scenario = scenarios[name];
