@@ -96,15 +96,38 @@ def serve(args):
 
     def collect():
         gc.collect()
+        if args.trace:
+            trace_peak_survivors()
         print(json.dumps({'clients': len(sc.clients) + len(sc.pending_clients),
                           'blocks': sys.getallocatedblocks(), 'objects': len(gc.get_objects()),
                           'releases': releaser.releases, 'release_s': (releaser.last_release or [0])[0]}),
               flush=True)
 
     gevent.signal_handler(signal.SIGUSR1, collect)
-    gevent.signal_handler(signal.SIGUSR2, malloc_trim)
+    if args.trace:
+        gevent.signal_handler(signal.SIGUSR2, lambda: (malloc_trim(), sys._debugmallocstats()))
+    else:
+        gevent.signal_handler(signal.SIGUSR2, malloc_trim)
     gevent.signal_handler(signal.SIGTERM, sys.exit, 0)
     gevent.wait()
+
+
+def trace_peak_survivors(frames=6, top=25):
+    """Diagnosis (``--trace``): tracemalloc starts at the first call (the baseline); each
+    later call logs the blocks still alive that were allocated since, by traceback: what the
+    peak left behind (pinning pymalloc arenas).  tracemalloc's own memory inflates RSS."""
+    import tracemalloc
+    if not tracemalloc.is_tracing():
+        tracemalloc.start(frames)
+        return
+    stats = tracemalloc.take_snapshot().filter_traces(
+        [tracemalloc.Filter(False, tracemalloc.__file__)]).statistics('traceback')
+    log = logging.getLogger('many_idle.trace')
+    log.warning('%d blocks alive allocated since the baseline, in %d places',
+                sum(stat.count for stat in stats), len(stats))
+    for stat in stats[:top]:
+        log.warning('%d blocks, %d B:\n  %s', stat.count, stat.size,
+                    '\n  '.join(stat.traceback.format()))
 
 
 # -- the clients ------------------------------------------------------------------------------
@@ -358,7 +381,8 @@ def measure(args, log_path):
             server = procs.start([sys.executable, os.path.abspath(__file__), '--role', 'server',
                                   '--port', str(port), '--n', str(args.n),
                                   '--ping-interval', str(args.ping_interval)]
-                                 + (['--no-release'] if args.no_release else []),
+                                 + (['--no-release'] if args.no_release else [])
+                                 + (['--trace'] if args.trace else []),
                                  stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=log,
                                  cwd=ROOT)
         lines = LineReader(server)
@@ -436,6 +460,9 @@ def main():
                         help='open-hold-close rounds on the same worker (a leak grows each round)')
     parser.add_argument('--no-release', action='store_true',
                         help="without gsc.cluster.memory's release after many connections closed")
+    parser.add_argument('--trace', action='store_true',
+                        help="log the worker's blocks alive after closing that were allocated since the "
+                             'start (tracemalloc, in the stderr log; RSS figures then inflated)')
     parser.add_argument('--concurrency', type=int, default=200, help='connections opening at once')
     parser.add_argument('--per-address', type=int, default=20000, help='connections per source address')
     parser.add_argument('--open-timeout', type=float, default=None,

@@ -548,6 +548,18 @@ class WebSocketTransport:
             on_end, self.on_end = self.on_end, None
             if on_end is not None:
                 on_end()
+            self._break_cycles()
+
+    def _break_cycles(self):
+        """Drop the references that make an ended connection cyclic garbage (the owner's
+        bound ``on_message``; the protocol's suspended parser, whose frame holds the protocol;
+        the parser's frames in the traceback of its ``parser_exc``): reference counting then
+        frees it as it ends, not a full collection later."""
+        self.on_message = None
+        self.protocol.parser.close()
+        exc = self.protocol.parser_exc
+        if exc is not None:
+            exc.__traceback__ = None
 
     def _shut_down(self):
         """Send what is queued, half-close, read until the peer's EOF (bounded), then close.
