@@ -9,14 +9,12 @@ The wire contract is in docs/history.md.
 """
 
 import collections
-import fnmatch
-import re
 import secrets
 import time
 
 from . import codec
 from ..errors import BrokerError, InvalidArgumentsError, InvalidOptionsError
-from .reserved import RESERVED_PREFIX
+from .patterns import ChannelRules
 
 HistoryPolicy = collections.namedtuple('HistoryPolicy', 'size ttl max_bytes publish_offsets')
 """What one channel keeps: ``size`` publications, each for ``ttl`` seconds, ``max_bytes`` of
@@ -38,48 +36,15 @@ def new_epoch():
     return secrets.token_hex(4)
 
 
-def _check_number(pattern, key, value):
-    low, high = POLICY_BOUNDS[key]
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
-        raise InvalidOptionsError('The channelHistory option: %r.%s must be a number from %s to %s, '
-                                  'not %r' % (pattern, key, low, high, value))
-    if key != 'ttl' and value != int(value):
-        raise InvalidOptionsError('The channelHistory option: %r.%s must be a whole number, not %r'
-                                  % (pattern, key, value))
+class HistoryRules(ChannelRules):
+    """The ``channelHistory`` option compiled (:class:`gsc.core.patterns.ChannelRules`):
+    ``policy(channel)`` is a :class:`HistoryPolicy` or None.  ``max_history_bytes`` is
+    ``maxHistoryBytes``.  A bad option raises InvalidOptionsError."""
 
-
-def _policy(pattern, spec):
-    """The :class:`HistoryPolicy` of one ``channelHistory`` entry (InvalidOptionsError)."""
-    if spec is None or spec is True:
-        spec = {}
-    if not isinstance(spec, dict):
-        raise InvalidOptionsError('The channelHistory option: %r must map to a dict like %r, not %r'
-                                  % (pattern, POLICY_DEFAULTS, spec))
-    unknown = sorted(set(spec) - set(POLICY_DEFAULTS))
-    if unknown:
-        raise InvalidOptionsError('The channelHistory option: %r has unknown keys %s (known: %s)'
-                                  % (pattern, ', '.join(unknown), ', '.join(POLICY_DEFAULTS)))
-    merged = dict(POLICY_DEFAULTS, **spec)
-    for key in POLICY_BOUNDS:
-        _check_number(pattern, key, merged[key])
-    if not isinstance(merged['publishOffsets'], bool):
-        raise InvalidOptionsError('The channelHistory option: %r.publishOffsets must be true or '
-                                  'false, not %r' % (pattern, merged['publishOffsets']))
-    return HistoryPolicy(int(merged['size']), merged['ttl'], int(merged['maxBytes']),
-                         merged['publishOffsets'])
-
-
-class HistoryRules:
-    """The ``channelHistory`` option compiled: ``policy(channel)`` is the policy of the first
-    matching pattern (dict order, ``fnmatch.fnmatchcase``: ``*`` also crosses ``/``) or None.
-    ``max_history_bytes`` is ``maxHistoryBytes``.  A bad option raises InvalidOptionsError."""
+    option_name = 'channelHistory'
+    defaults = POLICY_DEFAULTS
 
     def __init__(self, option=None, max_history_bytes=None):
-        if option is None:
-            option = {}
-        if not isinstance(option, dict):
-            raise InvalidOptionsError('The channelHistory option must be a dict of channel patterns, '
-                                      'not %r' % (option,))
         if max_history_bytes is None:
             max_history_bytes = DEFAULT_MAX_HISTORY_BYTES
         if isinstance(max_history_bytes, bool) or not isinstance(max_history_bytes, int) or \
@@ -87,12 +52,22 @@ class HistoryRules:
             raise InvalidOptionsError('The maxHistoryBytes option must be a positive whole number '
                                       'of bytes, not %r' % (max_history_bytes,))
         self.max_history_bytes = max_history_bytes
-        self._rules = []
-        for pattern, spec in option.items():
-            if not isinstance(pattern, str) or not pattern:
-                raise InvalidOptionsError('The channelHistory option: a pattern must be a non-empty '
-                                          'string, not %r' % (pattern,))
-            self._rules.append((re.compile(fnmatch.translate(pattern)).match, _policy(pattern, spec)))
+        ChannelRules.__init__(self, option)
+
+    def make_policy(self, pattern, settings):
+        """The :class:`HistoryPolicy` of one pattern's settings."""
+        for key, (low, high) in POLICY_BOUNDS.items():
+            value = settings[key]
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
+                raise self.invalid(pattern, '%r.%s must be a number from %s to %s, not %r'
+                                   % (pattern, key, low, high, value))
+            if key != 'ttl' and value != int(value):
+                raise self.invalid(pattern, '%r.%s must be a whole number, not %r' % (pattern, key, value))
+        if not isinstance(settings['publishOffsets'], bool):
+            raise self.invalid(pattern, '%r.publishOffsets must be true or false, not %r'
+                               % (pattern, settings['publishOffsets']))
+        return HistoryPolicy(int(settings['size']), settings['ttl'], int(settings['maxBytes']),
+                             settings['publishOffsets'])
 
     @classmethod
     def from_options(cls, options):
@@ -100,17 +75,6 @@ class HistoryRules:
         options = options or {}
         return cls(_option(options, 'channelHistory', 'channel_history'),
                    _option(options, 'maxHistoryBytes', 'max_history_bytes'))
-
-    def __bool__(self):
-        return bool(self._rules)
-
-    def policy(self, channel):
-        """The :class:`HistoryPolicy` of ``channel``, or None (no history; gsc's own ``#gsc/``
-        channels never have one)."""
-        for match, policy in self._rules:
-            if match(channel):
-                return None if channel.startswith(RESERVED_PREFIX) else policy
-        return None
 
 
 def _option(options, camel, snake):

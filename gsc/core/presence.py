@@ -10,10 +10,9 @@ built by :func:`presence_event`.  The wire contract is in docs/presence.md.
 """
 
 import collections
-import fnmatch
-import re
 
-from ..errors import BrokerError, InvalidOptionsError
+from ..errors import BrokerError
+from .patterns import ChannelRules
 from .reserved import RESERVED_PREFIX
 
 PresencePolicy = collections.namedtuple('PresencePolicy', 'max_members join_leave user_field')
@@ -57,49 +56,28 @@ def member_user(auth_token, user_field):
     return None
 
 
-def _policy(pattern, spec):
-    """The :class:`PresencePolicy` of one ``channelPresence`` entry (InvalidOptionsError)."""
-    if spec is None or spec is True:
-        spec = {}
-    if not isinstance(spec, dict):
-        raise InvalidOptionsError('The channelPresence option: %r must map to a dict like %r, not %r'
-                                  % (pattern, POLICY_DEFAULTS, spec))
-    unknown = sorted(set(spec) - set(POLICY_DEFAULTS))
-    if unknown:
-        raise InvalidOptionsError('The channelPresence option: %r has unknown keys %s (known: %s)'
-                                  % (pattern, ', '.join(unknown), ', '.join(POLICY_DEFAULTS)))
-    merged = dict(POLICY_DEFAULTS, **spec)
-    max_members = merged['maxMembers']
-    if isinstance(max_members, bool) or not isinstance(max_members, int) or \
-            not 1 <= max_members <= MAX_MEMBERS:
-        raise InvalidOptionsError('The channelPresence option: %r.maxMembers must be a whole number '
-                                  'from 1 to %d, not %r' % (pattern, MAX_MEMBERS, max_members))
-    if not isinstance(merged['joinLeave'], bool):
-        raise InvalidOptionsError('The channelPresence option: %r.joinLeave must be true or false, '
-                                  'not %r' % (pattern, merged['joinLeave']))
-    if merged['userField'] is not None and not isinstance(merged['userField'], str):
-        raise InvalidOptionsError('The channelPresence option: %r.userField must be a string or '
-                                  'None, not %r' % (pattern, merged['userField']))
-    return PresencePolicy(max_members, merged['joinLeave'], merged['userField'])
+class PresenceRules(ChannelRules):
+    """The ``channelPresence`` option compiled (:class:`gsc.core.patterns.ChannelRules`):
+    ``policy(channel)`` is a :class:`PresencePolicy` or None.  A bad option raises
+    InvalidOptionsError."""
 
+    option_name = 'channelPresence'
+    defaults = POLICY_DEFAULTS
 
-class PresenceRules:
-    """The ``channelPresence`` option compiled: ``policy(channel)`` is the policy of the first
-    matching pattern (dict order, ``fnmatch.fnmatchcase``: ``*`` also crosses ``/``) or None;
-    reserved ``#gsc/`` channels never have one.  A bad option raises InvalidOptionsError."""
-
-    def __init__(self, option=None):
-        if option is None:
-            option = {}
-        if not isinstance(option, dict):
-            raise InvalidOptionsError('The channelPresence option must be a dict of channel '
-                                      'patterns, not %r' % (option,))
-        self._rules = []
-        for pattern, spec in option.items():
-            if not isinstance(pattern, str) or not pattern:
-                raise InvalidOptionsError('The channelPresence option: a pattern must be a '
-                                          'non-empty string, not %r' % (pattern,))
-            self._rules.append((re.compile(fnmatch.translate(pattern)).match, _policy(pattern, spec)))
+    def make_policy(self, pattern, settings):
+        """The :class:`PresencePolicy` of one pattern's settings."""
+        max_members = settings['maxMembers']
+        if isinstance(max_members, bool) or not isinstance(max_members, int) or \
+                not 1 <= max_members <= MAX_MEMBERS:
+            raise self.invalid(pattern, '%r.maxMembers must be a whole number from 1 to %d, not %r'
+                               % (pattern, MAX_MEMBERS, max_members))
+        if not isinstance(settings['joinLeave'], bool):
+            raise self.invalid(pattern, '%r.joinLeave must be true or false, not %r'
+                               % (pattern, settings['joinLeave']))
+        if settings['userField'] is not None and not isinstance(settings['userField'], str):
+            raise self.invalid(pattern, '%r.userField must be a string or None, not %r'
+                               % (pattern, settings['userField']))
+        return PresencePolicy(max_members, settings['joinLeave'], settings['userField'])
 
     @classmethod
     def from_options(cls, options):
@@ -107,18 +85,6 @@ class PresenceRules:
         options = options or {}
         value = options.get('channelPresence')
         return cls(options.get('channel_presence') if value is None else value)
-
-    def __bool__(self):
-        return bool(self._rules)
-
-    def policy(self, channel):
-        """The :class:`PresencePolicy` of ``channel``, or None (no presence)."""
-        if not isinstance(channel, str) or channel.startswith(RESERVED_PREFIX):
-            return None
-        for match, policy in self._rules:
-            if match(channel):
-                return policy
-        return None
 
 
 class PresenceTable:
