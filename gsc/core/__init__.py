@@ -8,6 +8,7 @@
 - :mod:`~gsc.core.hasher`: sc-hasher, which broker owns a channel or a key.
 - :mod:`~gsc.core.datamap`: the key/value store a broker holds (FlexiMap + ExpiryManager).
 - :mod:`~gsc.core.kv`: the key/value commands of the brokers on a data map.
+- :mod:`~gsc.core.patterns`: options that apply per channel pattern (the first match wins).
 - :mod:`~gsc.core.history`: channel history rules, the bounded history store and recovery.
 - :mod:`~gsc.core.presence`: channel presence rules and the bounded table of members.
 """
