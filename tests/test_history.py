@@ -11,6 +11,7 @@ from gsc.engines.simple import SimpleEngine
 from gsc.errors import BrokerError, InvalidOptionsError
 from gsc.core.history import HistoryRules
 from gsc.server import listen
+from gsc.server.socket import MAX_RECOVERIES_IN_FLIGHT
 
 HISTORY = {'room/*': {'size': 5, 'ttl': 60}, 'wrapped/*': {'publishOffsets': True}}
 
@@ -274,3 +275,35 @@ def test_publish_out_middleware_sees_replayed_and_live_publications(make_server,
     server.exchange.publish('room/a', 'c')
     live = recv_json(client)['data']
     assert (live['data'], live['offset'], live['epoch']) == ('C', 4, epoch)
+
+
+def test_history_reads_in_flight_are_bounded_per_socket(make_server, raw):
+    """A client subscribing and unsubscribing in a loop with `history` cannot keep more than
+    MAX_RECOVERIES_IN_FLIGHT history reads waiting: the next subscribe is refused, and it may
+    recover again once the reads are answered."""
+    options = {'channelHistory': HISTORY}
+    engine = SlowHistoryEngine('late', history_rules=HistoryRules.from_options(options))
+    server = make_server(options, engine=engine)
+    client = raw(server)
+    handshake(client)
+    rounds = MAX_RECOVERIES_IN_FLIGHT + 2
+    for i in range(rounds):
+        subscribe(client, 'room/a', {'history': 5}, cid=10 + 2 * i)
+        client.send(json.dumps({'event': '#unsubscribe', 'data': 'room/a', 'cid': 11 + 2 * i}))
+    answers = {}
+    with gevent.Timeout(5):
+        while len(answers) < 2 * rounds:
+            message = recv_json(client)
+            if 'rid' in message:
+                answers[message['rid']] = message
+    refused = [cid for cid in range(10, 10 + 2 * rounds, 2) if 'error' in answers[cid]]
+    assert refused == [10 + 2 * i for i in range(MAX_RECOVERIES_IN_FLIGHT, rounds)]
+    assert 'history reads' in answers[refused[0]]['error']['message']
+    gevent.sleep(0.1)  # the slow reads are answered (to nobody)
+    subscribe(client, 'room/a', {'history': 5}, cid=99)
+    with gevent.Timeout(5):
+        while True:
+            message = recv_json(client)
+            if message.get('rid') == 99:
+                break
+    assert 'error' not in message

@@ -53,6 +53,10 @@ MESSAGE_TOO_BIG = 1009
 UNEXPECTED_CONDITION = 1011
 # What the frames that wait for the handshake may add up to when maxPayload is off.
 DEFAULT_WAITING_BYTES = 1024 * 1024
+MAX_RECOVERIES_IN_FLIGHT = 4
+"""History reads one socket may have waiting at once: a client that subscribes and unsubscribes
+in a loop with ``history``/``recover`` cannot make its broker read and send more than this many
+histories (each up to ``maxBytes``) that nobody waits for."""
 
 
 def js_string(value):
@@ -114,6 +118,7 @@ class ServerSocket(EventEmitter):
         self.active = True
         self.channel_subscriptions = {}
         self._history_gates = None  # channel -> RecoveryGate, for channels subscribed with recovery
+        self._recoveries = 0  # history reads in flight
         self._calls = CallTable()
         self._handshake_started = False
         self._token_expiry = None
@@ -585,6 +590,9 @@ class ServerSocket(EventEmitter):
                 recovery = recovery_request(request.get('data'), server.exchange.history_policy(channel))
             except InvalidArgumentsError as exc:
                 reason = 'Socket %s sent an invalid recovery request: %s' % (self.id, exc)
+            if recovery is not None and self._recoveries >= MAX_RECOVERIES_IN_FLIGHT:
+                reason = ('Socket %s already waits for %d history reads (try again when one is '
+                          'answered)' % (self.id, self._recoveries))
         if reason is not None:
             self._fail_subscribe(channel, reason, respond)
             return
@@ -627,8 +635,10 @@ class ServerSocket(EventEmitter):
         """Read the history after ``since`` (or the last ``limit``), write it, then the live
         publications held meanwhile that come after it, then ``#recovery``."""
         gate = self._history_gates[channel]
+        self._recoveries += 1
 
         def done(err, result):
+            self._recoveries -= 1
             gates = self._history_gates
             if gates is None or gates.get(channel) is not gate or self.state == CLOSED:
                 return  # unsubscribed (or subscribed again) meanwhile
