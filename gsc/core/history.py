@@ -31,6 +31,12 @@ ENTRY_OVERHEAD = 64
 """Bytes counted against ``maxHistoryBytes`` for each publication on top of its JSON."""
 
 
+def no_history(channel):
+    """The BrokerError of a history read on a channel no ``channelHistory`` pattern matches."""
+    return BrokerError('Channel %s has no history (no channelHistory pattern matches it)'
+                       % channel[:200])
+
+
 def new_epoch():
     """A short random epoch (8 hex characters)."""
     return secrets.token_hex(4)
@@ -148,9 +154,8 @@ class HistoryStore:
         ``since`` (with ``epoch``), or the last ``limit``; BrokerError without a policy."""
         policy = self.rules.policy(channel)
         if policy is None:
-            raise BrokerError('Channel %s has no history (no channelHistory pattern matches it)'
-                              % channel[:200])
-        since, epoch, limit = _read_arguments(since, epoch, limit)
+            raise no_history(channel)
+        since, epoch, limit = read_arguments(since, epoch, limit)
         limit = policy.size if limit is None else min(limit, policy.size)
         log = self._log(channel, policy, self.clock())
         entries = log.entries
@@ -226,7 +231,7 @@ class HistoryStore:
             self._pop_oldest(log)
 
 
-def _read_arguments(since, epoch, limit):
+def read_arguments(since, epoch, limit):
     """``since`` (None or an int >= 0), ``epoch`` (a string, or None without since) and ``limit``
     (None or an int >= 0) checked: InvalidArgumentsError."""
     if since is not None and (isinstance(since, bool) or not isinstance(since, int) or since < 0):

@@ -27,6 +27,11 @@ MAX_USER_CHARS = 256
 EVENTS_PREFIX = RESERVED_PREFIX + 'presence/'
 
 
+def no_presence(channel):
+    """The BrokerError of a presence request on a channel no ``channelPresence`` pattern matches."""
+    return BrokerError('Channel %.100s has no presence (see the channelPresence option)' % channel)
+
+
 def events_channel(channel):
     """The internal channel carrying the join/leave events of ``channel``."""
     return EVENTS_PREFIX + channel
@@ -105,8 +110,7 @@ class PresenceTable:
         when the channel has no presence or is full."""
         policy = self.rules.policy(channel)
         if policy is None:
-            raise BrokerError('Failed to join the presence of channel %.100s - it has no presence '
-                              '(see the channelPresence option)' % channel)
+            raise no_presence(channel)
         members = self._channels.get(channel)
         known = members is not None and socket_id in members
         if not known and members is not None and len(members) >= policy.max_members:

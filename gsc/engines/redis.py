@@ -40,9 +40,9 @@ from gevent import socket as gsocket
 
 from ..core import codec
 from ..errors import BrokerError, InvalidArgumentsError
-from ..core.history import _read_arguments, new_epoch
+from ..core.history import read_arguments, new_epoch, no_history
 from ..cluster.ipc import MAX_FRAME
-from ..core.presence import events_channel
+from ..core.presence import events_channel, no_presence
 from . import redis_lua
 
 log = logging.getLogger(__name__)
@@ -229,11 +229,10 @@ class RedisEngine:
         or its last ``limit`` ones when ``since`` is None (see :func:`history_result`)."""
         policy = self.history_rules.policy(channel) if self.history_rules else None
         if policy is None:
-            callback(BrokerError('Channel %s has no history (no channelHistory pattern matches it)'
-                                 % channel[:200]), None)
+            callback(no_history(channel), None)
             return
         try:
-            since, epoch, limit = _read_arguments(since, epoch, limit)
+            since, epoch, limit = read_arguments(since, epoch, limit)
         except InvalidArgumentsError as exc:
             callback(exc, None)
             return
@@ -457,11 +456,6 @@ class RedisEngine:
                 # (loop callbacks, each carrying all the messages queued since) and the other
                 # greenlets run
                 gevent.sleep(0)
-
-
-def no_presence(channel):
-    """The error of a presence call on a channel without presence."""
-    return BrokerError('Channel %.100s has no presence (see the channelPresence option)' % channel)
 
 
 def _ms(seconds):

@@ -32,7 +32,7 @@ from ..core.emitter import EventEmitter
 from ..errors import BrokerError, InvalidArgumentsError
 from ..core.history import HistoryRules
 from ..core.middleware import MIDDLEWARE_PUBLISH_OUT, Request
-from ..core.presence import EVENTS_PREFIX, PresenceRules, events_channel, member_user
+from ..core.presence import EVENTS_PREFIX, PresenceRules, events_channel, member_user, no_presence
 from ..core.protocol import UNDEFINED
 from .transport import prepare_frame, yield_to_loop
 
@@ -230,7 +230,8 @@ class Exchange(EventEmitter):
 
     def unsubscribe_socket(self, socket, channel, callback=None):
         """Remove ``socket`` from ``channel``; no message reaches it after this call."""
-        self._leave_presence(socket, channel)
+        if self._joined or self._presence_listeners:
+            self._leave_presence(socket, channel)
         sockets = self._sockets.get(channel)
         if sockets is not None:
             sockets.pop(socket.id, None)
@@ -613,7 +614,7 @@ class Exchange(EventEmitter):
         """The members of the presence channel ``channel``: ``{socket_id: {'user', 'worker'}}``
         (``callback(err, members)``, or block and return); BrokerError without a policy."""
         if self.presence_rules.policy(channel) is None:
-            return self._call(lambda done: done(_no_presence(channel)), callback)
+            return self._call(lambda done: done(no_presence(channel)), callback)
         return self._call(lambda done: self.engine.presence(channel, done), callback)
 
     def answer_presence(self, channel, respond):
@@ -621,7 +622,7 @@ class Exchange(EventEmitter):
         most the channel's ``maxMembers`` of them."""
         policy = self.presence_rules.policy(channel)
         if policy is None:
-            respond(_no_presence(channel))
+            respond(no_presence(channel))
             return
 
         def answered(err, members):
@@ -710,12 +711,6 @@ class Exchange(EventEmitter):
             return
         for socket in list(listeners.values()):
             socket.send_publish_frame(frame)
-
-
-def _no_presence(channel):
-    """The error of a presence request on a channel that has no presence policy."""
-    return BrokerError('Failed to get the presence of the %.100s channel - it has no presence '
-                       '(see the channelPresence option)' % (channel,))
 
 
 def _none(value):

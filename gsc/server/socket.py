@@ -553,9 +553,16 @@ class ServerSocket(EventEmitter):
         if expired is not None and request.get('waitForAuth'):
             respond(expired)
             return
+        self._run_subscribe_middleware(channel, request, expired, respond,
+                                       lambda: self._subscribe(channel, request, respond))
+
+    def _run_subscribe_middleware(self, channel, request, expired, respond, then):
+        """Run the subscribe middleware as if the socket subscribed to ``channel`` with
+        ``request``, then ``then()`` with ``request['data']`` as the middleware left it; a
+        refusal is answered with ``respond``."""
         server = self.server
         if not server.middleware.has(MIDDLEWARE_SUBSCRIBE):
-            self._subscribe(channel, request, respond)
+            then()
             return
         req = Request(socket=self, channel=_data(channel), waitForAuth=request.get('waitForAuth'),
                       data=request.get('data'))
@@ -568,7 +575,7 @@ class ServerSocket(EventEmitter):
                 return
             if req.data is not None or 'data' in request:
                 request['data'] = req.data
-            self._subscribe(channel, request, respond)
+            then()
         server.middleware.run(MIDDLEWARE_SUBSCRIBE, req, done)
 
     def _subscribe(self, channel, request, respond):
@@ -780,15 +787,8 @@ class ServerSocket(EventEmitter):
         if self.state != OPEN:
             respond(InvalidActionError('Cannot get the presence of a channel before the handshake'))
             return
-        exchange = self.server.exchange
-        if not self.server.middleware.has(MIDDLEWARE_SUBSCRIBE):
-            exchange.answer_presence(channel, respond)
-            return
-        req = Request(socket=self, channel=channel, data=data.get('data'))
-        if expired is not None:
-            req.authTokenExpiredError = expired
-        self.server.middleware.run(MIDDLEWARE_SUBSCRIBE, req, lambda err, _extra: respond(err) if err
-                                   else exchange.answer_presence(channel, respond))
+        self._run_subscribe_middleware(channel, data, expired, respond,
+                                       lambda: self.server.exchange.answer_presence(channel, respond))
 
     _dispatch = {Event: _on_event, Response: _on_response, Pong: _on_pong, Ping: _on_ping,
                  Raw: _on_raw}
