@@ -14,8 +14,10 @@ this process, N raw WebSocket clients on plain non-blocking sockets and one epol
 * the worker's RSS while held (per connection), then every connection closed; once the worker's
   open files are back to the start and its memory release ran (:mod:`gsc.cluster.memory`, checked
   every second here; ``--no-release`` turns it off to compare), ``gc.collect()`` in the worker,
-  RSS again (and once more after ``malloc_trim(0)``, to tell the allocator's retained pages
-  from live memory).
+  RSS again, and ``--later`` seconds after (the warnings digest's 10 s window over: its timer
+  and what died since no longer pin memory); once more after ``malloc_trim(0)`` at the end, to
+  tell the allocator's retained pages from live memory.  The worker starts as a worker does
+  (``freeze_startup_objects()``, with ``prewarm_lazy_caches()``; ``--no-prewarm`` without).
 
 Prints a Markdown table (goal: RSS after closing within 10% of the start). Every phase has a
 timeout; the worker is stopped by its process group, also on an error. 127.0.0.0/8 only.
@@ -40,6 +42,7 @@ ROOT = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
 sys.path.insert(0, ROOT)
 
+import arena_census  # noqa: E402
 from cluster import free_port  # noqa: E402
 from fanout_stall import LineReader, Procs, parse_frames  # noqa: E402
 from hostile_wire import OP_TEXT, client_frame, emit_frame, upgrade_request  # noqa: E402
@@ -82,52 +85,37 @@ def raise_nofile_to(count):
 def serve(args):
     """One gsc worker with short pings, sized for ``args.n`` connections; SIGUSR1 runs
     ``gc.collect()`` and prints a JSON line of live figures (sockets, Python memory blocks,
-    objects tracked by gc), SIGUSR2 runs ``malloc_trim(0)``."""
+    objects tracked by gc; the first also writes the ``--types-file`` of ``--trace``), SIGUSR2
+    runs ``malloc_trim(0)``."""
     import gevent
-    from gsc.cluster.memory import MemoryReleaser, malloc_trim
+    from gsc.cluster import memory
+    from gsc.cluster.memory import MemoryReleaser, freeze_startup_objects, malloc_trim
     from gsc.server import listen
 
     raise_nofile_to(args.n + SPARE_FILES)
     sc = listen(args.port, {'pingInterval': args.ping_interval, 'pingTimeout': PING_TIMEOUT_MS,
                             'maxConnections': args.n + SPARE_FILES // 2}, host=HOST)
     sc.on('error', lambda err: logging.error('server error: %r', err))
+    if args.no_prewarm:
+        memory.prewarm_lazy_caches = lambda: None
+    freeze_startup_objects()  # as a worker does once ready
     releaser = MemoryReleaser(sc, {'memoryReleaseDrop': None if args.no_release else 1000,
                                    'memoryReleaseInterval': RELEASE_INTERVAL_MS}).start()
 
     def collect():
         gc.collect()
-        if args.trace:
-            trace_peak_survivors()
+        if args.types_file and not os.path.exists(args.types_file):
+            with open(args.types_file, 'w') as f:
+                json.dump(arena_census.type_names(), f)
         print(json.dumps({'clients': len(sc.clients) + len(sc.pending_clients),
                           'blocks': sys.getallocatedblocks(), 'objects': len(gc.get_objects()),
                           'releases': releaser.releases, 'release_s': (releaser.last_release or [0])[0]}),
               flush=True)
 
     gevent.signal_handler(signal.SIGUSR1, collect)
-    if args.trace:
-        gevent.signal_handler(signal.SIGUSR2, lambda: (malloc_trim(), sys._debugmallocstats()))
-    else:
-        gevent.signal_handler(signal.SIGUSR2, malloc_trim)
+    gevent.signal_handler(signal.SIGUSR2, malloc_trim)
     gevent.signal_handler(signal.SIGTERM, sys.exit, 0)
     gevent.wait()
-
-
-def trace_peak_survivors(frames=6, top=25):
-    """Diagnosis (``--trace``): tracemalloc starts at the first call (the baseline); each
-    later call logs the blocks still alive that were allocated since, by traceback: what the
-    peak left behind (pinning pymalloc arenas).  tracemalloc's own memory inflates RSS."""
-    import tracemalloc
-    if not tracemalloc.is_tracing():
-        tracemalloc.start(frames)
-        return
-    stats = tracemalloc.take_snapshot().filter_traces(
-        [tracemalloc.Filter(False, tracemalloc.__file__)]).statistics('traceback')
-    log = logging.getLogger('many_idle.trace')
-    log.warning('%d blocks alive allocated since the baseline, in %d places',
-                sum(stat.count for stat in stats), len(stats))
-    for stat in stats[:top]:
-        log.warning('%d blocks, %d B:\n  %s', stat.count, stat.size,
-                    '\n  '.join(stat.traceback.format()))
 
 
 # -- the clients ------------------------------------------------------------------------------
@@ -349,7 +337,7 @@ def check_limit(n):
                          % (n, n + SPARE_FILES, limit, limit - SPARE_FILES))
 
 
-def measure_round(server, lines, port, args, releases):
+def measure_round(server, lines, port, args, releases, census=None):
     """Open, hold and close N connections once; a dict of figures."""
     files_start = open_files(server.pid)
     crowd = Crowd(port, args)
@@ -368,29 +356,45 @@ def measure_round(server, lines, port, args, releases):
     if not args.no_release:
         figures['release_s'] = wait_release(server, lines, releases, RELEASE_TIMEOUT)
     figures['closed'] = collect(server, lines)
+    time.sleep(args.later)
+    figures['closed_later'] = collect(server, lines)
+    if census is not None:
+        figures['census'] = census()
     return figures
 
 
 def measure(args, log_path):
     """Run the scenario; a dict of figures."""
     check_limit(args.n)
+    if args.trace and not arena_census.supported():
+        raise SystemExit('--trace reads CPython 3.10-3.12 pools on 64-bit Linux only')
     procs = Procs()
     port = free_port()
+    types_file = os.path.join(HERE, 'results', 'many_idle.types.json')
+    if os.path.exists(types_file):
+        os.unlink(types_file)
     try:
         with open(log_path, 'w') as log:
             server = procs.start([sys.executable, os.path.abspath(__file__), '--role', 'server',
                                   '--port', str(port), '--n', str(args.n),
                                   '--ping-interval', str(args.ping_interval)]
                                  + (['--no-release'] if args.no_release else [])
-                                 + (['--trace'] if args.trace else []),
+                                 + (['--no-prewarm'] if args.no_prewarm else [])
+                                 + (['--types-file', types_file] if args.trace else []),
                                  stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=log,
                                  cwd=ROOT)
         lines = LineReader(server)
         wait_accepting(server, port)
         time.sleep(1.0)
         figures = {'n': args.n, 'start': collect(server, lines), 'rounds': []}
+        census = None
+        if args.trace:
+            baseline = arena_census.anonymous_ranges(server.pid)
+            with open(types_file) as f:
+                names = {int(key): name for key, name in json.load(f).items()}
+            census = lambda: arena_census.report(server.pid, baseline, names)  # noqa: E731
         for number in range(args.rounds):
-            figures['rounds'].append(measure_round(server, lines, port, args, releases=number))
+            figures['rounds'].append(measure_round(server, lines, port, args, number, census))
         os.kill(server.pid, signal.SIGUSR2)
         time.sleep(1.0)
         figures['rss_trimmed'] = rss(server.pid)
@@ -430,6 +434,8 @@ def round_rows(f, start, args):
          else 'ran, in %.0f ms' % (1000.0 * f['release_s'])),
         ('worker RSS after closing + gc.collect()', '%s MiB (%s of the start, goal <= +10%%)'
          % (mib(closed['rss']), versus(closed['rss'], start['rss']))),
+        ('worker RSS %.0f s later' % (args.later + SETTLE), '%s MiB (%s of the start)'
+         % (mib(f['closed_later']['rss']), versus(f['closed_later']['rss'], start['rss']))),
         ('worker live Python blocks / gc objects / sockets after closing', '%d / %d / %d (start %d / %d / %d)'
          % (closed['blocks'], closed['objects'], closed['clients'],
             start['blocks'], start['objects'], start['clients'])),
@@ -447,6 +453,10 @@ def print_report(f, args):
             print('| round %d: %s | %s |' % (number, name, value))
     print('| after malloc_trim(0) | %s MiB (%s of the start) |'
           % (mib(f['rss_trimmed']), versus(f['rss_trimmed'], start['rss'])))
+    for number, figures in enumerate(f['rounds'], 1):
+        if 'census' in figures:
+            print('\nRound %d, %.0f s after closing: ' % (number, args.later + SETTLE)
+                  + '\n'.join(figures['census']))
 
 
 def main():
@@ -460,9 +470,14 @@ def main():
                         help='open-hold-close rounds on the same worker (a leak grows each round)')
     parser.add_argument('--no-release', action='store_true',
                         help="without gsc.cluster.memory's release after many connections closed")
+    parser.add_argument('--later', type=float, default=15.0,
+                        help='seconds between the RSS after closing and the RSS "later"')
+    parser.add_argument('--no-prewarm', action='store_true',
+                        help="without gsc.cluster.memory.prewarm_lazy_caches() at the worker's start")
+    parser.add_argument('--types-file', help=argparse.SUPPRESS)
     parser.add_argument('--trace', action='store_true',
-                        help="log the worker's blocks alive after closing that were allocated since the "
-                             'start (tracemalloc, in the stderr log; RSS figures then inflated)')
+                        help='after each round, the live blocks that keep the memory mapped since the '
+                             'start (bench/arena_census.py: read from outside, RSS unchanged)')
     parser.add_argument('--concurrency', type=int, default=200, help='connections opening at once')
     parser.add_argument('--per-address', type=int, default=20000, help='connections per source address')
     parser.add_argument('--open-timeout', type=float, default=None,

@@ -99,11 +99,16 @@ def loadgen_timeout(args):
             + float(opts.get('--drain', 5)) + 120 + 30)
 
 
+SERVER_ENV = {}
+"""Environment variables set for the Python servers only (``--server-env``), not the loadgen."""
+
+
 def start_server(stack, server, port, log_path):
     """Start ``server`` listening on ``port``: (the pid whose tree the loadgen measures, extra
     loadgen args). Every process tree is in its own session, in ``stack``."""
     if server in ('gsc', 'bare'):
-        tree = stack.add(cluster.Tree([sys.executable, SERVERS, server, '--port', str(port)], log_path))
+        tree = stack.add(cluster.Tree([sys.executable, SERVERS, server, '--port', str(port)], log_path,
+                                      env=dict(os.environ, **SERVER_ENV)))
         wait_accepting(tree.proc, port)
         return tree.pid, []
     if server == 'sc':  # SocketCluster 14.4.2: master + 1 worker + 1 broker
@@ -416,7 +421,15 @@ def main():
                         help='also run.py trees: 2 workers + 1 broker (rpc, fanout, startup, respawn) '
                              'and two 1-worker instances through a private redis-server (fanout)')
     parser.add_argument('--repeat', type=int, default=1, help='runs per scenario and server; medians are reported')
+    parser.add_argument('--server-env', action='append', default=[], metavar='NAME=VALUE',
+                        help='set for the standalone gsc and bare servers only, e.g. PYTHONMALLOC=malloc '
+                             '(repeatable)')
     args = parser.parse_args()
+    for setting in args.server_env:
+        name, sep, value = setting.partition('=')
+        if not sep or not name:
+            parser.error('--server-env takes NAME=VALUE, not %r' % setting)
+        SERVER_ENV[name] = value
     if args.only is None:
         only = [s for s in SCENARIOS if args.cluster or s not in TIMED]
     else:
@@ -444,9 +457,10 @@ def main():
 
     started = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds')
     loadavg = os.getloadavg()
-    print('gsc bench: %s%s, %s, repeat %d, load average %s' % (
+    print('gsc bench: %s%s, %s, repeat %d, load average %s%s' % (
         'quick' if args.quick else 'full', ' +cluster' if args.cluster else '', ','.join(only), args.repeat,
-        ' '.join('%.2f' % x for x in loadavg)), flush=True)
+        ' '.join('%.2f' % x for x in loadavg),
+        ', server env %s' % ' '.join(args.server_env) if args.server_env else ''), flush=True)
     rows = []
     for scenario in only:
         servers, metric, unit, full, quick = SCENARIOS[scenario]

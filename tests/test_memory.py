@@ -1,17 +1,22 @@
 """Memory given back after many connections closed (gsc.cluster.memory, issue 10 item 3)."""
 
-import sys
+import _abc
+import abc
+import collections.abc
 import logging
+import subprocess
+import sys
 
 import gevent
 import pytest
 
 from gsc.cluster import memory
 from gsc import options as master_options
-from gsc.errors import InvalidOptionsError
+from gsc.errors import InvalidOptionsError, SocketProtocolError
 from gsc.cluster.memory import MemoryReleaser, ReleasePolicy
 
 from conftest import handshake, wait_until
+from master_harness import ROOT
 
 CONNECTIONS = 500
 
@@ -86,3 +91,79 @@ def test_release_memory_drops_the_names_the_type_cache_held():
     assert sys.getrefcount(name) > held
     memory.release_memory()
     assert sys.getrefcount(name) == held
+
+
+def test_prewarm_leaves_logging_no_abc_cache_to_fill_later():
+    """logging checks ``isinstance(args[0], Mapping)``: once an ABC registration made the
+    negative caches stale, the first warning logged rebuilds them (weak references allocated
+    in the middle of a storm, where they pin memory), unless the worker pre-warmed them."""
+    class Unrelated(abc.ABC):
+        pass
+
+    def negative_cache():
+        dump = _abc._get_dump(collections.abc.Mapping)
+        return {id(ref) for ref in dump[2]}, dump[3]
+
+    probe = logging.getLogger('gsc.tests.prewarm')
+    probe.propagate = False
+    warning = SocketProtocolError('Socket hung up')
+    Unrelated.register(type('Other', (), {}))
+    assert negative_cache()[1] != abc.get_cache_token()
+    probe.warning('%s', warning)
+    assert negative_cache()[1] == abc.get_cache_token()  # rebuilt by the log call
+
+    Unrelated.register(type('Another', (), {}))
+    memory.prewarm_lazy_caches()
+    before = negative_cache()
+    assert before[1] == abc.get_cache_token()
+    probe.warning('%s', warning)
+    assert negative_cache() == before
+
+
+PARK_BLOCKS = '''
+import gc, sys
+import gevent
+from gevent import socket
+from gsc.cluster import memory
+
+def reader(sock):
+    try:
+        sock.recv(1)
+    except Exception:
+        pass
+
+def wait(end):
+    near, far = socket.socketpair()
+    greenlet = gevent.spawn(reader, near)
+    gevent.sleep(0)
+    if end == 'throw':
+        greenlet.kill(ValueError, block=True, timeout=5)
+    else:
+        far.sendall(b'x')
+        greenlet.join(timeout=5)
+    near.close()
+    far.close()
+
+wait('data')
+if sys.argv[1] == 'prewarm':
+    memory.prewarm_lazy_caches()
+gc.collect()
+blocks = sys.getallocatedblocks()
+wait('throw')
+gc.collect()
+print(sys.getallocatedblocks() - blocks)
+'''
+
+
+def test_prewarm_makes_the_first_park_of_a_reader_allocate_nothing_lasting():
+    """The first exception thrown into a greenlet waiting in ``recv`` (how an idle reader is
+    parked) makes Cython cache its traceback's code objects for good: ~30 blocks that, at a
+    storm's peak, pin 1 MiB arenas.  A fresh interpreter each, so that no earlier test warmed
+    them."""
+    def blocks_kept(mode):
+        out = subprocess.run([sys.executable, '-c', PARK_BLOCKS, mode], cwd=ROOT, timeout=60,
+                             capture_output=True, text=True, check=True)
+        return int(out.stdout.split()[-1])
+
+    assert blocks_kept('cold') >= 10
+    assert blocks_kept('prewarm') <= 3

@@ -16,6 +16,7 @@ also at least ``RELEASE_FRACTION`` of that peak; None turns it off) and
 ``memoryReleaseInterval`` (ms between two checks, so also the least time between two releases).
 """
 
+import collections.abc
 import ctypes
 import gc
 import logging
@@ -25,6 +26,7 @@ import sys
 import time
 
 import gevent
+from gevent import socket as gsocket
 
 from ..errors import InvalidOptionsError
 from ..server.server_options import check_number
@@ -117,10 +119,56 @@ def release_memory():
     return time.monotonic() - started, before, resident_bytes()
 
 
+class _Prewarm(Exception):
+    """Thrown into a greenlet of :func:`prewarm_lazy_caches` that waits in ``recv``."""
+
+
+def prewarm_lazy_caches():
+    """Make now the one-time caches that a storm of connections would otherwise fill at its
+    peak: a block allocated then lands in the arenas of the peak, and a few such blocks keep
+    those arenas (1 MiB each) after every connection closed.  Two kinds were found
+    (docs/idle-memory.md): the ABC caches behind logging's ``isinstance(args[0], Mapping)``,
+    which get a weak reference per exception class logged as a single argument, and the
+    code objects Cython caches for a traceback through gevent's wait, made the first time an
+    exception is thrown into a greenlet waiting in ``recv`` (an idle reader parked, or its
+    socket closed under it: the same frames).  Run it once the imports and the controller
+    are done: an ABC registration after it makes the ABC caches stale again."""
+    for cls in _subclasses(BaseException):
+        issubclass(cls, collections.abc.Mapping)
+    near, far = gsocket.socketpair()
+    try:
+        reader = gevent.spawn(_wait_in_recv, near)
+        gevent.sleep(0)
+        reader.kill(_Prewarm, block=True, timeout=1)
+    finally:
+        near.close()
+        far.close()
+
+
+def _wait_in_recv(sock):
+    try:
+        sock.recv(1)
+    except _Prewarm:
+        pass
+
+
+def _subclasses(cls):
+    """Every class derived from ``cls``, once each."""
+    seen, stack = set(), [cls]
+    while stack:
+        for sub in type.__subclasses__(stack.pop()):
+            if sub not in seen:
+                seen.add(sub)
+                stack.append(sub)
+    return seen
+
+
 def freeze_startup_objects():
-    """Move every object alive now into the permanent generation (``gc.freeze()``), after a
-    collection: later full collections no longer traverse the start-up objects (modules,
-    classes, the controller's state), which shortens their pauses."""
+    """Fill the lazy caches (:func:`prewarm_lazy_caches`), then move every object alive now
+    into the permanent generation (``gc.freeze()``), after a collection: later full
+    collections no longer traverse the start-up objects (modules, classes, the controller's
+    state), which shortens their pauses."""
+    prewarm_lazy_caches()
     gc.collect()
     gc.freeze()
     log.debug('gc.freeze(): %d start-up objects frozen', gc.get_freeze_count())
