@@ -103,6 +103,17 @@ SERVER_ENV = {}
 """Environment variables set for the Python servers only (``--server-env``), not the loadgen."""
 
 
+def parse_settings(parser, option, settings):
+    """``{NAME: VALUE}`` of an option's ``NAME=VALUE`` arguments (a usage error otherwise)."""
+    env = {}
+    for setting in settings:
+        name, sep, value = setting.partition('=')
+        if not sep or not name:
+            parser.error('%s takes NAME=VALUE, not %r' % (option, setting))
+        env[name] = value
+    return env
+
+
 def start_server(stack, server, port, log_path):
     """Start ``server`` listening on ``port``: (the pid whose tree the loadgen measures, extra
     loadgen args). Every process tree is in its own session, in ``stack``."""
@@ -425,11 +436,7 @@ def main():
                         help='set for the standalone gsc and bare servers only, e.g. PYTHONMALLOC=malloc '
                              '(repeatable)')
     args = parser.parse_args()
-    for setting in args.server_env:
-        name, sep, value = setting.partition('=')
-        if not sep or not name:
-            parser.error('--server-env takes NAME=VALUE, not %r' % setting)
-        SERVER_ENV[name] = value
+    SERVER_ENV.update(parse_settings(parser, '--server-env', args.server_env))
     if args.only is None:
         only = [s for s in SCENARIOS if args.cluster or s not in TIMED]
     else:
