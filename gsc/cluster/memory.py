@@ -18,6 +18,7 @@ also at least ``RELEASE_FRACTION`` of that peak; None turns it off) and
 
 import collections.abc
 import ctypes
+from array import array
 import gc
 import logging
 import os
@@ -177,7 +178,8 @@ def freeze_startup_objects():
 class MemoryReleaser:
     """Checks a server's connection count every ``memoryReleaseInterval`` ms and runs
     :func:`release_memory` when its :class:`ReleasePolicy` says so.  ``releases`` counts the
-    releases run; ``last_release`` is ``(seconds, rss before, rss after)`` of the last."""
+    releases run; ``last_release`` holds ``seconds, rss before, rss after`` of the last (an
+    ``array('d')``: int objects made during a release would keep the arenas it freed)."""
 
     def __init__(self, server, options):
         self.server = server
@@ -204,7 +206,7 @@ class MemoryReleaser:
         server = self.server
         if not self.policy.observe(server.clients_count + server.pending_clients_count):
             return False
-        self.last_release = release_memory()
+        self.last_release = array('d', release_memory())
         self.releases += 1
         seconds, before, after = self.last_release
         log.debug('Memory released after closed connections in %.3f s: RSS %d -> %d bytes',
