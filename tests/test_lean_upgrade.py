@@ -151,6 +151,42 @@ def test_an_upgrade_sent_in_pieces_is_upgraded_by_pywsgi(make_server):
         sock.close()
 
 
+def test_socket_request_is_the_same_whichever_reader_took_the_upgrade(make_server):
+    """The lean reader keeps the head and parses ``socket.request.headers`` when asked; pywsgi's
+    environ gives them at once: the same request either way."""
+    server = make_server()
+    created = counting_handlers(server)
+    requests = []
+    server.on('connection', lambda sc_socket, *_: requests.append(sc_socket.request))
+    for pieces in ((HEAD,), (HEAD[:40], HEAD[40:])):
+        sock = socket.create_connection(('127.0.0.1', server.port), timeout=5)
+        try:
+            for piece in pieces:
+                sock.sendall(piece)
+                gevent.sleep(0.05)
+            head, rest = read_response_head(sock)
+            assert head.startswith(b'HTTP/1.1 101 ')
+            sock.sendall(masked_text_frame('{"event":"#handshake","data":{},"cid":1}'))
+            assert json.loads(read_text_frame(sock, rest))['rid'] == 1
+        finally:
+            sock.close()
+    assert created == [1]  # the second went through pywsgi
+    lean, wsgi = requests
+    assert lean.headers == wsgi.headers
+    assert lean.headers['cookie'] == 'a=1; b=2' and lean.headers['x-twice'] == 'one,two'
+    assert lean.headers['sec-websocket-key'] == KEY
+    assert not any('sneaky' in name for name in lean.headers)
+    for req in (lean, wsgi):
+        assert (req.method, req.url, req.path, req.query) == ('GET', PATH + '?v=1', PATH, 'v=1')
+        assert req.remote_address == '127.0.0.1' and req.remote_family == 'IPv4'
+        assert isinstance(req.remote_port, int) and req.forwarded_for_address is None
+        assert repr(req) == 'UpgradeRequest(GET %s?v=1)' % PATH
+        req.user_note = 'set by the app'  # applications may add attributes
+        assert req.user_note == 'set by the app'
+    lean.headers = {'x': 'replaced'}
+    assert lean.headers == {'x': 'replaced'}
+
+
 def test_a_slow_upgrade_still_gets_408_within_headers_timeout(make_server):
     """The time the lean reader waited counts: the pywsgi handler gets only the rest."""
     server = make_server({'headersTimeout': 400})

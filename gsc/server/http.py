@@ -159,8 +159,9 @@ def parse_upgrade_head(data, path, max_header_size):
     and a valid key, no body.  None for anything else, which pywsgi then serves (or refuses)
     exactly as it would have: this function never decides a refusal.
 
-    Headers are merged as pywsgi does: names holding ``_`` are dropped, repeated ones joined
-    with ``,`` (cookies with ``; ``), values stripped.
+    Headers are merged as pywsgi does (:func:`merge_header_lines`).  The decoded head is kept
+    as ``gsc.head``, from which :class:`~gsc.server.scserver.UpgradeRequest` reads its headers
+    when someone asks for them.
     """
     end = data.find(HEAD_END)
     if end < 0 or end + len(HEAD_END) > max_header_size:
@@ -176,21 +177,37 @@ def parse_upgrade_head(data, path, max_header_size):
     target, _, query = request_line[1].partition('?')
     if target != path:
         return None
-    environ = {'REQUEST_METHOD': 'GET', 'SCRIPT_NAME': '', 'PATH_INFO': target,
-               'QUERY_STRING': query, 'SERVER_PROTOCOL': 'HTTP/1.1'}
-    for line in lines[1:]:
+    header_lines = lines[1:]
+    for line in header_lines:
         if not HEADER_NAME.match(line):
             return None
+    environ = {'REQUEST_METHOD': 'GET', 'SCRIPT_NAME': '', 'PATH_INFO': target,
+               'QUERY_STRING': query, 'SERVER_PROTOCOL': 'HTTP/1.1', 'gsc.head': text}
+    merge_header_lines(header_lines, environ_key, environ)
+    return environ if _plain_upgrade(environ) else None
+
+
+def environ_key(name):
+    """The WSGI environ key of a header name (``Sec-WebSocket-Key`` -> ``HTTP_SEC_WEBSOCKET_KEY``)."""
+    return 'HTTP_' + name.upper().replace('-', '_')
+
+
+def merge_header_lines(lines, key, into):
+    """Add the ``name: value`` ``lines`` to the dict ``into`` as pywsgi merges them, under
+    ``key(name)``: names holding ``_`` dropped, values stripped, a repeated name's values
+    joined with ``,`` (cookies with ``; ``); return ``into``."""
+    cookie = key('Cookie')
+    for line in lines:
         name, _, value = line.partition(':')
         if '_' in name:
             continue
-        key = 'HTTP_' + name.upper().replace('-', '_')
+        name = key(name)
         value = value.strip()
-        if key in environ:
-            environ[key] += ('; ' if key == 'HTTP_COOKIE' else ',') + value
+        if name in into:
+            into[name] += ('; ' if name == cookie else ',') + value
         else:
-            environ[key] = value
-    return environ if _plain_upgrade(environ) else None
+            into[name] = value
+    return into
 
 
 def _plain_upgrade(environ):

@@ -26,7 +26,7 @@ from ..engines import create_engine
 from ..core.history import HistoryRules
 from ..errors import InvalidOptionsError, ServerProtocolError
 from .exchange import Exchange
-from .http import HTTPServer
+from .http import HTTPServer, merge_header_lines
 from ..core.middleware import (MIDDLEWARE_AUTHENTICATE, MIDDLEWARE_HANDSHAKE_SC, MIDDLEWARE_HANDSHAKE_WS,
                          MiddlewareChains, MiddlewareTypes, Request)
 from ..core.presence import PresenceRules
@@ -40,25 +40,59 @@ log = logging.getLogger(__name__)
 
 class UpgradeRequest(Request):
     """The HTTP upgrade request as gsc code sees it (``socket.request``, handshakeWS ``req``):
-    ``url``, ``path``, ``query``, ``headers`` (lower-case names), ``remote_address``, ... ;
-    the WSGI ``environ`` too in the handshakeWS middleware."""
+    ``method``, ``url``, ``path``, ``query``, ``headers`` (lower-case names),
+    ``remote_address``, ``remote_port``, ``remote_family``, ``forwarded_for_address``,
+    ``exchange``; the WSGI ``environ`` too in the handshakeWS middleware.  Other attributes
+    may be set on it.
 
-    def __init__(self, environ, exchange, keep_environ=False):
-        query = environ.get('QUERY_STRING')
-        path = environ.get('PATH_INFO', '/')
+    One per connection, kept as long as it lives: its fields are slots, and an upgrade read by
+    gsc's lean reader keeps its head as one string, parsed into ``headers`` on first use
+    (docs/idle-memory.md)."""
+
+    __slots__ = ('method', 'path', 'query', 'remote_address', 'remote_port',
+                 'forwarded_for_address', 'exchange', '_head', '_headers')
+
+    def __init__(self, environ, exchange, keep_environ=False):  # no Request.__init__: slots
+        self.method = environ.get('REQUEST_METHOD')
+        self.path = environ.get('PATH_INFO', '/')
+        self.query = environ.get('QUERY_STRING') or ''
+        self.remote_address = environ.get('REMOTE_ADDR')
+        self.remote_port = _int(environ.get('REMOTE_PORT'))
         forwarded = environ.get('HTTP_X_FORWARDED_FOR')
-        address = environ.get('REMOTE_ADDR')
-        super().__init__(
-            method=environ.get('REQUEST_METHOD'),
-            url=path + ('?' + query if query else ''), path=path, query=query or '',
-            headers={key[5:].replace('_', '-').lower(): value
-                     for key, value in environ.items() if key.startswith('HTTP_')},
-            remote_address=address, remote_port=_int(environ.get('REMOTE_PORT')),
-            remote_family='IPv6' if address and ':' in address else 'IPv4',
-            forwarded_for_address=forwarded.split(',')[0] if forwarded else None,
-            exchange=exchange)
+        self.forwarded_for_address = forwarded.split(',')[0] if forwarded else None
+        self.exchange = exchange
+        self._head = environ.get('gsc.head')
+        self._headers = None if self._head is not None else {
+            key[5:].replace('_', '-').lower(): value
+            for key, value in environ.items() if key.startswith('HTTP_')}
         if keep_environ:
             self.environ = environ
+
+    @property
+    def headers(self):
+        """The request's headers by lower-case name (merged as pywsgi merges them)."""
+        if self._headers is None:
+            self._headers = merge_header_lines(self._head.split('\r\n')[1:], str.lower, {})
+            self._head = None
+        return self._headers
+
+    @headers.setter
+    def headers(self, headers):
+        self._headers, self._head = headers, None
+
+    @property
+    def url(self):
+        """The path and the query, as in the request line."""
+        return self.path + ('?' + self.query if self.query else '')
+
+    @property
+    def remote_family(self):
+        """``'IPv6'`` or ``'IPv4'``, by the remote address."""
+        address = self.remote_address
+        return 'IPv6' if address and ':' in address else 'IPv4'
+
+    def __repr__(self):
+        return 'UpgradeRequest(%s %s)' % (self.method, self.url)
 
 
 def _int(value):
