@@ -181,8 +181,9 @@ def test_socket_request_is_the_same_whichever_reader_took_the_upgrade(make_serve
         assert req.remote_address == '127.0.0.1' and req.remote_family == 'IPv4'
         assert isinstance(req.remote_port, int) and req.forwarded_for_address is None
         assert repr(req) == 'UpgradeRequest(GET %s?v=1)' % PATH
-        req.user_note = 'set by the app'  # applications may add attributes
-        assert req.user_note == 'set by the app'
+        req.user_note = 'set by the app'  # applications may add attributes, and set the fields
+        req.url = PATH
+        assert req.user_note == 'set by the app' and req.url == PATH
     lean.headers = {'x': 'replaced'}
     assert lean.headers == {'x': 'replaced'}
 

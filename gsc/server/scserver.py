@@ -42,22 +42,24 @@ class UpgradeRequest(Request):
     """The HTTP upgrade request as gsc code sees it (``socket.request``, handshakeWS ``req``):
     ``method``, ``url``, ``path``, ``query``, ``headers`` (lower-case names),
     ``remote_address``, ``remote_port``, ``remote_family``, ``forwarded_for_address``,
-    ``exchange``; the WSGI ``environ`` too in the handshakeWS middleware.  Other attributes
-    may be set on it.
+    ``exchange``; the WSGI ``environ`` too in the handshakeWS middleware.  Any of them may be
+    set, other attributes added.
 
     One per connection, kept as long as it lives: its fields are slots, and an upgrade read by
     gsc's lean reader keeps its head as one string, parsed into ``headers`` on first use
     (docs/idle-memory.md)."""
 
-    __slots__ = ('method', 'path', 'query', 'remote_address', 'remote_port',
-                 'forwarded_for_address', 'exchange', '_head', '_headers')
+    __slots__ = ('method', 'url', 'path', 'query', 'remote_address', 'remote_port',
+                 'remote_family', 'forwarded_for_address', 'exchange', '_head', '_headers')
 
     def __init__(self, environ, exchange, keep_environ=False):  # no Request.__init__: slots
         self.method = environ.get('REQUEST_METHOD')
-        self.path = environ.get('PATH_INFO', '/')
-        self.query = environ.get('QUERY_STRING') or ''
-        self.remote_address = environ.get('REMOTE_ADDR')
+        self.path = path = environ.get('PATH_INFO', '/')
+        self.query = query = environ.get('QUERY_STRING') or ''
+        self.url = path + '?' + query if query else path
+        self.remote_address = address = environ.get('REMOTE_ADDR')
         self.remote_port = _int(environ.get('REMOTE_PORT'))
+        self.remote_family = 'IPv6' if address and ':' in address else 'IPv4'
         forwarded = environ.get('HTTP_X_FORWARDED_FOR')
         self.forwarded_for_address = forwarded.split(',')[0] if forwarded else None
         self.exchange = exchange
@@ -79,17 +81,6 @@ class UpgradeRequest(Request):
     @headers.setter
     def headers(self, headers):
         self._headers, self._head = headers, None
-
-    @property
-    def url(self):
-        """The path and the query, as in the request line."""
-        return self.path + ('?' + self.query if self.query else '')
-
-    @property
-    def remote_family(self):
-        """``'IPv6'`` or ``'IPv4'``, by the remote address."""
-        address = self.remote_address
-        return 'IPv6' if address and ':' in address else 'IPv4'
 
     def __repr__(self):
         return 'UpgradeRequest(%s %s)' % (self.method, self.url)
