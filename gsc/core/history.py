@@ -125,14 +125,10 @@ class HistoryStore:
     def __len__(self):
         return len(self._logs)
 
-    def policy(self, channel):
-        """The policy of ``channel`` (None: no history)."""
-        return self.rules.policy(channel)
-
-    def append(self, channel, data, policy=None):
+    def append(self, channel, data):
         """Keep ``data`` as the next publication of ``channel``; its ``(offset, epoch)``, or None
         when the channel has no history.  ``data`` must be JSON-encodable (ValueError)."""
-        policy = policy or self.rules.policy(channel)
+        policy = self.rules.policy(channel)
         if policy is None:
             return None
         size = len(codec.encode(data).encode('utf-8'))
@@ -152,11 +148,7 @@ class HistoryStore:
     def read(self, channel, since=None, epoch=None, limit=None):
         """``{'epoch', 'offset', 'publications': [{'offset', 'data'}], 'recovered'}``: after
         ``since`` (with ``epoch``), or the last ``limit``; BrokerError without a policy."""
-        policy = self.rules.policy(channel)
-        if policy is None:
-            raise no_history(channel)
-        since, epoch, limit = read_arguments(since, epoch, limit)
-        limit = policy.size if limit is None else min(limit, policy.size)
+        policy, since, epoch, limit = read_request(self.rules, channel, since, epoch, limit)
         log = self._log(channel, policy, self.clock())
         entries = log.entries
         if since is None:
@@ -231,9 +223,14 @@ class HistoryStore:
             self._pop_oldest(log)
 
 
-def read_arguments(since, epoch, limit):
-    """``since`` (None or an int >= 0), ``epoch`` (a string, or None without since) and ``limit``
-    (None or an int >= 0) checked: InvalidArgumentsError."""
+def read_request(rules, channel, since, epoch, limit):
+    """A history read of ``channel`` checked: ``(policy, since, epoch, limit)`` with ``limit``
+    at most the policy's size (its size when None).  The channel must have a policy of
+    ``rules`` (else :func:`no_history`), ``since`` be None or an int >= 0, ``epoch`` a string
+    (or None without since) and ``limit`` None or an int >= 0 (else InvalidArgumentsError)."""
+    policy = rules.policy(channel)
+    if policy is None:
+        raise no_history(channel)
     if since is not None and (isinstance(since, bool) or not isinstance(since, int) or since < 0):
         raise InvalidArgumentsError('History since must be a whole number >= 0, not %r' % (since,))
     if since is not None and not isinstance(epoch, str):
@@ -241,7 +238,7 @@ def read_arguments(since, epoch, limit):
                                     'not %r' % (epoch,))
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 0):
         raise InvalidArgumentsError('History limit must be a whole number >= 0, not %r' % (limit,))
-    return since, epoch, limit
+    return policy, since, epoch, policy.size if limit is None else min(limit, policy.size)
 
 
 MAX_EPOCH_LENGTH = 64

@@ -288,9 +288,8 @@ class BrokerEngine:
     """The default engine of a cluster: one :class:`BrokerLink` per broker socket path."""
 
     def __init__(self, socket_paths, secret_key, ack_timeout=10000, on_warning=None,
-                 batch_duration=None, max_queue_bytes=None, history_rules=None, presence_rules=None):
+                 batch_duration=None, max_queue_bytes=None, history_rules=None):
         self.history_rules = history_rules
-        self.presence_rules = presence_rules
         self.on_warning = on_warning or (lambda err: log.warning('%s', err))
         self.budget = QueueBudget(_queue_limit(max_queue_bytes))
         self.links = [BrokerLink(i, path, secret_key, self._deliver, self._warn, ack_timeout,

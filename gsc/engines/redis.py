@@ -40,9 +40,9 @@ from gevent import socket as gsocket
 
 from ..core import codec
 from ..errors import BrokerError, InvalidArgumentsError
-from ..core.history import read_arguments, new_epoch, no_history
+from ..core.history import HistoryRules, new_epoch, read_request
 from ..cluster.ipc import MAX_FRAME
-from ..core.presence import events_channel, no_presence
+from ..core.presence import PresenceRules, events_channel, no_presence
 from . import redis_lua
 
 log = logging.getLogger(__name__)
@@ -140,8 +140,8 @@ class RedisEngine:
         self._on_message = None
         self._closed = False
         self._last_error = None
-        self.history_rules = history_rules
-        self.presence_rules = presence_rules
+        self.history_rules = history_rules or HistoryRules()
+        self.presence_rules = presence_rules or PresenceRules()
         self._members = {}  # channel -> {socket id: member JSON} of this engine's sockets
         self._refresher = None
         register = self._client.register_script
@@ -183,9 +183,8 @@ class RedisEngine:
         if callback is not None:
             callback(err)
 
-    def _data_key(self, kind, channel):
-        """The Redis key of ``channel``'s history or presence structure ``kind``."""
-        return (self.key_prefix + kind + channel).encode('utf-8', 'surrogatepass')
+    def _history_keys(self, channel):
+        return [self._key('history:meta:' + channel), self._key('history:stream:' + channel)]
 
     def _failure(self, what, exc):
         """The BrokerError of a Redis call for ``what`` that raised ``exc``."""
@@ -199,8 +198,7 @@ class RedisEngine:
     def publish(self, channel, data, callback=None):
         """Publish ``data`` on every instance; ``callback(err)`` after Redis took it.  On a
         history channel Redis keeps it and gives it its offset."""
-        what = 'Failed to publish to channel %s' % channel
-        policy = self.history_rules.policy(channel) if self.history_rules else None
+        policy = self.history_rules.policy(channel)
         err = None
         try:
             payload = codec.encode(data).encode('utf-8')
@@ -211,14 +209,13 @@ class RedisEngine:
                 self._client.publish(self._key(channel), payload)
             else:
                 self._history_publish(
-                    keys=[self._data_key('history:meta:', channel),
-                          self._data_key('history:stream:', channel)],
+                    keys=self._history_keys(channel),
                     args=[payload, new_epoch(), policy.size, _ms(policy.ttl), policy.max_bytes,
                           self._key(channel)])
         except ValueError as exc:
-            err = BrokerError('%s - %s' % (what, exc))
+            err = BrokerError('Failed to publish to channel %s - %s' % (channel, exc))
         except (redis.RedisError, OSError) as exc:
-            err = self._failure(what, exc)
+            err = self._failure('Failed to publish to channel %s' % channel, exc)
         if callback is not None:
             callback(err)
         elif err is not None:
@@ -227,20 +224,14 @@ class RedisEngine:
     def history(self, channel, since, epoch, limit, callback):
         """``callback(err, result)``: ``channel``'s publications after ``since`` (in ``epoch``),
         or its last ``limit`` ones when ``since`` is None (see :func:`history_result`)."""
-        policy = self.history_rules.policy(channel) if self.history_rules else None
-        if policy is None:
-            callback(no_history(channel), None)
-            return
         try:
-            since, epoch, limit = read_arguments(since, epoch, limit)
-        except InvalidArgumentsError as exc:
+            policy, since, epoch, limit = read_request(self.history_rules, channel, since, epoch, limit)
+        except (BrokerError, InvalidArgumentsError) as exc:
             callback(exc, None)
             return
-        limit = policy.size if limit is None else min(limit, policy.size)
         try:
             current_epoch, latest, entries = self._history_read(
-                keys=[self._data_key('history:meta:', channel),
-                      self._data_key('history:stream:', channel)],
+                keys=self._history_keys(channel),
                 args=[new_epoch(), policy.size, _ms(policy.ttl), policy.max_bytes,
                       '' if since is None else min(since, MAX_OFFSET), max(limit, 1)])
             result = history_result(since, epoch, limit, current_epoch.decode('ascii'),
@@ -253,7 +244,7 @@ class RedisEngine:
     def presence_join(self, channel, socket_id, info, callback):
         """Add ``socket_id`` (``info``: ``{'user', 'worker'}``) to ``channel``'s members;
         ``callback(err)``, a BrokerError when the channel has ``maxMembers`` already."""
-        policy = self.presence_rules.policy(channel) if self.presence_rules else None
+        policy = self.presence_rules.policy(channel)
         if policy is None:
             callback(no_presence(channel))
             return
@@ -301,7 +292,7 @@ class RedisEngine:
     def presence(self, channel, callback):
         """``callback(err, {socket id: {'user', 'worker'}})``: ``channel``'s members on every
         instance."""
-        policy = self.presence_rules.policy(channel) if self.presence_rules else None
+        policy = self.presence_rules.policy(channel)
         if policy is None:
             callback(no_presence(channel), None)
             return
@@ -318,8 +309,7 @@ class RedisEngine:
         callback(None, result)
 
     def _presence_keys(self, channel):
-        return [self._data_key('presence:expiry:', channel),
-                self._data_key('presence:members:', channel)]
+        return [self._key('presence:expiry:' + channel), self._key('presence:members:' + channel)]
 
     def _events_channel(self, channel, policy):
         """Where ``channel``'s joins and leaves are published (b'' when it publishes none)."""

@@ -32,7 +32,7 @@ from ..core.emitter import EventEmitter
 from ..errors import BrokerError, InvalidArgumentsError
 from ..core.history import HistoryRules
 from ..core.middleware import MIDDLEWARE_PUBLISH_OUT, Request
-from ..core.presence import EVENTS_PREFIX, PresenceRules, events_channel, member_user, no_presence
+from ..core.presence import PresenceRules, events_channel, member_user, no_presence, owner_channel
 from ..core.protocol import UNDEFINED
 from .transport import prepare_frame, yield_to_loop
 
@@ -266,24 +266,23 @@ class Exchange(EventEmitter):
                     self._queue_fanout(channel, payload, through_middleware)
         self._call_watchers(channel, data)
 
-    def _publish_frame(self, channel, data):
-        """The ``#publish`` frame of ``data``, encoded now (server code may change ``data``
-        after publishing it), or None when it cannot be encoded (a warning)."""
+    def _prepare(self, packet):
+        """The frame of ``packet``, encoded now (server code may change its data later), or
+        None when it cannot be encoded (a warning)."""
         try:
-            return prepare_frame(self.server.codec.encode(
-                {'event': '#publish', 'data': {'channel': channel, 'data': data}}))
+            return prepare_frame(self.server.codec.encode(packet))
         except ValueError as exc:
             self.server.emit_warning(exc)
             return None
 
+    def _publish_frame(self, channel, data):
+        """The ``#publish`` frame of ``data`` (None when it cannot be encoded: a warning)."""
+        return self._prepare({'event': '#publish', 'data': {'channel': channel, 'data': data}})
+
     def _history_frame(self, channel, data, offset, epoch):
         """The :data:`HistoryFrame` of a publication (None when it cannot be encoded: a warning)."""
-        try:
-            packet = self.history_packet(channel, data, offset, epoch)
-            return HistoryFrame(*prepare_frame(self.server.codec.encode(packet)), channel, offset, epoch)
-        except ValueError as exc:
-            self.server.emit_warning(exc)
-            return None
+        frame = self._prepare(self.history_packet(channel, data, offset, epoch))
+        return None if frame is None else HistoryFrame(*frame, channel, offset, epoch)
 
     def history_packet(self, channel, data, offset, epoch):
         """The ``#publish`` packet of a publication of a channel with history."""
@@ -702,12 +701,10 @@ class Exchange(EventEmitter):
         kind = data.get('event') if isinstance(data, dict) else None
         if kind not in ('join', 'leave'):
             return
-        event = {'channel': name[len(EVENTS_PREFIX):], 'socketId': data.get('socketId'),
+        event = {'channel': owner_channel(name), 'socketId': data.get('socketId'),
                  'user': data.get('user')}
-        try:
-            frame = prepare_frame(self.server.codec.encode({'event': '#' + kind, 'data': event}))
-        except ValueError as exc:
-            self.server.emit_warning(exc)
+        frame = self._prepare({'event': '#' + kind, 'data': event})
+        if frame is None:
             return
         for socket in list(listeners.values()):
             socket.send_publish_frame(frame)

@@ -140,7 +140,8 @@ class SCServer(EventEmitter, MiddlewareTypes):
         self.ack_timeouts = self.slow_consumer_closes = 0
         self._idle_readers = IdleReaders()
         self._id_counter = 0
-        presence_rules = PresenceRules.from_options(opts)
+        # the rules the worker already compiled for its engine (Redis), else from the options
+        presence_rules = getattr(engine, 'presence_rules', None) or PresenceRules.from_options(opts)
         self.exchange = Exchange(self, engine or create_engine(
             opts['brokerEngine'], opts['brokerEngineOptions'], self.emit_warning,
             history_rules=HistoryRules.from_options(opts),
