@@ -86,6 +86,18 @@ def test_read_last_n_and_since():
     assert up_to_date['recovered'] and up_to_date['publications'] == []
 
 
+def test_last_n_with_fewer_kept_than_asked_gives_them_all():
+    """A limit above what is kept, not above size: every kept publication (not the last
+    2 * kept - limit of them)."""
+    store, _ = store_of({'room/*': {'size': 50}})
+    for i in range(1, 31):
+        store.append('room/a', i)
+    assert offsets(store.read('room/a', limit=50)) == list(range(1, 31))
+    assert offsets(store.read('room/a', limit=40)) == list(range(1, 31))
+    assert offsets(store.read('room/a', limit=30)) == list(range(1, 31))
+    assert offsets(store.read('room/a', limit=29)) == list(range(2, 31))
+
+
 def test_a_gap_or_another_epoch_is_not_recovered():
     store, _ = store_of({'room/*': {'size': 3}})
     for i in range(1, 8):

@@ -152,7 +152,7 @@ class HistoryStore:
         log = self._log(channel, policy, self.clock())
         entries = log.entries
         if since is None:
-            picked = list(entries)[len(entries) - limit:] if limit else []
+            picked = list(entries)[max(0, len(entries) - limit):] if limit else []
             recovered = True
         else:
             recovered = epoch == log.epoch and log.first_kept() - 1 <= since <= log.offset
