@@ -37,7 +37,8 @@ from .errors import (BadConnectionError, InvalidActionError, InvalidArgumentsErr
                      InvalidMessageError, SCError, TimeoutError, close_error, error_message,
                      error_name, hydrate)
 from .core.protocol import (AUTHENTICATED, CLOSED, CONNECTING, OPEN, UNAUTHENTICATED, UNDEFINED,
-                       CallTable, Event, Ping, Responder, Response, event_packet, parse_frame)
+                       CallTable, Event, Ping, Responder, Response, defined, event_packet,
+                       parse_frame)
 from .server.transport import READ_SIZE, WebSocketTransport
 
 __all__ = ['create', 'SCClientSocket', 'ClientChannel', 'PENDING', 'SUBSCRIBED', 'UNSUBSCRIBED']
@@ -258,8 +259,8 @@ class ClientChannel(EventEmitter):
         """True when subscribed (or pending, with ``include_pending``)."""
         return self.client.is_subscribed(self.name, include_pending)
 
-    def publish(self, data, callback=None):
-        """Publish ``data`` to this channel; ``callback(err, ack_data)``."""
+    def publish(self, data=UNDEFINED, callback=None):
+        """Publish ``data`` to this channel (without data when left out); ``callback(err, ack_data)``."""
         self.client.publish(self.name, data, callback)
 
     def watch(self, fn):
@@ -657,9 +658,10 @@ class SCClientSocket:
             raise err if isinstance(err, BaseException) else SCError(str(err), data=err)
         return value
 
-    def publish(self, channel, data, callback=None):
-        """Publish ``data`` to ``channel`` through the server; ``callback(err, ack_data)``."""
-        self.emit('#publish', {'channel': self._decorate(channel), 'data': data}, callback)
+    def publish(self, channel, data=UNDEFINED, callback=None):
+        """Publish ``data`` to ``channel`` through the server (a publication without data when
+        left out, as JavaScript's ``undefined``); ``callback(err, ack_data)``."""
+        self.emit('#publish', defined(channel=self._decorate(channel), data=data), callback)
 
     # -- inbound -------------------------------------------------------------------
 

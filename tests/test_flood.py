@@ -26,7 +26,8 @@ with connect("ws://127.0.0.1:%s/socketcluster/" % sys.argv[1]) as ws:
 
 
 def test_a_flooding_client_is_closed_with_1013_and_others_are_served(make_server, raw):
-    server = make_server({'pingInterval': 60000})
+    # a flooder shows signs of life: the server keeps its closing connection up to pingTimeout
+    server = make_server({'pingInterval': 60000, 'pingTimeout': 3000})
     server.on('connection', lambda socket, status: socket.on('echo', lambda d, respond: respond(None, d)))
     warnings = []
     server.on('warning', warnings.append)

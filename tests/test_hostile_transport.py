@@ -258,18 +258,64 @@ def test_a_client_that_stops_reading_gets_its_1013_close_frame(make_server, wire
     client = wire(server, rcvbuf=64 * 1024)
     client.handshake()
     wait_until(lambda: sockets)
-    pushed = 0
-    deadline = time.monotonic() + 8
-    while not codes and pushed < 2000 and time.monotonic() < deadline:
-        sockets[0].send(PUSH)
-        pushed += 1
-        gevent.sleep(0.002)
+    pushed = push_until_closed(server, sockets, codes)
     assert codes == [1013]
     gevent.sleep(3)  # slower than the closing handshake's timeout (2 s)
     messages, close_code = client.rest()
     assert close_code == 1013
     assert 0 < len(messages) < pushed
     assert all(payload == PUSH.encode() for payload in messages)
+
+
+def push_until_closed(server, sockets, codes, limit=2000):
+    """Send PUSH to the first socket until the server closes it; how many were sent."""
+    pushed = 0
+    deadline = time.monotonic() + 8
+    while not codes and pushed < limit and time.monotonic() < deadline:
+        sockets[0].send(PUSH)
+        pushed += 1
+        gevent.sleep(0.002)
+    return pushed
+
+
+def test_a_slow_consumer_that_pauses_20_s_and_keeps_ponging_gets_its_1013(make_server, wire):
+    """A client stops reading for 20 s (the default pingTimeout) while it keeps sending pongs:
+    the server drops its backlog at maxOutboundBytes and keeps the connection, holding no
+    data, until the client reads again and gets the 1013 close frame (not a reset)."""
+    server = make_server({'maxOutboundBytes': 2 * 1024 * 1024})
+    sockets = []
+    server.on('connection', lambda socket, status: sockets.append(socket))
+    codes = closes_of(server)
+    client = wire(server, rcvbuf=64 * 1024)
+    client.handshake()
+    wait_until(lambda: sockets)
+    paused = time.monotonic()
+    pushed = push_until_closed(server, sockets, codes)
+    assert codes == [1013]
+    while time.monotonic() - paused < 20:
+        client.send(text('#2'))
+        gevent.sleep(min(1, 20 - (time.monotonic() - paused)))
+    messages, close_code = client.rest()
+    assert close_code == 1013
+    assert 0 < len(messages) < pushed
+
+
+def test_a_slow_consumer_that_goes_silent_is_dropped_at_the_pong_timeout(make_server, wire):
+    """A client that neither reads nor sends anything after its backlog overflowed is
+    dropped once pingTimeout has passed since its last input, as a silent client is."""
+    server = make_server({'maxOutboundBytes': 2 * 1024 * 1024, 'pingTimeout': 2000,
+                          'pingInterval': 1000})
+    sockets = []
+    server.on('connection', lambda socket, status: sockets.append(socket))
+    codes = closes_of(server)
+    client = wire(server, rcvbuf=64 * 1024)
+    client.handshake()
+    silent = time.monotonic()
+    wait_until(lambda: sockets)
+    push_until_closed(server, sockets, codes)
+    assert codes == [1013]
+    wait_until(lambda: server.ws_connections == 0, timeout=6)
+    assert time.monotonic() - silent < 4.5
 
 
 def test_a_string_with_a_lone_surrogate_is_sent_like_javascript_would(make_server, raw):

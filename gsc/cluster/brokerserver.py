@@ -35,7 +35,7 @@ from ..core.history import HistoryRules, HistoryStore
 from .ipc import Channel, LinkAuthError, auth_timeout, authenticate_peer, peer_name
 from ..core.middleware import MIDDLEWARE_PUBLISH_IN, MIDDLEWARE_SUBSCRIBE, MiddlewareChains, Request
 from ..core.presence import PresenceRules, PresenceTable, events_channel, presence_event
-from ..core.protocol import UNDEFINED
+from ..core.protocol import UNDEFINED, defined
 from ..reporting import WarningDigest
 
 log = logging.getLogger(__name__)
@@ -210,20 +210,21 @@ class BrokerServer:
         if not isinstance(channel, str):
             respond(BrokerError('Failed to publish - the channel name %r is not a string' % (channel,)))
             return
-        command = {'channel': channel, 'value': fields.get('value')}
+        command = defined(channel=channel, value=fields.get('value', UNDEFINED))
 
         def done(err, _extra):
             if err:
                 respond(err)
                 return
             try:
-                self.publish(channel, command['value'])
+                self.publish(channel, command.get('value', UNDEFINED))
             except ResourceLimitError as exc:
                 respond(BrokerError('Failed to publish to channel %s - %s' % (channel[:100], exc)))
                 return
             self.publishes += 1
-            self.broker.emit('publish', channel, command['value'])
-            respond(None, command['value'] if fields.get('getValue') else None)
+            value = command.get('value')
+            self.broker.emit('publish', channel, value)
+            respond(None, value if fields.get('getValue') else None)
         if self.middleware.has(MIDDLEWARE_PUBLISH_IN):
             self.middleware.run(MIDDLEWARE_PUBLISH_IN, Request(socket=conn, channel=channel, command=command), done)
         else:
@@ -297,7 +298,7 @@ class BrokerServer:
         """Deliver ``value`` to every worker subscribed to ``channel`` (no ``publish`` event);
         encoded once; kept in the channel's history (with its offset and epoch) when it has one.
         ``ResourceLimitError`` (nothing sent) when the message is larger than a link carries."""
-        message = {'channel': channel, 'data': value}
+        message = defined(channel=channel, data=value)
         if self.history.rules:
             position = self.history.append(channel, value)
             if position is not None:

@@ -13,6 +13,7 @@ import secrets
 import time
 
 from . import codec
+from .protocol import UNDEFINED, defined
 from ..errors import BrokerError, InvalidArgumentsError, InvalidOptionsError
 from .patterns import ChannelRules
 
@@ -127,11 +128,12 @@ class HistoryStore:
 
     def append(self, channel, data):
         """Keep ``data`` as the next publication of ``channel``; its ``(offset, epoch)``, or None
-        when the channel has no history.  ``data`` must be JSON-encodable (ValueError)."""
+        when the channel has no history.  ``data`` must be JSON-encodable (ValueError) or
+        ``UNDEFINED`` (a publication without data: kept without it)."""
         policy = self.rules.policy(channel)
         if policy is None:
             return None
-        size = len(codec.encode(data).encode('utf-8'))
+        size = 0 if data is UNDEFINED else len(codec.encode(data).encode('utf-8'))
         now = self.clock()
         log = self._log(channel, policy, now)
         log.offset += 1
@@ -158,7 +160,7 @@ class HistoryStore:
             recovered = epoch == log.epoch and log.first_kept() - 1 <= since <= log.offset
             picked = [e for e in entries if e[0] > since][:limit] if recovered else []
         return {'epoch': log.epoch, 'offset': log.offset, 'recovered': recovered,
-                'publications': [{'offset': e[0], 'data': e[1]} for e in picked]}
+                'publications': [defined(offset=e[0], data=e[1]) for e in picked]}
 
     def purge_expired(self):
         """Drop the publications older than their ttl; a log left empty for a ttl is dropped

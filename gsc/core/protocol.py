@@ -33,6 +33,11 @@ class _Undefined:
 
 UNDEFINED = _Undefined()
 
+
+def none_if_undefined(value):
+    """What Python code sees for a value that may be left out: None for ``UNDEFINED``."""
+    return None if value is UNDEFINED else value
+
 Ping = namedtuple('Ping', '')
 Pong = namedtuple('Pong', '')
 Event = namedtuple('Event', 'event data cid')
@@ -109,6 +114,12 @@ def event_packet(event, data=UNDEFINED, cid=None):
     if cid:
         packet['cid'] = cid
     return packet
+
+
+def defined(**fields):
+    """``fields`` without those that are ``UNDEFINED``, in order: a left-out value stays left
+    out of a packet, as JavaScript's ``JSON.stringify`` drops ``undefined``."""
+    return {name: value for name, value in fields.items() if value is not UNDEFINED}
 
 
 def response_packet(rid, error=None, data=UNDEFINED):

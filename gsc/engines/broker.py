@@ -28,6 +28,7 @@ from ..errors import BrokerError, InvalidOptionsError, ResourceLimitError, Timeo
 from ..core.hasher import hash_key
 from ..cluster.ipc import Channel, LinkAuthError, LinkRefusedError, auth_timeout, prove_to_peer
 from ..core.presence import owner_channel
+from ..core.protocol import UNDEFINED, defined
 
 log = logging.getLogger(__name__)
 
@@ -172,7 +173,7 @@ class BrokerLink:
         if message['type'] == 'message':
             data = message.get('data') or {}
             offset = data.get('offset')
-            self.on_message(data.get('channel'), data.get('data'),
+            self.on_message(data.get('channel'), data.get('data', UNDEFINED),
                             None if offset is None else (offset, data.get('epoch')))
 
     def _on_link_close(self, _channel, reason):
@@ -357,7 +358,7 @@ class BrokerEngine:
     def publish(self, channel, data, callback=None):
         """Publish through the broker that owns ``channel``; ``callback(err)``."""
         done = None if callback is None else (lambda err, _value: callback(err))
-        self.link_for(channel).command('publish', {'channel': channel, 'value': data}, done)
+        self.link_for(channel).command('publish', defined(channel=channel, value=data), done)
 
     def history(self, channel, since, epoch, limit, callback):
         """Read ``channel``'s history at the broker that owns it (docs/history.md);

@@ -43,6 +43,7 @@ from ..errors import BrokerError, InvalidArgumentsError
 from ..core.history import HistoryRules, new_epoch, read_request
 from ..cluster.ipc import MAX_FRAME
 from ..core.presence import PresenceRules, events_channel, no_presence
+from ..core.protocol import UNDEFINED, defined
 from . import redis_lua
 
 log = logging.getLogger(__name__)
@@ -201,7 +202,7 @@ class RedisEngine:
         policy = self.history_rules.policy(channel)
         err = None
         try:
-            payload = codec.encode(data).encode('utf-8')
+            payload = encode_data(data)
             if len(payload) > self.max_message_bytes:
                 raise ValueError('the message is %d bytes, more than the %d bytes sent to Redis'
                                  % (len(payload), self.max_message_bytes))
@@ -435,7 +436,7 @@ class RedisEngine:
                 if raw[:1] == b'H':
                     data, position = parse_history_message(raw)
                 else:
-                    data, position = codec.decode_json(raw), None
+                    data, position = decode_data(raw), None
             except ValueError:
                 self.on_warning(BrokerError('Dropped a message on %s that is not JSON' % channel))
                 continue
@@ -452,17 +453,28 @@ def _ms(seconds):
     return int(seconds * 1000)
 
 
+def encode_data(data):
+    """The bytes Redis carries for a publication's data: its JSON, or nothing for a publication
+    without data (``UNDEFINED``: no JSON text is empty)."""
+    return b'' if data is UNDEFINED else codec.encode(data).encode('utf-8')
+
+
+def decode_data(raw):
+    """The data of :func:`encode_data`'s bytes; ValueError when they are not JSON."""
+    return UNDEFINED if not raw else codec.decode_json(raw)
+
+
 def parse_history_message(raw):
     """``(data, (offset, epoch))`` of ``H<offset> <epoch> <JSON>`` from Redis (a publication
     on a history channel: JSON never starts with ``H``); ValueError when it is malformed."""
     offset, epoch, raw = raw.split(b' ', 2)
-    return codec.decode_json(raw), (int(offset[1:]), epoch.decode('ascii'))
+    return decode_data(raw), (int(offset[1:]), epoch.decode('ascii'))
 
 
 def history_result(since, epoch, limit, current_epoch, latest, entries):
     """The answer of a history read (docs: the issue-11 contract) from what Redis returned:
     ``entries`` ascending after ``since``, or the newest first when ``since`` is None."""
-    publications = [{'offset': int(entry_id.split(b'-')[0]), 'data': codec.decode_json(fields[1])}
+    publications = [defined(offset=int(entry_id.split(b'-')[0]), data=decode_data(fields[1]))
                     for entry_id, fields in entries]
     if since is None:
         publications = publications[:limit][::-1]

@@ -33,7 +33,7 @@ from ..errors import BrokerError, InvalidArgumentsError
 from ..core.history import HistoryRules
 from ..core.middleware import MIDDLEWARE_PUBLISH_OUT, Request
 from ..core.presence import PresenceRules, events_channel, member_user, no_presence, owner_channel
-from ..core.protocol import UNDEFINED
+from ..core.protocol import UNDEFINED, defined, none_if_undefined
 from .transport import prepare_frame, yield_to_loop
 
 log = logging.getLogger(__name__)
@@ -118,7 +118,7 @@ class SCChannel(EventEmitter):
         """True when subscribed (or pending, with ``include_pending``)."""
         return self.state == SUBSCRIBED or (include_pending and self.state == PENDING)
 
-    def publish(self, data, callback=None):
+    def publish(self, data=UNDEFINED, callback=None):
         """Publish ``data`` to the channel."""
         self.exchange.publish(self.name, data, callback)
 
@@ -252,11 +252,10 @@ class Exchange(EventEmitter):
         sockets = self._sockets.get(channel)
         if sockets:
             through_middleware = self.server.middleware.has(MIDDLEWARE_PUBLISH_OUT)
-            if position is not None:
-                payload = Positioned(data, *position) if through_middleware else \
-                    self._history_frame(channel, data, *position)
-            elif through_middleware:
-                payload = data
+            if through_middleware:
+                payload = Positioned(data, *(position or (None, None)))
+            elif position is not None:
+                payload = self._history_frame(channel, data, *position)
             else:
                 payload = self._publish_frame(channel, data)
             if payload is not None:
@@ -277,7 +276,7 @@ class Exchange(EventEmitter):
 
     def _publish_frame(self, channel, data):
         """The ``#publish`` frame of ``data`` (None when it cannot be encoded: a warning)."""
-        return self._prepare({'event': '#publish', 'data': {'channel': channel, 'data': data}})
+        return self._prepare({'event': '#publish', 'data': defined(channel=channel, data=data)})
 
     def _history_frame(self, channel, data, offset, epoch):
         """The :data:`HistoryFrame` of a publication (None when it cannot be encoded: a warning)."""
@@ -288,16 +287,16 @@ class Exchange(EventEmitter):
         """The ``#publish`` packet of a publication of a channel with history."""
         policy = self.history_rules.policy(channel)
         if policy is not None and policy.publish_offsets:
-            data = {'data': data, 'offset': offset, 'epoch': epoch}
-        return {'event': '#publish', 'data': {'channel': channel, 'data': data, 'offset': offset,
-                                              'epoch': epoch}}
+            data = defined(data=data, offset=offset, epoch=epoch)
+        return {'event': '#publish', 'data': defined(channel=channel, data=data, offset=offset, epoch=epoch)}
 
     def replay(self, socket, channel, publications, epoch):
-        """Write ``publications`` (``[{'offset', 'data'}]`` of ``epoch``) to ``socket`` as live
-        ones are written: through the publishOut middleware when there is one."""
+        """Write ``publications`` (``[{'offset', 'data'?}]`` of ``epoch``: no ``data`` for a
+        publication without data) to ``socket`` as live ones are written: through the
+        publishOut middleware when there is one."""
         through_middleware = self.server.middleware.has(MIDDLEWARE_PUBLISH_OUT)
         for publication in publications:
-            offset, data = publication['offset'], publication['data']
+            offset, data = publication['offset'], publication.get('data', UNDEFINED)
             if through_middleware:
                 self._deliver_through_middleware(socket, channel, Positioned(data, offset, epoch))
             else:
@@ -310,7 +309,7 @@ class Exchange(EventEmitter):
         if own is not None and own.state == SUBSCRIBED:
             for handler in tuple(own.handlers):
                 try:
-                    handler(data)
+                    handler(none_if_undefined(data))
                 except Exception as exc:
                     log.exception('a watcher of channel %r raised', channel)
                     self.server.emit_warning(exc)
@@ -384,27 +383,28 @@ class Exchange(EventEmitter):
             log.exception('writing a message of channel %r to socket %s failed', channel, socket.id)
             self.server.emit_warning(exc)
 
-    def _deliver_through_middleware(self, socket, channel, data):
-        position = None
-        if type(data) is Positioned:
-            data, position = data.data, data[1:]
-        req = Request(socket=socket, channel=channel, data=data)
+    def _deliver_through_middleware(self, socket, channel, positioned):
+        data = positioned.data
+        req = Request(socket=socket, channel=channel, data=none_if_undefined(data))
 
         def done(err, _extra):
             if err or not socket.channel_subscriptions.get(channel):
                 return
-            if position is None:
-                socket.send_object({'event': '#publish', 'data': {'channel': channel, 'data': req.data}})
+            out = UNDEFINED if data is UNDEFINED and req.data is None else req.data
+            if positioned.offset is None:
+                socket.send_object({'event': '#publish', 'data': defined(channel=channel, data=out)})
                 return
-            frame = self._history_frame(channel, req.data, *position)
+            frame = self._history_frame(channel, out, positioned.offset, positioned.epoch)
             if frame is not None:
                 socket.send_publish_frame(frame)
         self.server.middleware.run(MIDDLEWARE_PUBLISH_OUT, req, done)
 
     # -- the server-code API ------------------------------------------------------------
 
-    def publish(self, channel, data, callback=None):
-        """Publish ``data`` to every subscriber of ``channel`` on every worker; ``callback(err)``."""
+    def publish(self, channel, data=UNDEFINED, callback=None):
+        """Publish ``data`` to every subscriber of ``channel`` on every worker; ``callback(err)``.
+        Without ``data`` the subscribers get a publication without data (JavaScript's
+        ``undefined``), as ``None`` gives them ``null``."""
         if not isinstance(channel, str):
             err = InvalidArgumentsError('The channel name must be a string, not %r' % (channel,))
             if callback is None:
@@ -527,10 +527,10 @@ class Exchange(EventEmitter):
     @staticmethod
     def _call(start, callback):
         if callback is not None:
-            start(lambda err, value=None: callback(err, _none(value)))
+            start(lambda err, value=None: callback(err, none_if_undefined(value)))
             return None
         result = AsyncResult()
-        start(lambda err, value=None: result.set_exception(err) if err else result.set(_none(value)))
+        start(lambda err, value=None: result.set_exception(err) if err else result.set(none_if_undefined(value)))
         return result.get()
 
     def set(self, key, value, get_value=False, callback=None):
@@ -708,7 +708,3 @@ class Exchange(EventEmitter):
             return
         for socket in list(listeners.values()):
             socket.send_publish_frame(frame)
-
-
-def _none(value):
-    return None if value is UNDEFINED else value

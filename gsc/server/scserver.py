@@ -337,7 +337,8 @@ class SCServer(EventEmitter, MiddlewareTypes):
                 sock, None, None, max_payload=self.max_payload,
                 max_outbound=self.options['maxOutboundBytes'], initial=initial,
                 extensions=extensions, idle_readers=self._idle_readers,
-                on_end=self._connection_ended)
+                on_end=self._connection_ended,
+                pong_timeout=None if self.ping_timeout_disabled else self.ping_timeout / 1000.0)
             socket = ServerSocket(self.generate_id(), self, transport, request)
             transport.on_message = socket.handle_frame
             transport.on_close = socket.handle_close

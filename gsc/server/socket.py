@@ -26,7 +26,7 @@ from ..core.middleware import (MIDDLEWARE_AUTHENTICATE, MIDDLEWARE_EMIT, MIDDLEW
                          MIDDLEWARE_PUBLISH_IN, MIDDLEWARE_SUBSCRIBE, Request)
 from ..core.protocol import (AUTHENTICATED, CLOSED, CONNECTING, OPEN, UNAUTHENTICATED, UNDEFINED,
                        BatchTooLarge, CallTable, Event, Ping, Pong, Raw, Responder, Response,
-                       event_packet, parse_frame, transition)
+                       event_packet, defined, none_if_undefined, parse_frame, transition)
 from ..core.reserved import reserved_channel_error
 from .transport import yield_to_loop
 
@@ -78,11 +78,6 @@ def _aborted(event):
     """The error of a call to the client that its connection's end cut short."""
     return BadConnectionError("Event '%s' was aborted due to a bad connection" % event,
                               type='disconnect')
-
-
-def _data(value):
-    """What a handler sees for a packet's data: None for a left-out value."""
-    return None if value is UNDEFINED else value
 
 
 class ServerSocket(EventEmitter):
@@ -341,7 +336,7 @@ class ServerSocket(EventEmitter):
         if entry[2] is not None:
             entry[2].close()
         try:
-            entry[1](hydrate(packet.error), _data(packet.data))
+            entry[1](hydrate(packet.error), none_if_undefined(packet.data))
         except Exception as exc:  # the application's callback: its bug costs the client nothing
             log.exception('the callback of %r raised', entry[0])
             self.server.emit('warning', exc)
@@ -357,13 +352,13 @@ class ServerSocket(EventEmitter):
             if handler is not None:
                 handler(self, packet, expired)
             else:
-                self._dispatch_event(name, _data(packet.data), packet.cid, absent)
+                self._dispatch_event(name, none_if_undefined(packet.data), packet.cid, absent)
             return
         middleware = self.server.middleware
         if not middleware.has(MIDDLEWARE_EMIT):
-            self._dispatch_event(name, _data(packet.data), packet.cid, absent)
+            self._dispatch_event(name, none_if_undefined(packet.data), packet.cid, absent)
             return
-        req = Request(socket=self, event=name, data=_data(packet.data))
+        req = Request(socket=self, event=name, data=none_if_undefined(packet.data))
         if expired is not None:
             req.authTokenExpiredError = expired
 
@@ -564,7 +559,7 @@ class ServerSocket(EventEmitter):
         if not server.middleware.has(MIDDLEWARE_SUBSCRIBE):
             then()
             return
-        req = Request(socket=self, channel=_data(channel), waitForAuth=request.get('waitForAuth'),
+        req = Request(socket=self, channel=none_if_undefined(channel), waitForAuth=request.get('waitForAuth'),
                       data=request.get('data'))
         if expired is not None:
             req.authTokenExpiredError = expired
@@ -722,11 +717,11 @@ class ServerSocket(EventEmitter):
             return
         if self._refuse_reserved('publish', channel, respond):
             return
-        message = data.get('data')
+        message = data.get('data', UNDEFINED)
         if not server.middleware.has(MIDDLEWARE_PUBLISH_IN):
             self._publish(channel, message, UNDEFINED, respond)
             return
-        req = Request(socket=self, channel=_data(channel), data=message)
+        req = Request(socket=self, channel=none_if_undefined(channel), data=none_if_undefined(message))
         if expired is not None:
             req.authTokenExpiredError = expired
 
@@ -734,6 +729,8 @@ class ServerSocket(EventEmitter):
             ack_data = getattr(req, 'ackData', UNDEFINED)
             if err:
                 respond(err, ack_data)
+            elif message is UNDEFINED and req.data is None:
+                self._publish(channel, UNDEFINED, ack_data, respond)
             else:
                 self._publish(channel, req.data, ack_data, respond)
         server.middleware.run(MIDDLEWARE_PUBLISH_IN, req, done)
@@ -752,7 +749,7 @@ class ServerSocket(EventEmitter):
                 respond(err)
                 return
             respond(None, ack_data)
-            self._emit_local('#publish', {'channel': channel, 'data': message})
+            self._emit_local('#publish', defined(channel=channel, data=message))
         server.exchange.publish(channel, message, published)
 
     def _on_disconnect_event(self, packet, _expired):
@@ -917,7 +914,7 @@ class ServerSocket(EventEmitter):
         previous = self.state
         self.state = transition(previous, 'close')
         self._stop_timers()
-        data = _data(data)
+        data = none_if_undefined(data)
         for entry in self._calls.pop_all():
             if entry[2] is not None:
                 entry[2].close()
@@ -1004,14 +1001,15 @@ class ServerSocket(EventEmitter):
 
     # -- pub/sub from server code ------------------------------------------------
 
-    def kick_out(self, channel=None, message=None, callback=None):
-        """Unsubscribe the socket from ``channel`` (every channel when None) with ``#kickOut``."""
+    def kick_out(self, channel=None, message=UNDEFINED, callback=None):
+        """Unsubscribe the socket from ``channel`` (every channel when None) with ``#kickOut``
+        (without a message when none is given, as SocketCluster leaves ``undefined`` out)."""
         channels = list(self.channel_subscriptions) if channel is None else [channel]
         for name in channels:
             if name in self.channel_subscriptions:
                 del self.channel_subscriptions[name]
                 self._forget_gate(name)
-                self.emit('#kickOut', {'message': message, 'channel': name})
+                self.emit('#kickOut', defined(message=message, channel=name))
                 self.server.exchange.unsubscribe_socket(self, name)
         if callback is not None:
             callback(None)

@@ -42,7 +42,8 @@ YIELD_MESSAGES = 64
 YIELD_BYTES = READ_SIZE
 DRAIN_CHUNK = 256 * 1024
 CLOSE_TIMEOUT = 2.0
-# how long a peer that stopped reading gets to read the rest of its data and the 1013 close
+# how long a peer that stopped reading gets to read the rest of its data and the 1013 close,
+# when the connection has no pong timeout to go by
 OVERFLOW_GRACE = 5.0
 DEFAULT_MAX_OUTBOUND = 16 * 1024 * 1024
 TRY_AGAIN_LATER = 1013
@@ -198,11 +199,12 @@ class WebSocketTransport:
                  '_reader', '_fresh', '_parked', '_loop', '_out', '_out_bytes', '_sending',
                  '_flush_scheduled', '_writer', '_accepting', '_close_queued', '_overflowed',
                  '_closed', '_eof_pending', '_close_timer', '_unyielded_messages',
-                 '_unyielded_bytes', '__weakref__')
+                 '_unyielded_bytes', 'pong_timeout', '_last_input', '_overflow_deadline',
+                 '__weakref__')
 
     def __init__(self, sock, on_message, on_close, side=Side.SERVER, max_payload=None,
                  read=None, max_outbound=DEFAULT_MAX_OUTBOUND, initial=b'', extensions=None,
-                 idle_readers=None, on_end=None):
+                 idle_readers=None, on_end=None, pong_timeout=None):
         self.sock = sock
         self.protocol = MessageProtocol(side, state=OPEN, max_size=max_payload,
                                         logger=PROTOCOL_LOGGERS[side])
@@ -213,6 +215,8 @@ class WebSocketTransport:
         self.on_end = on_end
         self.bytes_received = 0
         self.max_outbound = max_outbound
+        # seconds without input after which the peer counts as gone (the server's pingTimeout)
+        self.pong_timeout = pong_timeout
         # masked (client) and compressed frames are made by the protocol; a server's plain
         # frames by frame_header, which is cheaper
         self._framed_by_protocol = side is Side.CLIENT or bool(extensions)
@@ -239,6 +243,8 @@ class WebSocketTransport:
         self._close_timer = None
         self._unyielded_messages = 0
         self._unyielded_bytes = 0
+        self._last_input = self._loop.now()
+        self._overflow_deadline = None
 
     @property
     def open(self):
@@ -324,12 +330,22 @@ class WebSocketTransport:
 
     def _overflow(self):
         """The peer stopped reading: drop the backlog, close with 1013 once the kernel takes
-        it, and tell the owner at once (the peer may never read its close frame)."""
+        it, and tell the owner at once (the peer may never read its close frame).
+
+        The connection, holding no data now, stays open while its peer shows signs of life,
+        so that the 1013 close frame reaches it when it reads again: up to ``pong_timeout``
+        after this decision if input keeps coming, and ``pong_timeout`` after its last input
+        if none comes (when a silent peer would have been dropped anyway)."""
         log.warning('closing a connection whose outbound backlog passed %d bytes', self.max_outbound)
         self._out.clear()
         self._out_bytes = len(self._sending) if self._sending is not None else 0
         self._overflowed = True
-        self.close(TRY_AGAIN_LATER, 'Outbound buffer full', OVERFLOW_GRACE)
+        grace = OVERFLOW_GRACE
+        if self.pong_timeout is not None:
+            now = self._loop.now()
+            self._overflow_deadline = now + self.pong_timeout
+            grace = max(self._last_input + self.pong_timeout - now, 0.001)
+        self.close(TRY_AGAIN_LATER, 'Outbound buffer full', grace)
         on_close, self.on_close = self.on_close, None
         if on_close is not None:
             gevent.spawn(on_close, TRY_AGAIN_LATER, 'Outbound buffer full')
@@ -489,6 +505,7 @@ class WebSocketTransport:
             if not data:
                 protocol.receive_eof()
                 break
+            self._last_input = self._loop.now()
             self.bytes_received += len(data)
             protocol.receive_data(data)
             # the protocol's close frame (after a violation or the peer's close) waits
@@ -506,12 +523,23 @@ class WebSocketTransport:
     def _discard_input(self):
         """Read and drop what a peer that overflowed its backlog still sends, unparsed,
         until its end of stream (or the abort after ``OVERFLOW_GRACE``): unread input
-        would turn our close into a reset that destroys the 1013 close frame."""
+        would turn our close into a reset that destroys the 1013 close frame.  Input is a
+        sign of life: the close waits up to ``pong_timeout`` after the overflow."""
         try:
             while not self._closed and self._read(READ_SIZE):
-                pass
+                if self._overflow_deadline is not None:
+                    self._extend_close_timer(self._overflow_deadline)
+                    self._overflow_deadline = None
         except OSError:
             pass
+
+    def _extend_close_timer(self, deadline):
+        """Move the pending close's abort to ``deadline`` (loop time)."""
+        if self._close_timer is None or self._closed:
+            return
+        self._close_timer.close()
+        self._close_timer = self._loop.timer(max(deadline - self._loop.now(), 0.001))
+        self._close_timer.start(self.abort)
 
     def _deliver(self, messages):
         on_message = self.on_message

@@ -118,6 +118,44 @@ const scenarios = {
     });
   },
 
+  // Publications of every kind of data, from the client and from the server: what the
+  // watcher gets (undefined kept apart from null) and the raw #publish frames.
+  dataSweep() {
+    const client = create();
+    const values = [null, undefined, false, 0, '', {}, [], {a: [1, {b: null}], c: '', d: false}];
+    const channel = client.subscribe('sweep');
+    const expected = values.length * 2;
+    let received = 0;
+    client.on('message', (message) => {
+      if (message.indexOf('"#publish"') !== -1) log('frame', message);
+    });
+    channel.watch((data) => {
+      log('watch', data === undefined ? {undefined: true} : {value: data});
+      received += 1;
+      if (received === expected) finish();
+    });
+    channel.on('subscribe', () => {
+      let index = 0;
+      const next = () => {
+        if (index < values.length) {
+          const value = values[index++];
+          client.publish('sweep', value, (err) => {
+            if (err) log('publishError', err);
+            next();
+          });
+        } else if (index < 2 * values.length) {
+          const value = values[index++ - values.length];
+          const data = value === undefined ? {channel: 'sweep'} : {channel: 'sweep', data: value};
+          client.emit('serverPublish', data, (err) => {
+            if (err) log('serverPublishError', err);
+            next();
+          });
+        }
+      };
+      next();
+    });
+  },
+
   // B-012, B-042: login, then disconnect and connect again with the stored token.
   login() {
     const client = create();
