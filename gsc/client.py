@@ -4,7 +4,7 @@ Packets are classified by :mod:`gsc.core.protocol` and frames carried by
 :class:`gsc.server.transport.WebSocketTransport`; this module adds the client's state machine:
 the ``#handshake``, the emit buffer and ack timers, the ping timer, the auth token kept
 across reconnects, channels that re-subscribe after a reconnect, and the auto-reconnect
-policy (protocol.md §7.5, §10.7, §12.4).
+policy (docs/protocol.md).
 
 On a channel with history the client remembers the position (offset, epoch) of the last
 ``#publish`` it received, and re-subscribes with ``{'recover': position}`` after a reconnect:
@@ -50,7 +50,7 @@ SUBSCRIBED = 'subscribed'
 UNSUBSCRIBED = 'unsubscribed'
 STATES = (CONNECTING, OPEN, CLOSED)
 
-# Event names the client emits itself: emit() refuses to send them (B-089).
+# Event names the client emits itself: emit() refuses to send them (B-089, docs/behaviours-coverage.md).
 LOCAL_EVENTS = frozenset((
     'connect', 'connectAbort', 'connecting', 'close', 'disconnect', 'message', 'error', 'raw',
     'kickOut', 'subscribe', 'unsubscribe', 'subscribeFail', 'subscribeStateChange',
@@ -305,7 +305,7 @@ class SCClientSocket:
         self.ssl_context = ssl_context
         self.ack_timeout = ack_timeout
         self.connect_timeout = connect_timeout
-        self.ping_timeout = ack_timeout  # replaced by the server's pingTimeout (B-128)
+        self.ping_timeout = ack_timeout  # replaced by the server's pingTimeout (B-128, docs/behaviours-coverage.md)
         self.ping_timeout_disabled = bool(ping_timeout_disabled)
         self.channel_prefix = channel_prefix or None
         self.max_payload = max_payload
@@ -535,7 +535,7 @@ class SCClientSocket:
                                   type=failure)
 
     def _try_reconnect(self, initial_delay=None):
-        """Schedule connect(): ``initial_delay`` ms for a first attempt, else back-off (§12.4)."""
+        """Schedule connect(): ``initial_delay`` ms for a first attempt, else back-off (docs/protocol.md)."""
         exponent = self.connect_attempts
         self.connect_attempts += 1
         options = self.auto_reconnect_options
@@ -866,7 +866,7 @@ class SCClientSocket:
 
     def _on_subscribe_answer(self, channel, options, err):
         if _is_error_named(err, 'BadConnectionError'):
-            return  # stays pending: sent again after the reconnect (no subscribeFail, B-120)
+            return  # stays pending, resent on reconnect; no subscribeFail (B-120, docs/behaviours-coverage.md)
         channel.pending_cid = None
         if err:
             self._trigger_subscribe_fail(err, channel)
@@ -968,7 +968,7 @@ class SCClientSocket:
 
     @staticmethod
     def encode_base64(text):
-        """``text`` (UTF-8) as base64 (B-130)."""
+        """``text`` (UTF-8) as base64 (B-130, docs/behaviours-coverage.md)."""
         return base64.b64encode(text.encode('utf-8')).decode('ascii')
 
     @staticmethod

@@ -56,7 +56,7 @@ ERROR_CLASSES = {cls.name: cls for cls in (
     HTTPServerError, ResourceLimitError, TimeoutError, BadConnectionError, BrokerError,
     ProcessExitError, UnknownError)}
 
-# Close codes: the texts of sc-errors (protocol.md §12.4).
+# Close codes: the texts of sc-errors (docs/protocol.md, Closing).
 SOCKET_PROTOCOL_ERROR_STATUSES = {
     1001: 'Socket was disconnected',
     1002: 'A WebSocket protocol error was encountered',

@@ -1,6 +1,7 @@
 """The options of a SocketCluster: defaults, spelling, validation and derived values.
 
-Keys are SocketCluster's camelCase names (master-api.md §3); snake_case spellings of the
+Keys are SocketCluster's camelCase names (its master API page:
+https://socketcluster.io/docs/14.4.2/api-socketcluster); snake_case spellings of the
 known keys are accepted and turned into camelCase; any other key is kept as given and
 reaches every process unchanged.
 """

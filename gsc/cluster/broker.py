@@ -1,4 +1,4 @@
-"""The broker process: lifecycle and IPC with the master (server-api.md §7.1).
+"""The broker process: lifecycle and IPC with the master (SocketCluster's SCBroker).
 
 Start-up: the broker controller's ``run(broker)`` (when one is named), then
 :meth:`SCBroker.listen` on its unix socket ``<socketDir>/b<id>``, then

@@ -85,7 +85,7 @@ class BrokerServer:
 
     @property
     def subscriptions(self):
-        """connection id -> {channel: connection} (server-api.md §7.1)."""
+        """connection id -> {channel: connection}."""
         return {conn.id: {name: conn for name in conn.channels} for conn in self.connections.values()}
 
     @property

@@ -1,4 +1,5 @@
-"""The master process: ``SocketCluster(options).serve_forever()`` (master-api.md).
+"""The master process: ``SocketCluster(options).serve_forever()`` (SocketCluster's master API:
+https://socketcluster.io/docs/14.4.2/api-socketcluster).
 
 The master forks the brokers, then (once every broker listens) the worker cluster,
 which forks the workers.  It does no network I/O: it supervises, relays IPC, reports
@@ -50,7 +51,7 @@ def _version():
 
 
 def normalise_error(value):
-    """An exception for whatever was reported as an error (master-api.md §13)."""
+    """An exception for whatever was reported as an error (the master's ``fail`` event)."""
     if isinstance(value, BaseException):
         return value
     if isinstance(value, dict) and ('message' in value or 'stack' in value):

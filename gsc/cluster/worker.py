@@ -1,12 +1,12 @@
 """The worker process: an HTTP server with an SCServer, run by the worker controller.
 
-Start-up (server-api.md §2.3): the HTTP server and the SCServer are built, the ``wsgiApp``
+Start-up (docs/ARCHITECTURE.md): the HTTP server and the SCServer are built, the ``wsgiApp``
 of the options is imported and served beside the realtime path, the worker controller's
 ``run(worker)`` is called (it may set another app: ``worker.set_wsgi_app``), then the worker
 starts listening on the shared port (its own socket with SO_REUSEPORT, so the kernel
 balances connections between the workers) and tells the worker cluster it is ready.
 A worker respawned after the cluster's first good start listens before all that: the worker
-cluster opens its listening socket before the fork (issue 10; see :meth:`SCWorker.start`).
+cluster opens its listening socket before the fork (see :meth:`SCWorker.start`).
 
 Warnings: the worker's ``warning`` listeners get every one at once.  The master gets the
 worker's own warnings at once, and the SCServer's (which clients cause at will) as a
@@ -184,7 +184,7 @@ class SCWorker(ClusterMember):
                             max_queue_bytes=options.get('maxBrokerQueueBytes'), history_rules=history_rules)
 
     def _wait_for_engine(self):
-        """Block until the engine is up (every broker linked): run() comes after that (§2.3).
+        """Block until the engine is up (every broker linked): run() comes after that.
         An engine with a ``start_timeout`` that is not up by then fails the start."""
         ready = gevent.event.Event()
         self.sc_server.on('ready', ready.set)

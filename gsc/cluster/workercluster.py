@@ -1,6 +1,6 @@
 """The worker cluster process: forks the workers, relays IPC, respawns, terminates.
 
-It sits between the master and the workers (server-api.md §8): worker messages go up
+It sits between the master and the workers (docs/ARCHITECTURE.md): worker messages go up
 (``workerStart``, ``workerExit``, ``ready``, ``workerMessage``, errors and warnings),
 master messages come down (``masterMessage`` routed by ``workerId``, ``terminate``).
 Forks happen in its run loop (the main greenlet); exit watchers only queue work there.

@@ -15,7 +15,7 @@ so a stored ``None`` (JSON null) stays distinguishable (``has_key`` is True for 
 Keys of another type (bool, None, dict, a non-integral float, an empty chain) raise
 ``InvalidArgumentsError``; so do non-integer indices where an array index is needed.
 
-Expiry (server-api.md §7.6): ``expire(keys, seconds)`` gives each key chain the time
+Expiry: ``expire(keys, seconds)`` gives each key chain the time
 ``round(now) + seconds``; :meth:`DataMap.purge_expired` removes the expired leaves only
 (their parents remain).
 
@@ -177,7 +177,7 @@ def _round_seconds(seconds):
 
 
 class DataMap:
-    """A broker's key/value store (FlexiMap semantics, server-api.md §7.5) with expiry (§7.6).
+    """A broker's key/value store (FlexiMap semantics, as in sc-broker) with expiry.
 
     Methods raise ``InvalidArgumentsError`` for a bad key or index; a key chain that runs
     through a scalar or a missing entry reads as missing (``UNDEFINED``).

@@ -1,7 +1,7 @@
 """sc-hasher: which broker owns a channel name, a key/value key or a ``mapIndex``.
 
 ``hash_key(key, brokers)`` gives the same index as SocketCluster's sc-hasher 1.0.1
-(master-api.md §8): Java's ``String.hashCode`` over the UTF-16 code units of the key,
+(SocketCluster's sc-hasher): Java's ``String.hashCode`` over the UTF-16 code units of the key,
 a signed 32-bit result, then ``abs(h) % modulo``.  Pure; no I/O.
 
 The hash of a long key is computed with big-integer arithmetic (C loops) rather than

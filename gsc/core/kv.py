@@ -1,4 +1,4 @@
-"""The key/value commands of the brokers (server-api.md §7.2), on a :class:`DataMap`.
+"""The key/value commands of the brokers (sc-broker's), on a :class:`DataMap`.
 
 :func:`execute` is the one place where a command (an action name and its fields, as
 they travel between a worker and a broker) becomes a DataMap call, so the broker

@@ -472,7 +472,7 @@ def parse_history_message(raw):
 
 
 def history_result(since, epoch, limit, current_epoch, latest, entries):
-    """The answer of a history read (docs: the issue-11 contract) from what Redis returned:
+    """The answer of a history read (docs/history.md) from what Redis returned:
     ``entries`` ascending after ``since``, or the newest first when ``since`` is None."""
     publications = [defined(offset=int(entry_id.split(b'-')[0]), data=decode_data(fields[1]))
                     for entry_id, fields in entries]

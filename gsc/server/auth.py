@@ -2,7 +2,7 @@
 
 PyJWT only encodes, decodes and checks signatures here; the claim rules (``iat``, ``exp``,
 ``nbf``, ``iss``, ...) and the error texts follow jsonwebtoken, because clients display
-them.  Verification failures are raised as the sc-errors classes of protocol.md §11.3:
+them.  Verification failures are raised as the sc-errors classes of docs/protocol.md (Authentication):
 
 =============================  ==========================================================
 ``AuthTokenExpiredError``      ``jwt expired`` (field ``expiry``: ISO date of ``exp``)
@@ -90,7 +90,7 @@ def generate_auth_key():
 def is_token_expired(token_payload, now=None):
     """True when ``token_payload`` has a numeric ``exp`` and ``now`` (epoch seconds) is past it.
 
-    This is the server's own per-packet expiry check (protocol.md §11.6), not JWT verification.
+    This is the server's own per-packet expiry check (docs/protocol.md, expired tokens), not JWT verification.
     """
     exp = token_payload.get('exp') if isinstance(token_payload, dict) else None
     if not _is_number(exp) or not exp:

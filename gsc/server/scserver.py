@@ -278,7 +278,7 @@ class SCServer(EventEmitter, MiddlewareTypes):
         return None, None
 
     def origin_allowed(self, origin):
-        """The ``origins`` check of protocol.md §1 (exact elements; no substring matching)."""
+        """The ``origins`` check of docs/protocol.md, Connecting (exact elements; no substring matching)."""
         origins = self.origins
         if '*:*' in origins:
             return True

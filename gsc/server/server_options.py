@@ -1,4 +1,4 @@
-"""The options of an SCServer: defaults (server-api.md §3.2), key spellings, validation.
+"""The options of an SCServer: defaults (SocketCluster's SCServer options), key spellings, validation.
 
 Keys are SocketCluster's camelCase strings; snake_case spellings are accepted and
 converted.  A bad value raises :class:`InvalidOptionsError` naming the option.

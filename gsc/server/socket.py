@@ -40,7 +40,7 @@ LOCAL_EVENTS = frozenset((
     'authStateChange', 'authTokenSigned', 'authenticate', 'deauthenticate', 'badAuthToken',
     'raw'))
 
-# What a closing socket reports, by the state it was in (protocol.md §12.3).
+# What a closing socket reports, by the state it was in (docs/protocol.md, Closing).
 CLOSE_EVENTS = {OPEN: ('disconnection', 'disconnect'), CONNECTING: ('connectionAbort', 'connectAbort')}
 
 VALID_CLOSE_CODES = frozenset(range(1000, 1004)) | frozenset(range(1007, 1012)) | \
@@ -407,8 +407,8 @@ class ServerSocket(EventEmitter):
             self._handshake_timer = None
         if self.server.handshake_may_wait():
             # a slow middleware or verifier must not stop this socket's reader: the close of a
-            # client that leaves meanwhile is read, and the socket aborts (B-059); what the
-            # client sends meanwhile waits in self._waiting
+            # client that leaves meanwhile is read, and the socket aborts (B-059 of
+            # docs/behaviours-coverage.md); what the client sends meanwhile waits in self._waiting
             gevent.spawn(self._guarded, self._handshake, packet)
         else:
             self._handshake(packet)
