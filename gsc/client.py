@@ -33,7 +33,7 @@ from websockets.uri import parse_uri
 
 from .core import codec
 from .core.emitter import EventEmitter
-from .errors import (BadConnectionError, InvalidActionError, InvalidArgumentsError,
+from .errors import (BadConnectionError, CloseCode, InvalidActionError, InvalidArgumentsError,
                      InvalidMessageError, SCError, TimeoutError, close_error, error_message,
                      error_name, hydrate)
 from .core.protocol import (AUTHENTICATED, CLOSED, CONNECTING, OPEN, UNAUTHENTICATED, UNDEFINED,
@@ -57,6 +57,8 @@ LOCAL_EVENTS = frozenset((
     'subscribeRequest', 'authStateChange', 'authenticate', 'deauthenticate', 'removeAuthToken',
     'recovery'))
 
+# close codes from here up tell the client not to reconnect (as socketcluster-client)
+NO_RECONNECT_CODES = 4500
 DEFAULT_RECONNECT_OPTIONS = {'initialDelay': 10000, 'randomness': 10000, 'multiplier': 1.5,
                              'maxDelay': 60000}
 _RECONNECT_ALIASES = {'initial_delay': 'initialDelay', 'max_delay': 'maxDelay'}
@@ -146,7 +148,7 @@ class _Connection:
         except Exception as exc:  # refused, reset, TLS failure, upgrade refused
             log.info('gsc client: cannot connect to %s: %s', client.uri, exc)
             self._close_socket()
-            client._on_conn_close(self, 1006, None)
+            client._on_conn_close(self, CloseCode.ABNORMAL, None)
             return
         except BaseException:  # killed while connecting
             self._close_socket()
@@ -396,9 +398,9 @@ class SCClientSocket:
 
     open = connect
 
-    def disconnect(self, code=1000, data=None):
+    def disconnect(self, code=CloseCode.NORMAL, data=None):
         """Send ``#disconnect`` {code, data} (when open) and close with ``code``."""
-        code = code or 1000
+        code = code or CloseCode.NORMAL
         if not isinstance(code, int) or isinstance(code, bool):
             raise InvalidArgumentsError('If specified, the code argument must be a number')
         if self.state != CLOSED:
@@ -438,7 +440,7 @@ class SCClientSocket:
 
     def _on_connect_timeout(self, conn):
         if conn is self._conn and self.state == CONNECTING:
-            self._abort(4007)
+            self._abort(CloseCode.CONNECT_TIMEOUT)
 
     def _reset_ping_timer(self):
         _cancel(self._ping_timer)
@@ -448,12 +450,12 @@ class SCClientSocket:
 
     def _on_ping_timeout(self, conn):
         if conn is self._conn:
-            self._abort(4000)
+            self._abort(CloseCode.SERVER_PING_TIMEOUT)
 
     def _on_conn_open(self, conn):
         """The WebSocket is open: send ``#handshake`` with the stored token."""
         if conn is not self._conn:
-            conn.close(1000)
+            conn.close(CloseCode.NORMAL)
             return
         _cancel(self._connect_timer)
         self._connect_timer = None
@@ -472,7 +474,7 @@ class SCClientSocket:
             if status.get('authError'):
                 status['authError'] = hydrate(status['authError'])
         if err:
-            code = (status.get('code') if isinstance(status, dict) else None) or 4003
+            code = (status.get('code') if isinstance(status, dict) else None) or CloseCode.HANDSHAKE_FAILED
             self._report_error(err)
             self._abort(code, _error_string(err))
             return
@@ -519,9 +521,9 @@ class SCClientSocket:
             call = self._buffer.popleft()
             call.finish(self._bad_connection(call.event, failure))
         if self.auto_reconnect and self.active:
-            if code in (4000, 4001, 1005):
+            if code in (CloseCode.SERVER_PING_TIMEOUT, CloseCode.CLIENT_PONG_TIMEOUT, CloseCode.NO_STATUS):
                 self._try_reconnect(0)
-            elif code != 1000 and code < 4500:
+            elif code != CloseCode.NORMAL and code < NO_RECONNECT_CODES:
                 self._try_reconnect()
         self._emitter.emit('connectAbort' if open_abort else 'disconnect', code, data)
         self._emitter.emit('close', code, data)
@@ -752,7 +754,7 @@ class SCClientSocket:
     def _on_server_disconnect(self, data, respond):
         data = data if isinstance(data, dict) else {}
         code = data.get('code')
-        self._close(code if isinstance(code, int) and code else 1000, data.get('data'))
+        self._close(code if isinstance(code, int) and code else CloseCode.NORMAL, data.get('data'))
 
     # -- authentication ----------------------------------------------------------
 

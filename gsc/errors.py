@@ -6,6 +6,7 @@ same names as with the Node server.  Any other exception dehydrates to
 """
 
 import traceback
+from enum import IntEnum
 
 SKIPPED_FIELDS = frozenset(('domain', 'domainEmitter', 'domainThrown', 'args'))
 
@@ -25,29 +26,119 @@ class SCError(Exception):
         return self.message
 
 
-def _make(name, doc):
-    return type(name, (SCError,), {'name': name, '__doc__': doc})
+class AuthTokenExpiredError(SCError):
+    """The JWT has expired (``expiry`` field)."""
+
+    name = 'AuthTokenExpiredError'
 
 
-AuthTokenExpiredError = _make('AuthTokenExpiredError', 'The JWT has expired (``expiry`` field).')
-AuthTokenInvalidError = _make('AuthTokenInvalidError', 'The JWT is malformed, missing or badly signed.')
-AuthTokenNotBeforeError = _make('AuthTokenNotBeforeError', 'The JWT is not valid yet (``date`` field).')
-AuthTokenError = _make('AuthTokenError', 'Any other token failure.')
-AuthError = _make('AuthError', 'A generic authentication failure (sc-errors 2.x).')
-SilentMiddlewareBlockedError = _make('SilentMiddlewareBlockedError', 'A middleware blocked an action silently.')
-InvalidActionError = _make('InvalidActionError', 'An action that is not allowed in the current state.')
-InvalidArgumentsError = _make('InvalidArgumentsError', 'A call with bad arguments.')
-InvalidOptionsError = _make('InvalidOptionsError', 'A bad configuration value.')
-InvalidMessageError = _make('InvalidMessageError', 'A message that cannot be understood.')
-SocketProtocolError = _make('SocketProtocolError', 'A socket closed with a non-normal code (``code`` field).')
-ServerProtocolError = _make('ServerProtocolError', 'A server-side protocol failure (bad origin, ...).')
-HTTPServerError = _make('HTTPServerError', 'An error of the worker HTTP server.')
-ResourceLimitError = _make('ResourceLimitError', 'A process exceeded a resource limit.')
-TimeoutError = _make('TimeoutError', 'An answer did not arrive in time.')  # noqa: A001 (SocketCluster's name)
-BadConnectionError = _make('BadConnectionError', 'A pending call aborted by a closing connection.')
-BrokerError = _make('BrokerError', 'A pub/sub or broker failure.')
-ProcessExitError = _make('ProcessExitError', 'A child process exited (``code``, ``signal`` fields).')
-UnknownError = _make('UnknownError', 'A non-error value that was thrown or emitted.')
+class AuthTokenInvalidError(SCError):
+    """The JWT is malformed, missing or badly signed."""
+
+    name = 'AuthTokenInvalidError'
+
+
+class AuthTokenNotBeforeError(SCError):
+    """The JWT is not valid yet (``date`` field)."""
+
+    name = 'AuthTokenNotBeforeError'
+
+
+class AuthTokenError(SCError):
+    """Any other token failure."""
+
+    name = 'AuthTokenError'
+
+
+class AuthError(SCError):
+    """A generic authentication failure (sc-errors 2.x)."""
+
+    name = 'AuthError'
+
+
+class SilentMiddlewareBlockedError(SCError):
+    """A middleware blocked an action silently."""
+
+    name = 'SilentMiddlewareBlockedError'
+
+
+class InvalidActionError(SCError):
+    """An action that is not allowed in the current state."""
+
+    name = 'InvalidActionError'
+
+
+class InvalidArgumentsError(SCError):
+    """A call with bad arguments."""
+
+    name = 'InvalidArgumentsError'
+
+
+class InvalidOptionsError(SCError):
+    """A bad configuration value."""
+
+    name = 'InvalidOptionsError'
+
+
+class InvalidMessageError(SCError):
+    """A message that cannot be understood."""
+
+    name = 'InvalidMessageError'
+
+
+class SocketProtocolError(SCError):
+    """A socket closed with a non-normal code (``code`` field)."""
+
+    name = 'SocketProtocolError'
+
+
+class ServerProtocolError(SCError):
+    """A server-side protocol failure (bad origin, ...)."""
+
+    name = 'ServerProtocolError'
+
+
+class HTTPServerError(SCError):
+    """An error of the worker HTTP server."""
+
+    name = 'HTTPServerError'
+
+
+class ResourceLimitError(SCError):
+    """A process exceeded a resource limit."""
+
+    name = 'ResourceLimitError'
+
+
+class TimeoutError(SCError):  # noqa: A001 (SocketCluster's name)
+    """An answer did not arrive in time."""
+
+    name = 'TimeoutError'
+
+
+class BadConnectionError(SCError):
+    """A pending call aborted by a closing connection."""
+
+    name = 'BadConnectionError'
+
+
+class BrokerError(SCError):
+    """A pub/sub or broker failure."""
+
+    name = 'BrokerError'
+
+
+class ProcessExitError(SCError):
+    """A child process exited (``code``, ``signal`` fields)."""
+
+    name = 'ProcessExitError'
+
+
+class UnknownError(SCError):
+    """A non-error value that was thrown or emitted."""
+
+    name = 'UnknownError'
+
 
 ERROR_CLASSES = {cls.name: cls for cls in (
     AuthTokenExpiredError, AuthTokenInvalidError, AuthTokenNotBeforeError, AuthTokenError,
@@ -55,6 +146,34 @@ ERROR_CLASSES = {cls.name: cls for cls in (
     InvalidOptionsError, InvalidMessageError, SocketProtocolError, ServerProtocolError,
     HTTPServerError, ResourceLimitError, TimeoutError, BadConnectionError, BrokerError,
     ProcessExitError, UnknownError)}
+
+class CloseCode(IntEnum):
+    """The WebSocket close codes gsc and SocketCluster use, named by their sc-errors texts
+    (docs/protocol.md, Closing)."""
+
+    NORMAL = 1000
+    GOING_AWAY = 1001
+    PROTOCOL_ERROR = 1002
+    INVALID_DATA = 1003
+    NO_STATUS = 1005
+    ABNORMAL = 1006
+    INVALID_MESSAGE_FORMAT = 1007
+    POLICY_VIOLATION = 1008
+    MESSAGE_TOO_BIG = 1009
+    MISSING_EXTENSION = 1010
+    UNEXPECTED_CONDITION = 1011
+    TRY_AGAIN_LATER = 1013
+    SERVER_PING_TIMEOUT = 4000
+    CLIENT_PONG_TIMEOUT = 4001
+    AUTH_TOKEN_SIGN_FAILED = 4002
+    HANDSHAKE_FAILED = 4003
+    AUTH_TOKEN_SAVE_FAILED = 4004
+    HANDSHAKE_TIMEOUT = 4005
+    BROKER_BIND_FAILED = 4006
+    CONNECT_TIMEOUT = 4007
+    HANDSHAKE_REJECTED = 4008
+    MESSAGE_BEFORE_HANDSHAKE = 4009
+
 
 # Close codes: the texts of sc-errors (docs/protocol.md, Closing).
 SOCKET_PROTOCOL_ERROR_STATUSES = {
@@ -196,4 +315,7 @@ def public_error(err, verbose=False):
     return public
 
 
-__all__ = ['SCError', 'dehydrate', 'hydrate', 'close_error', 'public_error'] + sorted(ERROR_CLASSES)
+# TimeoutError is SocketCluster's name; left out of ``import *`` so that it never shadows
+# Python's own TimeoutError (import it by name: ``from gsc.errors import TimeoutError``).
+__all__ = ['SCError', 'CloseCode', 'dehydrate', 'hydrate', 'close_error', 'public_error'] + sorted(
+    name for name in ERROR_CLASSES if name != 'TimeoutError')

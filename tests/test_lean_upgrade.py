@@ -13,7 +13,8 @@ import pytest
 from gevent import socket
 
 from conftest import handshake, read_response_head
-from gsc.server.http import SCHandler, parse_upgrade_head
+from gsc.core.upgrade import parse_upgrade_head
+from gsc.server.http import SCHandler
 from wsraw import HandshakeRefused
 
 KEY = 'dGhlIHNhbXBsZSBub25jZQ=='

@@ -194,3 +194,17 @@ def test_close_error_reasons_are_cut_short():
     """issue 8: a client's huge close reason does not become a huge warning."""
     message = close_error(4321, 'x' * 100000).message
     assert len(message) < 400 and message.endswith('...')
+
+
+def test_star_imports_never_shadow_python_s_timeout_error():
+    """SocketCluster's TimeoutError is gsc.TimeoutError, a real class with its name, and
+    ``from gsc import *`` leaves Python's own TimeoutError alone."""
+    import builtins
+    import gsc
+    namespace = {}
+    exec('from gsc import *', namespace)
+    exec('from gsc.errors import *', namespace)
+    assert 'TimeoutError' not in namespace
+    assert gsc.TimeoutError is errors.TimeoutError and gsc.TimeoutError is not builtins.TimeoutError
+    assert gsc.TimeoutError.__name__ == 'TimeoutError' and gsc.TimeoutError.__module__ == 'gsc.errors'
+    assert 'BrokerError' in namespace

@@ -16,14 +16,10 @@ and fit in ``maxHeaderSize``, ambiguous framing is refused, a worker serves at m
 descriptors pauses the accept loop instead of ending the worker.
 """
 
-import base64
-import binascii
 import email.parser
 import errno
-import hashlib
 import io
 import logging
-import re
 import resource
 import socket as stdlib_socket
 import time
@@ -33,37 +29,17 @@ from gevent.pywsgi import MAX_REQUEST_LINE, LoggingLogAdapter, OldMessage
 from gevent.socket import SocketIO, socket as GeventSocket
 from geventwebsocket.handler import WebSocketHandler
 
+from ..core.upgrade import (BAD_REQUEST, HEAD_END, NOT_IMPLEMENTED, REQUEST_TIMEOUT_RESPONSE,
+                            SERVICE_UNAVAILABLE_RESPONSE, SUPPORTED_VERSIONS, UPGRADE_REQUIRED,
+                            URI_TOO_LONG, RequestRefused, check_framing, close_response, is_upgrade,
+                            parse_upgrade_head, read_header_lines,
+                            switching_protocols, valid_websocket_key)
 from ..errors import SCError
+from ..gevent_internals import count_file_object, raw_socket
 from ..reporting import WarningDigest
 from .server_options import SERVER_DEFAULTS
 
 log = logging.getLogger(__name__)
-
-BAD_REQUEST = ('400 Bad Request', 'Bad Request')
-UPGRADE_REQUIRED = ('426 Upgrade Required', 'Upgrade Required')
-NOT_FOUND = ('404 Not Found', 'Not Found')
-NOT_IMPLEMENTED = ('501 Not Implemented', 'Not Implemented')
-URI_TOO_LONG = '414 Request-URI Too Long'
-HEADERS_TOO_LARGE = '431 Request Header Fields Too Large'
-
-
-def _close_response(status, body=b''):
-    return ('HTTP/1.1 %s\r\nConnection: close\r\nContent-Type: text/plain; charset=utf-8\r\n'
-            'Content-Length: %d\r\n\r\n' % (status, len(body))).encode('latin-1') + body
-
-
-REQUEST_TIMEOUT_RESPONSE = _close_response('408 Request Timeout')
-SERVICE_UNAVAILABLE_RESPONSE = _close_response('503 Service Unavailable', b'Service Unavailable')
-
-HEADER_LINE = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+:")
-"""A header line starts with a token and a colon (no obs-fold, no space before the colon)."""
-HEADER_NAME = re.compile(HEADER_LINE.pattern.decode('ascii'))
-"""HEADER_LINE for a decoded line (the lean upgrade reader's)."""
-DIGITS = re.compile(r'[0-9]+')
-
-HEAD_END = b'\r\n\r\n'
-SUPPORTED_VERSIONS = WebSocketHandler.SUPPORTED_VERSIONS
-WEBSOCKET_GUID = WebSocketHandler.GUID
 
 FD_RESERVE_MIN = 32
 """File descriptors kept, past maxConnections, for the worker's own files and links (at
@@ -83,142 +59,6 @@ REFUSAL_DRAIN_BYTES = 65536
 
 def _log_warning(warning):
     log.warning('%s', warning)
-
-
-class RequestRefused(ValueError):
-    """A request gsc will not pass on; ``response`` is the complete answer (the connection closes)."""
-
-    def __init__(self, status, message):
-        super().__init__(message)
-        self.code = status[:3]
-        self.response = _close_response(status)
-
-
-def is_upgrade(environ):
-    """True for a request that asks for a WebSocket."""
-    return environ.get('HTTP_UPGRADE', '').lower() == 'websocket'
-
-
-def check_framing(headers, version):
-    """Raise RequestRefused (400) unless the body's length is unambiguous: a single
-    ``Transfer-Encoding: chunked`` (HTTP/1.1 only) or one decimal Content-Length, never both."""
-    codings = headers.get_all('transfer-encoding')
-    lengths = headers.get_all('content-length')
-    if codings is not None:
-        if lengths is not None:
-            raise RequestRefused(BAD_REQUEST[0], 'Content-Length with Transfer-Encoding')
-        if version != 'HTTP/1.1':
-            raise RequestRefused(BAD_REQUEST[0], 'Transfer-Encoding in an %s request' % version)
-        if len(codings) != 1 or codings[0].strip().lower() != 'chunked':
-            raise RequestRefused(BAD_REQUEST[0], 'Transfer-Encoding other than chunked: %r'
-                                 % ', '.join(codings))
-    elif lengths is not None and (len(lengths) != 1 or not DIGITS.fullmatch(lengths[0].strip())):
-        raise RequestRefused(BAD_REQUEST[0], 'Invalid Content-Length: %r' % ', '.join(lengths))
-
-
-def read_header_lines(rfile, budget):
-    """The header lines up to the blank line, within ``budget`` bytes in total."""
-    lines = []
-    while True:
-        line = rfile.readline(budget + 1)
-        if len(line) > budget:
-            raise RequestRefused(HEADERS_TOO_LARGE, 'Request headers larger than maxHeaderSize')
-        budget -= len(line)
-        if line in (b'\r\n', b'\n'):
-            return lines
-        if not line.endswith(b'\n'):
-            raise RequestRefused(BAD_REQUEST[0], 'Request headers ended early')
-        if not HEADER_LINE.match(line):
-            raise RequestRefused(BAD_REQUEST[0], 'Malformed header line %r' % line[:80])
-        lines.append(line)
-
-
-def valid_websocket_key(key):
-    """True for a Sec-WebSocket-Key that is 16 bytes in base64."""
-    try:
-        return len(base64.b64decode(key, validate=True)) == 16
-    except (binascii.Error, ValueError):
-        return False
-
-
-def switching_protocols(key, extensions=None):
-    """The complete 101 answer to an upgrade with ``key`` (``extensions``: the
-    Sec-WebSocket-Extensions answer, or None)."""
-    accept = base64.b64encode(hashlib.sha1((key + WEBSOCKET_GUID).encode('latin-1')).digest())
-    return (b'HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n'
-            b'Sec-WebSocket-Accept: ' + accept + b'\r\n'
-            + (b'' if extensions is None else b'Sec-WebSocket-Extensions: ' + extensions.encode() + b'\r\n')
-            + b'\r\n')
-
-
-def parse_upgrade_head(data, path, max_header_size):
-    """The request items of a WSGI environ (``REQUEST_METHOD``, ``PATH_INFO``, ``HTTP_*``, ...)
-    when ``data`` starts with a complete head that gsc upgrades without pywsgi: ``GET`` of
-    ``path`` (no escapes) in HTTP/1.1, within ``max_header_size``, well-formed header
-    lines, ``Upgrade: websocket``, ``Connection: upgrade``, a supported Sec-WebSocket-Version
-    and a valid key, no body.  None for anything else, which pywsgi then serves (or refuses)
-    exactly as it would have: this function never decides a refusal.
-
-    Headers are merged as pywsgi does (:func:`merge_header_lines`).  The decoded head is kept
-    as ``gsc.head``, from which :class:`~gsc.server.scserver.UpgradeRequest` reads its headers
-    when someone asks for them.
-    """
-    end = data.find(HEAD_END)
-    if end < 0 or end + len(HEAD_END) > max_header_size:
-        return None
-    text = data[:end].decode('latin-1')
-    lines = text.split('\r\n')
-    breaks = len(lines) - 1
-    if text.count('\n') != breaks or text.count('\r') != breaks or not lines[0].isprintable():
-        return None  # a bare CR or LF, a control character: pywsgi's reader decides
-    request_line = lines[0].split(' ')
-    if len(request_line) != 3 or request_line[0] != 'GET' or request_line[2] != 'HTTP/1.1':
-        return None
-    target, _, query = request_line[1].partition('?')
-    if target != path:
-        return None
-    header_lines = lines[1:]
-    for line in header_lines:
-        if not HEADER_NAME.match(line):
-            return None
-    environ = {'REQUEST_METHOD': 'GET', 'SCRIPT_NAME': '', 'PATH_INFO': target,
-               'QUERY_STRING': query, 'SERVER_PROTOCOL': 'HTTP/1.1', 'gsc.head': text}
-    merge_header_lines(header_lines, environ_key, environ)
-    return environ if _plain_upgrade(environ) else None
-
-
-def environ_key(name):
-    """The WSGI environ key of a header name (``Sec-WebSocket-Key`` -> ``HTTP_SEC_WEBSOCKET_KEY``)."""
-    return 'HTTP_' + name.upper().replace('-', '_')
-
-
-def merge_header_lines(lines, key, into):
-    """Add the ``name: value`` ``lines`` to the dict ``into`` as pywsgi merges them, under
-    ``key(name)``: names holding ``_`` dropped, values stripped, a repeated name's values
-    joined with ``,`` (cookies with ``; ``); return ``into``."""
-    cookie = key('Cookie')
-    for line in lines:
-        name, _, value = line.partition(':')
-        if '_' in name:
-            continue
-        name = key(name)
-        value = value.strip()
-        if name in into:
-            into[name] += ('; ' if name == cookie else ',') + value
-        else:
-            into[name] = value
-    return into
-
-
-def _plain_upgrade(environ):
-    """The checks gevent-websocket and gsc make before a 101, all passed, and no body."""
-    get = environ.get
-    return (get('HTTP_UPGRADE', '').lower() == 'websocket'
-            and 'upgrade' in get('HTTP_CONNECTION', '').lower()
-            and get('HTTP_SEC_WEBSOCKET_VERSION') in SUPPORTED_VERSIONS
-            and valid_websocket_key(get('HTTP_SEC_WEBSOCKET_KEY', '').strip())
-            and 'HTTP_CONTENT_LENGTH' not in environ and 'HTTP_TRANSFER_ENCODING' not in environ
-            and 'HTTP_CONTENT_TYPE' not in environ and 'HTTP_EXPECT' not in environ)
 
 
 class PrefixedSocketIO(SocketIO):
@@ -243,7 +83,7 @@ class PrefixedSocketIO(SocketIO):
 def send_all(sock, data):
     """``sock.sendall(data)``, with one plain ``send`` when the kernel takes it all (the usual case)."""
     try:
-        sent = sock._sock.send(data)
+        sent = raw_socket(sock).send(data)
     except BlockingIOError:
         sent = 0
     if sent < len(data):
@@ -253,7 +93,7 @@ def send_all(sock, data):
 def prefixed_reader(sock, prefix):
     """``sock.makefile('rb')`` that first reads ``prefix`` (its buffer holds all of it, so
     what a handler buffered past its request is the rest of the prefix, then the socket's)."""
-    sock._io_refs += 1  # as makefile() does: the socket closes once its reader did too
+    count_file_object(sock)
     return io.BufferedReader(PrefixedSocketIO(sock, prefix), max(io.DEFAULT_BUFFER_SIZE, len(prefix)))
 
 
@@ -347,7 +187,7 @@ class SCHandler(WebSocketHandler):
         if timer is not None:
             timer.cancel()
 
-    def _handle_client_error(self, ex):
+    def _handle_client_error(self, ex):  # pywsgi's private hook: gsc.gevent_internals
         """A refused request gets its own answer (414, 431, 400); a connection that failed
         while its request was read closes quietly; other errors get pywsgi's 400."""
         if isinstance(ex, OSError):
@@ -577,7 +417,7 @@ class HTTPServer(pywsgi.WSGIServer):
         came within headersTimeout or the connection failed."""
         try:
             try:
-                return sock._sock.recv(self.max_header_size)  # non-blocking: often already there
+                return raw_socket(sock).recv(self.max_header_size)  # often already there
             except BlockingIOError:
                 pass
             sock.settimeout(self.headers_timeout)
@@ -599,7 +439,7 @@ class HTTPServer(pywsgi.WSGIServer):
         refusal = sc_server.verify_upgrade(environ)
         if refusal is not None:
             status, body = refusal
-            sock.sendall(_close_response(status, body.encode('utf-8')))
+            sock.sendall(close_response(status, body.encode('utf-8')))
             return False, None
         answer, extensions = sc_server.negotiate_extensions(request)
         send_all(sock, switching_protocols(request['HTTP_SEC_WEBSOCKET_KEY'], answer))

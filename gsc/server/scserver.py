@@ -24,9 +24,10 @@ from .auth import AuthEngine, generate_auth_key
 from ..core.emitter import EventEmitter
 from ..engines import create_engine
 from ..core.history import HistoryRules
-from ..errors import InvalidOptionsError, ServerProtocolError
+from ..errors import CloseCode, InvalidOptionsError, ServerProtocolError
 from .exchange import Exchange
-from .http import HTTPServer, merge_header_lines
+from ..core.upgrade import merge_header_lines
+from .http import HTTPServer
 from ..core.middleware import (MIDDLEWARE_AUTHENTICATE, MIDDLEWARE_HANDSHAKE_SC, MIDDLEWARE_HANDSHAKE_WS,
                          MiddlewareChains, MiddlewareTypes, Request)
 from ..core.presence import PresenceRules
@@ -371,7 +372,7 @@ class SCServer(EventEmitter, MiddlewareTypes):
         """Stop accepting upgrades and disconnect every socket (1001)."""
         self.is_ready = False
         for socket in list(self.clients.values()) + list(self.pending_clients.values()):
-            socket.disconnect(1001)
+            socket.disconnect(CloseCode.GOING_AWAY)
         self.exchange.close()
 
 

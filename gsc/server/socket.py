@@ -15,7 +15,7 @@ import gevent
 from gevent import get_hub
 
 from ..core import protocol
-from ..errors import (AuthTokenExpiredError, AuthTokenNotBeforeError, BadConnectionError,
+from ..errors import (AuthTokenExpiredError, AuthTokenNotBeforeError, BadConnectionError, CloseCode,
                      BrokerError, InvalidActionError, InvalidArgumentsError, SCError,
                      TimeoutError, close_error, dehydrate, hydrate, public_error)
 from .auth import AuthEngine
@@ -49,8 +49,6 @@ VALID_CLOSE_CODES = frozenset(range(1000, 1004)) | frozenset(range(1007, 1012)) 
 # Packets handled between two yields to the hub while one frame (a batch) or the packets
 # that waited for the handshake are handled: other connections are served meanwhile.
 YIELD_EVERY = 32
-MESSAGE_TOO_BIG = 1009
-UNEXPECTED_CONDITION = 1011
 # What the frames that wait for the handshake may add up to when maxPayload is off.
 DEFAULT_WAITING_BYTES = 1024 * 1024
 MAX_RECOVERIES_IN_FLIGHT = 4
@@ -194,11 +192,11 @@ class ServerSocket(EventEmitter):
 
     def _close_unanswered_ping(self):
         if self.state != CLOSED:
-            self._on_sc_close(4001)
-            self.socket.close(4001)
+            self._on_sc_close(CloseCode.CLIENT_PONG_TIMEOUT)
+            self.socket.close(CloseCode.CLIENT_PONG_TIMEOUT)
 
     def _on_handshake_timeout(self):
-        gevent.spawn(self.disconnect, 4005)
+        gevent.spawn(self.disconnect, CloseCode.HANDSHAKE_TIMEOUT)
 
     def _stop_timers(self):
         for timer in (self._handshake_timer, self._tick_timer):
@@ -242,12 +240,12 @@ class ServerSocket(EventEmitter):
             packets = parse_frame(frame, self.server.codec.decode,
                                   self.server.options['maxBatchPackets'])
         except BatchTooLarge as exc:
-            self._refuse(MESSAGE_TOO_BIG, str(exc))
+            self._refuse(CloseCode.MESSAGE_TOO_BIG, str(exc))
             return
         if self.state == CONNECTING and self.server.strict_handshake and not self._handshake_started:
             first = packets[0] if packets else None
             if type(first) is not Event or first.event != '#handshake':
-                self.disconnect(4009)
+                self.disconnect(CloseCode.MESSAGE_BEFORE_HANDSHAKE)
                 return
         self._handle_packets(packets, len(frame))
 
@@ -273,7 +271,7 @@ class ServerSocket(EventEmitter):
         limit = server.options['maxBatchPackets']
         byte_limit = server.max_payload or DEFAULT_WAITING_BYTES
         if len(self._waiting) > limit or self._waiting_bytes > byte_limit:
-            self._refuse(MESSAGE_TOO_BIG, 'Too many messages before the handshake completed')
+            self._refuse(CloseCode.MESSAGE_TOO_BIG, 'Too many messages before the handshake completed')
 
     def _release_waiting(self):
         """Handle, in order, the packets that arrived while the handshake was in progress."""
@@ -298,10 +296,10 @@ class ServerSocket(EventEmitter):
         log.exception('socket %s closes with 1011 after a failure while handling a packet', self.id)
         if self.state != CLOSED:
             try:
-                self._on_sc_close(UNEXPECTED_CONDITION, 'Server encountered an unexpected condition')
+                self._on_sc_close(CloseCode.UNEXPECTED_CONDITION, 'Server encountered an unexpected condition')
             except Exception:
                 log.exception('socket %s failed to run its close sequence', self.id)
-        self.socket.close(UNEXPECTED_CONDITION)
+        self.socket.close(CloseCode.UNEXPECTED_CONDITION)
 
     def _guarded(self, fn, *args):
         """``fn(*args)`` in a greenlet of its own, closing with 1011 if it raises."""
@@ -421,7 +419,7 @@ class ServerSocket(EventEmitter):
 
         def after_middleware(err, code):
             if err:
-                code = getattr(err, 'statusCode', None) or code or 4008
+                code = getattr(err, 'statusCode', None) or code or CloseCode.HANDSHAKE_REJECTED
                 respond(err, {'code': code})
                 self.disconnect(code)
                 return
@@ -756,11 +754,11 @@ class ServerSocket(EventEmitter):
         data = packet.data if isinstance(packet.data, dict) else {}
         code = data.get('code')
         if not isinstance(code, int) or isinstance(code, bool):
-            code = 1005  # a missing or malformed code counts as "closed without status code"
+            code = CloseCode.NO_STATUS  # a missing or malformed code counts as "closed without status code"
         reason = data.get('data')
         if self.state != CLOSED:
             self._on_sc_close(code, reason)
-        self.socket.close(code if code in VALID_CLOSE_CODES else 1000)
+        self.socket.close(code if code in VALID_CLOSE_CODES else CloseCode.NORMAL)
 
     def _refuse_reserved(self, action, channel, respond):
         """Refuse a client's ``action`` on a reserved ``#gsc/`` channel; True when refused."""
@@ -887,11 +885,11 @@ class ServerSocket(EventEmitter):
 
     # -- closing -----------------------------------------------------------------
 
-    def disconnect(self, code=1000, data=UNDEFINED):
+    def disconnect(self, code=CloseCode.NORMAL, data=UNDEFINED):
         """Send ``#disconnect`` with ``code`` and ``data``, run the close sequence, close the socket."""
         if not isinstance(code, int) or isinstance(code, bool):
             self._emit_error(InvalidArgumentsError('If specified, the code argument must be a number'))
-            code = 1000
+            code = CloseCode.NORMAL
         if self.state == CLOSED:
             return
         packet = {'code': code}
@@ -899,9 +897,9 @@ class ServerSocket(EventEmitter):
             packet['data'] = data
         self.send_object(event_packet('#disconnect', packet))
         self._on_sc_close(code, data)
-        self.socket.close(code if code in VALID_CLOSE_CODES else 1000)
+        self.socket.close(code if code in VALID_CLOSE_CODES else CloseCode.NORMAL)
 
-    def destroy(self, code=1000, data=UNDEFINED):
+    def destroy(self, code=CloseCode.NORMAL, data=UNDEFINED):
         """``active = False``, then :meth:`disconnect`."""
         self.active = False
         self.disconnect(code, data)
@@ -958,8 +956,8 @@ class ServerSocket(EventEmitter):
         except Exception as exc:
             self._emit_error(exc)
             if self.state != CLOSED:
-                self._on_sc_close(4002, str(exc))
-                self.socket.close(4002)
+                self._on_sc_close(CloseCode.AUTH_TOKEN_SIGN_FAILED, str(exc))
+                self.socket.close(CloseCode.AUTH_TOKEN_SIGN_FAILED)
             if callback is not None:
                 callback(exc)
             return

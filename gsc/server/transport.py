@@ -28,7 +28,8 @@ from socket import SHUT_WR
 
 import gevent
 from gevent import get_hub, getcurrent
-from gevent.socket import socket as GeventSocket
+from ..errors import CloseCode
+from ..gevent_internals import raw_socket, read_watcher
 from websockets.frames import BINARY as OP_BINARY, CONT as OP_CONT, TEXT as OP_TEXT, Frame
 from websockets.protocol import CLOSED, OPEN, SEND_EOF, Protocol, Side
 
@@ -46,7 +47,6 @@ CLOSE_TIMEOUT = 2.0
 # when the connection has no pong timeout to go by
 OVERFLOW_GRACE = 5.0
 DEFAULT_MAX_OUTBOUND = 16 * 1024 * 1024
-TRY_AGAIN_LATER = 1013
 # seconds between two sweeps of IdleReaders: a reader ends after one to two of them idle
 IDLE_SWEEP_INTERVAL = 1.0
 _pack_short = struct.Struct('!BB').pack
@@ -224,7 +224,7 @@ class WebSocketTransport:
         self._initial = initial
         # a plain socket is written from the flush callback without blocking; TLS records
         # must go through the gevent SSL socket, so TLS writes always use the writer greenlet
-        self._raw = sock._sock if type(sock) is GeventSocket else None
+        self._raw = raw_socket(sock)
         self._idle = idle_readers if self._raw is not None and read is None else None
         self._reader = None  # the reader greenlet while it waits in recv
         self._fresh = True  # input came since the last sweep
@@ -292,7 +292,7 @@ class WebSocketTransport:
         self._queue(prepared.frame)
         return True
 
-    def close(self, code=1000, reason='', timeout=CLOSE_TIMEOUT):
+    def close(self, code=CloseCode.NORMAL, reason='', timeout=CLOSE_TIMEOUT):
         """Start the closing handshake with ``code``; the TCP connection ends after it, or
         ``timeout`` seconds later."""
         self._accepting = False
@@ -345,10 +345,10 @@ class WebSocketTransport:
             now = self._loop.now()
             self._overflow_deadline = now + self.pong_timeout
             grace = max(self._last_input + self.pong_timeout - now, 0.001)
-        self.close(TRY_AGAIN_LATER, 'Outbound buffer full', grace)
+        self.close(CloseCode.TRY_AGAIN_LATER, 'Outbound buffer full', grace)
         on_close, self.on_close = self.on_close, None
         if on_close is not None:
-            gevent.spawn(on_close, TRY_AGAIN_LATER, 'Outbound buffer full')
+            gevent.spawn(on_close, CloseCode.TRY_AGAIN_LATER, 'Outbound buffer full')
 
     def _drop_backlog(self):
         self._out.clear()
@@ -465,7 +465,7 @@ class WebSocketTransport:
         reader.throw(_Park)
 
     def _park(self):
-        watcher = self.sock._read_event
+        watcher = read_watcher(self.sock)
         self._parked = watcher
         watcher.start(self._unpark)
 
@@ -564,7 +564,7 @@ class WebSocketTransport:
             # we failed the connection (1002, 1007, 1009): report our own code
             code, reason = protocol.close_sent.code, protocol.close_sent.reason
         else:
-            code, reason = 1006, ''
+            code, reason = CloseCode.ABNORMAL, ''
         self._queue_protocol_output(protocol.data_to_send())
         self._accepting = False
         on_close, self.on_close = self.on_close, None
