@@ -1,7 +1,7 @@
 """A gevent client of the SocketCluster protocol v1, behaving like socketcluster-client 14.x.
 
 Packets are classified by :mod:`gsc.core.protocol` and frames carried by
-:class:`gsc.server.transport.WebSocketTransport`; this module adds the client's state machine:
+:class:`gsc.transport.WebSocketTransport`; this module adds the client's state machine:
 the ``#handshake``, the emit buffer and ack timers, the ping timer, the auth token kept
 across reconnects, channels that re-subscribe after a reconnect, and the auto-reconnect
 policy (protocol.md §7.5, §10.7, §12.4).
@@ -38,7 +38,7 @@ from .errors import (BadConnectionError, InvalidActionError, InvalidArgumentsErr
                      error_name, hydrate)
 from .core.protocol import (AUTHENTICATED, CLOSED, CONNECTING, OPEN, UNAUTHENTICATED, UNDEFINED,
                        CallTable, Event, Ping, Responder, Response, event_packet, parse_frame)
-from .server.transport import READ_SIZE, WebSocketTransport
+from .transport import READ_SIZE, WebSocketTransport
 
 __all__ = ['create', 'SCClientSocket', 'ClientChannel', 'PENDING', 'SUBSCRIBED', 'UNSUBSCRIBED']
 

@@ -7,7 +7,7 @@ well-formed upgrade at the realtime path (:func:`parse_upgrade_head`) is answere
 Anything else (another path, a partial or unusual head, TLS, an access log) is handed, with
 the bytes already read, to the pywsgi handler, which serves, refuses or upgrades it exactly
 as before: gevent-websocket's checks, then gsc's own refusals (path, origin, handshakeWS
-middleware), then the 101 (the frames are carried by :mod:`gsc.server.transport`).
+middleware), then the 101 (the frames are carried by :mod:`gsc.transport`).
 
 Against hostile clients the server bounds what a connection may hold before the
 application sees it: the request line and headers must arrive within ``headersTimeout``

@@ -33,7 +33,7 @@ from ..core.presence import PresenceRules
 from ..reporting import WarningDigest
 from .server_options import DEFLATE_OPTIONS, normalise_server_options
 from .socket import ServerSocket
-from .transport import IdleReaders, WebSocketTransport
+from ..transport import IdleReaders, WebSocketTransport
 
 log = logging.getLogger(__name__)
 
