@@ -26,7 +26,7 @@ from gevent.pywsgi import LoggingLogAdapter
 
 from . import controllers, dashboard, metrics
 from ..engines import create_engine
-from ..engines.broker import BrokerEngine
+from .brokerclient import BrokerEngine
 from ..core.history import HistoryRules
 from ..errors import HTTPServerError, ResourceLimitError
 from ..server.http import HTTPServer
