@@ -1,12 +1,12 @@
 """The layers of gsc point one way: every import inside gsc/ goes to a lower layer or stays
 in its own group (README.md, Layout).
 
-    0  core       gsc.errors, gsc.core.*              sans-I/O: protocol, codec, option registry
+    0  core       gsc.errors, gsc.version, gsc.core.*  sans-I/O: protocol, codec, option registry
     1  shared     gsc.transport, gsc.reporting, gsc.logs
-    2  engines    gsc.engines.*                       pub/sub under the exchange
-    3  server     gsc.server.*                        the realtime server (gsc.listen, attach)
-    3  client     gsc.client                          the Python client
-    4  cluster    gsc.cluster.*                       the process tree and its options
+    2  engines    gsc.engines.*                        pub/sub under the exchange
+    3  server     gsc.server.*                         the realtime server (gsc.listen, attach)
+    3  client     gsc.client                           the Python client
+    4  cluster    gsc.cluster.*                        the process tree and its options
     5  top        gsc, gsc.__main__, gsc.cli, gsc.scaffold
 
 Two groups of one rank (the server and the client) do not import each other.
@@ -21,7 +21,7 @@ GSC = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 
 
 LAYERS = (
     # (rank, group, module prefixes: a name itself or a package and everything in it)
-    (0, 'core', ('gsc.errors', 'gsc.core')),
+    (0, 'core', ('gsc.errors', 'gsc.version', 'gsc.core')),
     (1, 'shared', ('gsc.transport', 'gsc.reporting', 'gsc.logs')),
     (2, 'engines', ('gsc.engines',)),
     (3, 'server', ('gsc.server',)),

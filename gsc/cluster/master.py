@@ -23,7 +23,7 @@ from . import broker as broker_module
 from . import workercluster as cluster_module
 from ..core import codec
 from . import controllers, metrics
-from .. import options as options_module
+from . import options as options_module
 from .. import logs
 from ..version import __version__
 from . import rundir

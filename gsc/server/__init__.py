@@ -5,9 +5,9 @@
 - :mod:`~gsc.server.http`: the worker's HTTP server (WebSocket upgrades and the WSGI app).
 - :mod:`~gsc.server.exchange`: channels, their local subscribers and the engine below.
 - :mod:`~gsc.server.auth`: the JWT auth engine (sc-auth).
-- :mod:`~gsc.server.server_options`: the options of an SCServer: defaults, spellings, validation.
 
-The frames are carried by :mod:`gsc.transport`, which the Python client shares.
+The frames are carried by :mod:`gsc.transport`, which the Python client shares; the options
+are those of scope ``server`` in :mod:`gsc.core.options`.
 """
 
 from .scserver import SCServer, attach, listen

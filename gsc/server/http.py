@@ -35,7 +35,7 @@ from geventwebsocket.handler import WebSocketHandler
 
 from ..errors import SCError
 from ..reporting import WarningDigest
-from .server_options import SERVER_DEFAULTS
+from ..core.options import SERVER, defaults
 
 log = logging.getLogger(__name__)
 
@@ -486,7 +486,7 @@ class HTTPServer(pywsgi.WSGIServer):
         self.routes = {}
         self.http_connections = 0
         self.headers_timeout = self.max_header_size = self.max_connections = None
-        self.set_limits(SERVER_DEFAULTS)
+        self.set_limits(defaults(SERVER))
         self._accept_pause = ACCEPT_BACKOFF[0]
         self._overloads = WarningDigest(_log_warning)  # ``log`` here is the access log
 
