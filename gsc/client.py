@@ -32,6 +32,7 @@ from websockets.protocol import Side
 from websockets.uri import parse_uri
 
 from .core import codec
+from .core.checks import is_int
 from .core.emitter import EventEmitter
 from .errors import (BadConnectionError, InvalidActionError, InvalidArgumentsError,
                      InvalidMessageError, SCError, TimeoutError, close_error, error_message,
@@ -398,7 +399,7 @@ class SCClientSocket:
     def disconnect(self, code=1000, data=None):
         """Send ``#disconnect`` {code, data} (when open) and close with ``code``."""
         code = code or 1000
-        if not isinstance(code, int) or isinstance(code, bool):
+        if not is_int(code):
             raise InvalidArgumentsError('If specified, the code argument must be a number')
         if self.state != CLOSED:
             self._close(code, data)

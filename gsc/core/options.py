@@ -20,7 +20,7 @@ import re
 import signal
 
 from ..errors import InvalidOptionsError
-from .checks import MAX_TIMEOUT, check_number, is_int
+from .checks import MAX_TIMEOUT, check_number, is_int, is_number
 from .history import DEFAULT_MAX_HISTORY_BYTES, HistoryRules
 from .presence import PresenceRules
 
@@ -149,8 +149,7 @@ def optional_port(key, value):
 
 def count(key, value):
     """None (one process) or a whole number of processes (``2.0`` included)."""
-    if value is not None and not (isinstance(value, (int, float)) and not isinstance(value, bool)
-                                  and value == int(value)):
+    if value is not None and not (is_number(value) and value == int(value)):
         raise InvalidOptionsError('The %s option must be a number' % key)
 
 
