@@ -50,13 +50,13 @@ CPU_RESOLUTION = 0.02  # two clock ticks of /proc/<pid>/stat
 
 
 def default_max_payload():
-    """maxPayload of the checkout's gsc (SERVER_DEFAULTS), 1 MiB when it has none."""
+    """maxPayload of the checkout's gsc (its option registry), 1 MiB when it has none."""
     sys.path.append(ROOT)
     try:
-        from gsc.server.server_options import SERVER_DEFAULTS
+        from gsc.core.options import SERVER, defaults
     except ImportError:
         return FALLBACK_MAX_PAYLOAD
-    return SERVER_DEFAULTS.get('maxPayload') or FALLBACK_MAX_PAYLOAD
+    return defaults(SERVER).get('maxPayload') or FALLBACK_MAX_PAYLOAD
 
 
 def rss_bytes(pid):

@@ -35,7 +35,7 @@ NO_PINGS = {'pingInterval': 3600 * 1000, 'pingTimeout': 7200 * 1000}
 FULL_COLLECTIONS = 5
 IDLE_SETTLE = 3.0
 """Seconds after the last handshake: an idle connection's reader greenlet is parked after one
-or two sweeps of ``gsc.server.transport.IDLE_SWEEP_INTERVAL`` without input."""
+or two sweeps of ``gsc.transport.IDLE_SWEEP_INTERVAL`` without input."""
 
 
 def rss():

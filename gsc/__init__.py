@@ -14,8 +14,7 @@ import importlib
 from . import errors
 from .errors import *  # noqa: F401,F403  (SocketCluster's error names are public API)
 from .errors import TimeoutError  # noqa: F401,A004  (gsc.TimeoutError; not in __all__: no shadowing)
-
-__version__ = '0.1.0'
+from .version import __version__
 
 _LAZY = {'SocketCluster': 'cluster.master', 'SCServer': 'server.scserver',
          'attach': 'server.scserver', 'listen': 'server.scserver', 'ServerSocket': 'server.socket',

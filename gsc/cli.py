@@ -18,29 +18,8 @@ import logging
 import os
 import sys
 
-ENVIRONMENT = (
-    # (option, variables, type, flags, help)
-    ('workers', ('SOCKETCLUSTER_WORKERS',), int, ('-w', '--workers'), 'number of worker processes'),
-    ('brokers', ('SOCKETCLUSTER_BROKERS',), int, ('-b', '--brokers'), 'number of broker processes'),
-    ('port', ('SOCKETCLUSTER_PORT',), int, ('-p', '--port'), 'TCP port the workers listen on'),
-    ('host', ('SOCKETCLUSTER_HOST',), str, ('--host',), 'address the workers bind'),
-    ('appName', ('SOCKETCLUSTER_APP_NAME',), str, ('-n', '--app-name'), 'application name'),
-    ('workerController', ('SOCKETCLUSTER_WORKER_CONTROLLER',), str, ('--wc',),
-     'worker controller: a name in controllers/ or a dotted module name'),
-    ('brokerController', ('SOCKETCLUSTER_BROKER_CONTROLLER',), str, ('--bc',),
-     'broker controller: a name in controllers/ or a dotted module name'),
-    ('workerClusterController', ('SOCKETCLUSTER_WORKERCLUSTER_CONTROLLER',), str, ('--wcc',),
-     'worker cluster controller: a name in controllers/ or a dotted module name'),
-    ('wsgiApp', ('SOCKETCLUSTER_WSGI_APP',), str, ('--app',),
-     "WSGI app served beside the realtime path: 'module:attr', the module in controllers/ "
-     "or a dotted name"),
-    ('environment', ('SOCKETCLUSTER_ENV', 'ENV'), str, ('-e', '--environment'),
-     "'dev' (hot reboot) or 'prod'"),
-    ('logLevel', ('SOCKETCLUSTER_LOG_LEVEL',), int, ('--log-level',), '0 silent, 1 errors, 2 all'),
-    ('socketChannelLimit', ('SOCKETCLUSTER_SOCKET_CHANNEL_LIMIT',), int, ('--channel-limit',),
-     'channels a socket may subscribe to'),
-    ('path', ('SOCKETCLUSTER_PATH',), str, ('--path',), 'URL path of the WebSocket endpoint'),
-)
+from .core.options import with_flags
+
 NAMING_OPTIONS = ('workerController', 'brokerController', 'workerClusterController', 'wsgiApp')
 PROJECT_CONTROLLERS = {'workerController': 'worker', 'brokerController': 'broker',
                        'wsgiApp': 'app:app'}
@@ -53,9 +32,10 @@ def parse_args(argv=None, prog=None):
         prog=prog, description='Start a SocketCluster (gsc). `gsc new DIR` creates a project.',
         epilog='SOCKETCLUSTER_OPTIONS: a JSON object of options applied last, e.g. '
                '\'{"pingInterval": 5000, "myKey": 1}\'.')
-    for option, variables, type_, flags, text in ENVIRONMENT:
-        parser.add_argument(*flags, dest=option, type=type_, default=None,
-                            help='%s (env %s)' % (text, ' or '.join(variables)))
+    for option in with_flags():
+        text = '%s (env %s)' % (option.doc.replace('`', ''), ' or '.join(option.env))
+        parser.add_argument(*option.flags, dest=option.name, type=option.cli_type, default=None,
+                            help=text)
     return parser.parse_args(argv)
 
 
@@ -74,15 +54,15 @@ def build_options(args, app_dir, defaults=None, environ=os.environ):
     ``defaults`` controllers found in ``app_dir`` when none is named, with the other options
     of ``defaults`` (the sample's) where they are not set."""
     options = {'paths': {'appDirPath': app_dir}}
-    for option, variables, type_, _flags, _text in ENVIRONMENT:
-        variable = next((v for v in variables if environ.get(v)), None)
+    for option in with_flags():
+        variable = next((v for v in option.env if environ.get(v)), None)
         if variable is not None:
             try:
-                options[option] = type_(environ[variable])
+                options[option.name] = option.cli_type(environ[variable])
             except ValueError:
                 raise SystemExit('%s must be a number, not %r' % (variable, environ[variable]))
-        if getattr(args, option) is not None:
-            options[option] = getattr(args, option)
+        if getattr(args, option.name) is not None:
+            options[option.name] = getattr(args, option.name)
     if environ.get('SOCKETCLUSTER_OPTIONS'):
         try:
             extra = json.loads(environ['SOCKETCLUSTER_OPTIONS'])

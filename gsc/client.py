@@ -1,7 +1,7 @@
 """A gevent client of the SocketCluster protocol v1, behaving like socketcluster-client 14.x.
 
 Packets are classified by :mod:`gsc.core.protocol` and frames carried by
-:class:`gsc.server.transport.WebSocketTransport`; this module adds the client's state machine:
+:class:`gsc.transport.WebSocketTransport`; this module adds the client's state machine:
 the ``#handshake``, the emit buffer and ack timers, the ping timer, the auth token kept
 across reconnects, channels that re-subscribe after a reconnect, and the auto-reconnect
 policy (docs/protocol.md).
@@ -32,6 +32,7 @@ from websockets.protocol import Side
 from websockets.uri import parse_uri
 
 from .core import codec
+from .core.checks import is_int
 from .core.emitter import EventEmitter
 from .errors import (BadConnectionError, CloseCode, InvalidActionError, InvalidArgumentsError,
                      InvalidMessageError, SCError, TimeoutError, close_error, error_message,
@@ -39,7 +40,7 @@ from .errors import (BadConnectionError, CloseCode, InvalidActionError, InvalidA
 from .core.protocol import (AUTHENTICATED, CLOSED, CONNECTING, OPEN, UNAUTHENTICATED, UNDEFINED,
                        CallTable, Event, Ping, Responder, Response, defined, event_packet,
                        parse_frame)
-from .server.transport import READ_SIZE, WebSocketTransport
+from .transport import READ_SIZE, WebSocketTransport
 
 __all__ = ['create', 'SCClientSocket', 'ClientChannel', 'PENDING', 'SUBSCRIBED', 'UNSUBSCRIBED']
 
@@ -401,7 +402,7 @@ class SCClientSocket:
     def disconnect(self, code=CloseCode.NORMAL, data=None):
         """Send ``#disconnect`` {code, data} (when open) and close with ``code``."""
         code = code or CloseCode.NORMAL
-        if not isinstance(code, int) or isinstance(code, bool):
+        if not is_int(code):
             raise InvalidArgumentsError('If specified, the code argument must be a number')
         if self.state != CLOSED:
             self._close(code, data)

@@ -14,7 +14,7 @@ import pytest
 from conftest import handshake, recv_json, wait_until
 from gsc.cluster.brokerserver import BrokerServer
 from gsc.core.emitter import EventEmitter
-from gsc.engines.broker import BrokerEngine
+from gsc.cluster.brokerclient import BrokerEngine
 from gsc.core.middleware import MIDDLEWARE_PUBLISH_IN, MIDDLEWARE_SUBSCRIBE
 
 pytestmark = pytest.mark.timeout(15)

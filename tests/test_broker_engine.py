@@ -9,7 +9,7 @@ import pytest
 from conftest import handshake, recv_json, wait_until
 from gsc.cluster.brokerserver import BrokerServer
 from gsc.core.emitter import EventEmitter
-from gsc.engines.broker import BrokerEngine
+from gsc.cluster.brokerclient import BrokerEngine
 from gsc.core.hasher import hash_key
 
 

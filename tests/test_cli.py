@@ -139,7 +139,7 @@ def test_a_port_another_program_serves_is_refused(spawn):
 @pytest.mark.parametrize('args,env,cause', [
     (['--wc', 'nosuch'], {}, 'the worker 0 exited with code 78 while starting'),
     (['--wc', 'worker', '--bc', 'nosuch'], {}, 'the broker 0 exited with code 78 while starting'),
-    (['--wc', 'worker'], {'SOCKETCLUSTER_OPTIONS': json.dumps({'origins': 5})},
+    (['--wc', 'worker'], {'SOCKETCLUSTER_OPTIONS': json.dumps({'authPrivateKey': 'k'})},
      'the worker 0 exited with code 1 while starting'),
 ])
 def test_a_start_that_cannot_work_exits_at_once(spawn, args, env, cause):

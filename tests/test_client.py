@@ -15,7 +15,7 @@ from websockets.server import ServerProtocol
 
 from conftest import wait_until
 from gsc.client import PENDING, SUBSCRIBED, UNSUBSCRIBED
-from gsc.server.transport import WebSocketTransport, frame_header
+from gsc.transport import WebSocketTransport, frame_header
 
 pytestmark = pytest.mark.timeout(10)
 

@@ -9,7 +9,7 @@ import jwt
 import pytest
 
 from gsc.cluster import dashboard
-from gsc import options as options_module
+from gsc.cluster import options as options_module
 from gsc.errors import AuthError, BrokerError, InvalidOptionsError
 from master_harness import start_cluster
 from test_browser import pytestmark as BROWSER_MARKS, run_driver

@@ -14,7 +14,7 @@ from gevent import socket as gsocket
 
 from conftest import handshake, recv_json, wait_until
 from gsc.cluster.brokerserver import BrokerServer
-from gsc.engines.broker import ENTRY_OVERHEAD, BrokerEngine
+from gsc.cluster.brokerclient import ENTRY_OVERHEAD, BrokerEngine
 from gsc.engines.redis import RedisEngine
 from gsc.cluster.ipc import Channel, authenticate_peer
 from master_harness import MasterProcess, free_port

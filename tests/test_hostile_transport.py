@@ -1,4 +1,4 @@
-"""Hostile clients against the frame layer (gsc/server/transport.py), from the network: endless
+"""Hostile clients against the frame layer (gsc/transport.py), from the network: endless
 fragmented messages, floods of tiny frames, protocol violations after valid messages, a
 client that stops reading, and strings that are not valid Unicode."""
 

@@ -10,7 +10,7 @@ import pytest
 from greenlet import greenlet
 
 from conftest import handshake, open_socket, recv_json, wait_until
-from gsc.server.transport import WebSocketTransport
+from gsc.transport import WebSocketTransport
 from wsraw import Closed
 
 NO_PINGS = {'pingInterval': 3600 * 1000, 'pingTimeout': 7200 * 1000}

@@ -18,7 +18,7 @@ from gevent import socket as gsocket
 
 from conftest import handshake, recv_json, wait_until
 from gsc.cluster.brokerserver import BrokerServer
-from gsc.engines.broker import BrokerEngine
+from gsc.cluster.brokerclient import BrokerEngine
 from gsc.cluster.ipc import AUTH_MAGIC, MAC_SIZE, NONCE_SIZE
 from master_harness import start_cluster
 from test_broker_engine import FakeBroker

@@ -11,7 +11,7 @@ import gevent
 import pytest
 
 from gsc.cluster import memory
-from gsc import options as master_options
+from gsc.cluster import options as master_options
 from gsc.errors import InvalidOptionsError, SocketProtocolError
 from gsc.cluster.memory import MemoryReleaser, ReleasePolicy
 

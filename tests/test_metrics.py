@@ -14,7 +14,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from websockets.sync.client import connect
 
-from gsc import options as options_module
+from gsc.cluster import options as options_module
 from gsc.errors import InvalidOptionsError
 from master_harness import free_port, start_cluster
 

@@ -3,7 +3,7 @@
 import pytest
 
 from gsc import SocketCluster
-from gsc import options as options_module
+from gsc.cluster import options as options_module
 from gsc.errors import InvalidActionError
 
 pytestmark = pytest.mark.timeout(20)

@@ -3,7 +3,8 @@
 - :mod:`~gsc.cluster.master`: SocketCluster, the master process.
 - :mod:`~gsc.cluster.workercluster`: the worker cluster process (forks, relays, respawns workers).
 - :mod:`~gsc.cluster.worker`: the worker process (an HTTP server with an SCServer).
-- :mod:`~gsc.cluster.broker`: the broker process; :mod:`~gsc.cluster.brokerserver`: what it serves.
+- :mod:`~gsc.cluster.broker`: the broker process; :mod:`~gsc.cluster.brokerserver`: what it serves;
+  :mod:`~gsc.cluster.brokerclient`: the worker's links to the brokers (its pub/sub engine).
 - :mod:`~gsc.cluster.process`: forked children and their supervision.
 - :mod:`~gsc.cluster.ipc`: the framed links between processes.
 - :mod:`~gsc.cluster.rundir`: the private run directory of the brokers' sockets.

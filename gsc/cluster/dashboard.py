@@ -25,6 +25,7 @@ import gevent
 
 from . import metrics
 from ..errors import AuthError, InvalidArgumentsError, InvalidOptionsError
+from ..core.options import MAX_PASSWORD_LENGTH
 from ..core.reserved import DASHBOARD_CHANNEL as CHANNEL
 from ..core.reserved import DASHBOARD_CLAIM, is_dashboard_viewer
 
@@ -38,7 +39,6 @@ MAX_ATTEMPTS = 5
 MAX_FAILURES = 20
 """Wrong passwords a worker accepts per FAILURE_WINDOW from all its sockets together."""
 FAILURE_WINDOW = 10.0
-MAX_PASSWORD_LENGTH = 1024
 STATIC_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'static', 'dashboard')
 PAGE = 'index.html'
 ASSETS = {
@@ -59,26 +59,15 @@ PAGE_POLICY = ("default-src 'self'; connect-src 'self' ws: wss:; img-src 'self' 
 
 
 def validate_options(options):
-    """Check ``dashboard`` (a bool), ``dashboardPath`` (a path of its own, without a
-    trailing /) and ``dashboardPassword`` (None or a non-empty string)."""
-    if not isinstance(options.get('dashboard'), bool):
-        raise InvalidOptionsError('The dashboard option must be True or False')
+    """Check what the registry cannot see alone: ``dashboardPath`` and the pages under it
+    differ from ``path``, ``healthPath`` and ``metricsPath``."""
     path = options.get('dashboardPath')
-    if not (isinstance(path, str) and path.startswith('/') and len(path) > 1
-            and not path.endswith('/')):
-        raise InvalidOptionsError('The dashboardPath option must be a path starting with / '
-                                  'and not ending with /')
     served = {path}.union('%s/%s' % (path, name) for name in ASSETS)
     for key in ('path', 'healthPath', 'metricsPath'):
         other = options.get(key)
         if isinstance(other, str) and (other in served or other.rstrip('/') == path):
             raise InvalidOptionsError('The dashboardPath option must differ from the %s option'
                                       % key)
-    password = options.get('dashboardPassword')
-    if password is not None and not (isinstance(password, str)
-                                     and 0 < len(password) <= MAX_PASSWORD_LENGTH):
-        raise InvalidOptionsError('The dashboardPassword option must be None or a string of '
-                                  '1 to %d characters' % MAX_PASSWORD_LENGTH)
 
 
 # -- sans-I/O cores ---------------------------------------------------------------------

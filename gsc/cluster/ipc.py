@@ -45,15 +45,13 @@ import gevent
 from gevent import get_hub
 
 from ..core import codec
+from ..core.codec import MAX_FRAME
 from ..errors import BadConnectionError, ResourceLimitError, TimeoutError, dehydrate, hydrate
 from ..core.protocol import UNDEFINED, CallTable
 
 log = logging.getLogger(__name__)
 
 HEADER = struct.Struct('>I')
-MAX_FRAME = 64 * 1024 * 1024
-"""The largest frame a link carries: bigger outbound messages are refused, a bigger inbound
-frame is a protocol violation that closes the link."""
 MAX_OUTBOUND = 256 * 1024 * 1024
 """Bytes a peer may leave unread before its link is closed as stuck."""
 READ_SIZE = 256 * 1024

@@ -24,8 +24,9 @@ from . import broker as broker_module
 from . import workercluster as cluster_module
 from ..core import codec
 from . import controllers, metrics
-from .. import options as options_module
+from . import options as options_module
 from .. import logs
+from ..version import __version__
 from . import rundir
 from ..core.emitter import EventEmitter
 from ..errors import (BadConnectionError, BrokerError, InvalidActionError, ProcessExitError,
@@ -43,11 +44,6 @@ KILL_GRACE = 2.0
 
 WEBSOCKET_ENGINE = 'gevent-websocket (upgrade) + websockets (frames)'
 """What carries the WebSockets in every gsc worker (the ``wsEngine`` option has no effect)."""
-
-
-def _version():
-    from .. import __version__
-    return __version__
 
 
 def normalise_error(value):
@@ -602,7 +598,7 @@ class SocketCluster(EventEmitter, Supervisor):
         log.info('%s SocketCluster started - %s - Version: %s, Environment: %s, WebSocket '
                  'engine: %s, Broker engine: %s, Port: %s, Master PID: %s, Worker count: %s, '
                  'Broker count: %s', self.color_text('[Active]', 'green'), self.urls(),
-                 _version(), options['environment'], WEBSOCKET_ENGINE, options['brokerEngine'],
+                 __version__, options['environment'], WEBSOCKET_ENGINE, options['brokerEngine'],
                  options['port'], self.pid, options['workers'], options['brokers'])
 
     def urls(self):

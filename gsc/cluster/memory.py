@@ -10,7 +10,7 @@ collection, so it runs only when the worker lost many connections: :class:`Relea
 decides (sans I/O), :class:`MemoryReleaser` checks the connection count on a timer (never in a
 connection's path).  docs/idle-memory.md has the analysis and the figures.
 
-Options (master-level, validated by :func:`validate_options`): ``memoryReleaseDrop`` (the
+Options (of the cluster, in :mod:`gsc.core.options`): ``memoryReleaseDrop`` (the
 connections closed since the last peak that trigger a release once the count stopped falling,
 also at least ``RELEASE_FRACTION`` of that peak; None turns it off) and
 ``memoryReleaseInterval`` (ms between two checks, so also the least time between two releases).
@@ -29,25 +29,13 @@ import time
 import gevent
 from gevent import socket as gsocket
 
-from ..errors import InvalidOptionsError
-from ..server.server_options import check_number
+from ..core.options import BY_NAME
 
 log = logging.getLogger(__name__)
 
-DEFAULTS = {'memoryReleaseDrop': 1000, 'memoryReleaseInterval': 5000}
 RELEASE_FRACTION = 0.1
 """A release needs the drop to be at least this part of the peak too: a large worker whose
 count moves by ``memoryReleaseDrop`` around a steady level is not collected every interval."""
-
-
-def validate_options(options):
-    """Check ``memoryReleaseDrop`` (None or a whole number >= 1) and ``memoryReleaseInterval``
-    (ms, >= 100)."""
-    drop = options.get('memoryReleaseDrop')
-    if drop is not None and (isinstance(drop, bool) or not isinstance(drop, int) or drop < 1):
-        raise InvalidOptionsError('The memoryReleaseDrop option must be None or a whole number '
-                                  'of connections of at least 1, not %r' % (drop,))
-    check_number(options, 'memoryReleaseInterval', minimum=100)
 
 
 class ReleasePolicy:
@@ -175,6 +163,11 @@ def freeze_startup_objects():
     log.debug('gc.freeze(): %d start-up objects frozen', gc.get_freeze_count())
 
 
+def _option(options, name):
+    """``options[name]``, the registry's default when absent."""
+    return options.get(name, BY_NAME[name].default)
+
+
 class MemoryReleaser:
     """Checks a server's connection count every ``memoryReleaseInterval`` ms and runs
     :func:`release_memory` when its :class:`ReleasePolicy` says so.  ``releases`` counts the
@@ -183,8 +176,8 @@ class MemoryReleaser:
 
     def __init__(self, server, options):
         self.server = server
-        self.interval = options.get('memoryReleaseInterval', DEFAULTS['memoryReleaseInterval']) / 1000.0
-        self.policy = ReleasePolicy(options.get('memoryReleaseDrop', DEFAULTS['memoryReleaseDrop']))
+        self.interval = _option(options, 'memoryReleaseInterval') / 1000.0
+        self.policy = ReleasePolicy(_option(options, 'memoryReleaseDrop'))
         self.releases = 0
         self.last_release = None
         self._greenlet = None

@@ -62,21 +62,16 @@ BROKER_FIGURES = (
 
 
 def validate_options(options):
-    """Check ``healthPath``, ``metricsPath`` (None or a path other than ``path``) and
-    ``metricsPort`` (None or a port other than ``port``)."""
+    """Check what the registry cannot see alone: ``healthPath`` and ``metricsPath`` differ from
+    ``path`` and from each other, ``metricsPort`` from ``port``."""
     for key in ('healthPath', 'metricsPath'):
         value = options.get(key)
-        if value is not None and not (isinstance(value, str) and value.startswith('/')):
-            raise InvalidOptionsError('The %s option must be a path starting with / or None' % key)
         if value is not None and value == options.get('path'):
             raise InvalidOptionsError('The %s option must differ from the path option' % key)
     if options.get('healthPath') is not None and options['healthPath'] == options.get('metricsPath'):
         raise InvalidOptionsError('The healthPath and metricsPath options must differ')
-    port = options.get('metricsPort')
-    if port is not None and (isinstance(port, bool) or not isinstance(port, int)
-                             or not 0 < port <= 65535 or port == options.get('port')):
-        raise InvalidOptionsError('The metricsPort option must be None or a port (1-65535) '
-                                  'other than the port option')
+    if options.get('metricsPort') is not None and options['metricsPort'] == options.get('port'):
+        raise InvalidOptionsError('The metricsPort option must be a port other than the port option')
 
 
 # -- in a worker -------------------------------------------------------------------------

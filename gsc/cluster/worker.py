@@ -26,12 +26,12 @@ from gevent.pywsgi import LoggingLogAdapter
 
 from . import controllers, dashboard, metrics
 from ..engines import create_engine
-from ..engines.broker import BrokerEngine
+from .brokerclient import BrokerEngine
 from ..core.history import HistoryRules
 from ..errors import HTTPServerError, ResourceLimitError
 from ..server.http import HTTPServer
 from .memory import MemoryReleaser, freeze_startup_objects, resident_bytes
-from ..options import LOCAL_BROKER_ENGINES, ssl_kwargs
+from .options import LOCAL_BROKER_ENGINES, ssl_kwargs
 from ..core.presence import PresenceRules
 from .process import ClusterMember
 from ..reporting import WarningDigest

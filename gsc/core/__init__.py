@@ -11,4 +11,7 @@
 - :mod:`~gsc.core.patterns`: options that apply per channel pattern (the first match wins).
 - :mod:`~gsc.core.history`: channel history rules, the bounded history store and recovery.
 - :mod:`~gsc.core.presence`: channel presence rules and the bounded table of members.
+- :mod:`~gsc.core.checks`: checks of values from outside (a number that is not a bool, in range).
+- :mod:`~gsc.core.options`: the option registry: every option's default, check, flag, variable,
+  scope and doc.
 """

@@ -15,6 +15,10 @@ import ujson
 
 PING = '#1'
 PONG = '#2'
+MAX_FRAME = 64 * 1024 * 1024
+"""The largest encoded message gsc passes between its own processes: a frame of a link
+between processes (bigger outbound messages are refused, a bigger inbound frame is a protocol
+violation that closes the link) and a publish through Redis."""
 _JSON_START = frozenset('{[')
 _WHITESPACE = ' \n\r\t'
 _SURROGATE = re.compile('[\ud800-\udfff]')

@@ -36,6 +36,7 @@ import re
 import time
 
 from ..errors import InvalidArgumentsError
+from .checks import is_int, is_number
 from .protocol import UNDEFINED
 
 _MAX_INDEX = 2 ** 32 - 2  # the largest JavaScript array index
@@ -101,7 +102,7 @@ def _norm(key):
     """One key as stored: an int for an array index, a str otherwise."""
     if isinstance(key, float) and key.is_integer():
         key = int(key)
-    if isinstance(key, int) and not isinstance(key, bool):
+    if is_int(key):
         return key if 0 <= key <= _MAX_INDEX else str(key)
     if isinstance(key, str):
         if _INDEX_TEXT.match(key) and int(key) <= _MAX_INDEX:
@@ -123,7 +124,7 @@ def _int_arg(value, name):
     """An integer argument (int, integral float or integer text), else InvalidArgumentsError."""
     if isinstance(value, float) and value.is_integer():
         return int(value)
-    if isinstance(value, int) and not isinstance(value, bool):
+    if is_int(value):
         return value
     if isinstance(value, str) and _INT_TEXT.match(value):
         return int(value)
@@ -402,7 +403,7 @@ class DataMap:
     def expire(self, keys, seconds, now=None):
         """Give each key chain of ``keys`` the expiry ``round(now) + seconds`` (unix seconds;
         ``now`` defaults to the current time).  A key need not exist yet."""
-        if isinstance(seconds, bool) or not isinstance(seconds, (int, float)):
+        if not is_number(seconds):
             raise InvalidArgumentsError('Invalid expiry %r: a number of seconds is required' % (seconds,))
         chains = self._expiry_keys(keys)
         self._unexpire(chains)

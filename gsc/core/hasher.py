@@ -16,6 +16,7 @@ import math
 import sys
 
 from ..errors import InvalidArgumentsError
+from .checks import is_int, is_number
 
 _UTF16_NATIVE = 'utf-16-le' if sys.byteorder == 'little' else 'utf-16-be'
 LOW16 = 0xFFFF
@@ -96,11 +97,11 @@ def hash_key(key, modulo):
 
     ``modulo`` must be a positive int, otherwise ``InvalidArgumentsError``.
     """
-    if isinstance(modulo, bool) or not isinstance(modulo, int) or modulo < 1:
+    if not is_int(modulo) or modulo < 1:
         raise InvalidArgumentsError('The hash modulo must be a positive integer, got %r' % (modulo,))
     if modulo == 1:
         return 0
-    if isinstance(key, (int, float)) and not isinstance(key, bool):
+    if is_number(key):
         if isinstance(key, float):
             if not math.isfinite(key):
                 return 0

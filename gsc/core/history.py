@@ -15,6 +15,7 @@ import time
 from . import codec
 from .protocol import UNDEFINED, defined
 from ..errors import BrokerError, InvalidArgumentsError, InvalidOptionsError
+from .checks import is_int, is_number
 from .patterns import ChannelRules
 
 HistoryPolicy = collections.namedtuple('HistoryPolicy', 'size ttl max_bytes publish_offsets')
@@ -54,8 +55,7 @@ class HistoryRules(ChannelRules):
     def __init__(self, option=None, max_history_bytes=None):
         if max_history_bytes is None:
             max_history_bytes = DEFAULT_MAX_HISTORY_BYTES
-        if isinstance(max_history_bytes, bool) or not isinstance(max_history_bytes, int) or \
-                max_history_bytes < 1:
+        if not is_int(max_history_bytes) or max_history_bytes < 1:
             raise InvalidOptionsError('The maxHistoryBytes option must be a positive whole number '
                                       'of bytes, not %r' % (max_history_bytes,))
         self.max_history_bytes = max_history_bytes
@@ -65,7 +65,7 @@ class HistoryRules(ChannelRules):
         """The :class:`HistoryPolicy` of one pattern's settings."""
         for key, (low, high) in POLICY_BOUNDS.items():
             value = settings[key]
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
+            if not is_number(value) or not low <= value <= high:
                 raise self.invalid(pattern, '%r.%s must be a number from %s to %s, not %r'
                                    % (pattern, key, low, high, value))
             if key != 'ttl' and value != int(value):
@@ -233,12 +233,12 @@ def read_request(rules, channel, since, epoch, limit):
     policy = rules.policy(channel)
     if policy is None:
         raise no_history(channel)
-    if since is not None and (isinstance(since, bool) or not isinstance(since, int) or since < 0):
+    if since is not None and (not is_int(since) or since < 0):
         raise InvalidArgumentsError('History since must be a whole number >= 0, not %r' % (since,))
     if since is not None and not isinstance(epoch, str):
         raise InvalidArgumentsError('History since needs the epoch it was seen in (a string), '
                                     'not %r' % (epoch,))
-    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 0):
+    if limit is not None and (not is_int(limit) or limit < 0):
         raise InvalidArgumentsError('History limit must be a whole number >= 0, not %r' % (limit,))
     return policy, since, epoch, policy.size if limit is None else min(limit, policy.size)
 
@@ -259,14 +259,14 @@ def recovery_request(data, policy):
         recover = data['recover']
         offset = recover.get('offset') if isinstance(recover, dict) else None
         epoch = recover.get('epoch') if isinstance(recover, dict) else None
-        if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0 or \
+        if not is_int(offset) or offset < 0 or \
                 not isinstance(epoch, str) or len(epoch) > MAX_EPOCH_LENGTH:
             raise InvalidArgumentsError('recover must be {offset: a whole number >= 0, epoch: a string '
                                         'of at most %d characters}' % MAX_EPOCH_LENGTH)
         return offset, epoch, None
     if 'history' in data:
         count = data['history']
-        if isinstance(count, bool) or not isinstance(count, int) or not 0 <= count <= policy.size:
+        if not is_int(count) or not 0 <= count <= policy.size:
             raise InvalidArgumentsError('history must be a whole number from 0 to %d (the size of '
                                         'this channel\'s history)' % policy.size)
         return None, None, count

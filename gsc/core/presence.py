@@ -12,6 +12,7 @@ built by :func:`presence_event`.  The wire contract is in docs/presence.md.
 import collections
 
 from ..errors import BrokerError
+from .checks import is_int
 from .patterns import ChannelRules
 from .reserved import RESERVED_PREFIX
 
@@ -72,8 +73,7 @@ class PresenceRules(ChannelRules):
     def make_policy(self, pattern, settings):
         """The :class:`PresencePolicy` of one pattern's settings."""
         max_members = settings['maxMembers']
-        if isinstance(max_members, bool) or not isinstance(max_members, int) or \
-                not 1 <= max_members <= MAX_MEMBERS:
+        if not is_int(max_members) or not 1 <= max_members <= MAX_MEMBERS:
             raise self.invalid(pattern, '%r.maxMembers must be a whole number from 1 to %d, not %r'
                                % (pattern, MAX_MEMBERS, max_members))
         if not isinstance(settings['joinLeave'], bool):

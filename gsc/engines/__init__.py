@@ -5,6 +5,7 @@ processes of a cluster plug in the same way.  The interface is in docs/CONTRACTS
 """
 
 from ..errors import InvalidOptionsError
+from ..core.checks import is_number
 
 
 def create_engine(name, engine_options=None, on_warning=None, start_timeout=None,
@@ -35,7 +36,7 @@ def create_engine(name, engine_options=None, on_warning=None, start_timeout=None
 def _positive(engine_options, key, default):
     """``brokerEngineOptions[key]`` checked to be a positive number (``default`` when absent)."""
     value = engine_options.get(key, default)
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+    if not is_number(value) or value <= 0:
         raise InvalidOptionsError('The brokerEngineOptions.%s option must be a positive number, '
                                   'not %r' % (key, value))
     return value

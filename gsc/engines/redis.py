@@ -41,7 +41,7 @@ from gevent import socket as gsocket
 from ..core import codec
 from ..errors import BrokerError, InvalidArgumentsError
 from ..core.history import HistoryRules, new_epoch, read_request
-from ..cluster.ipc import MAX_FRAME
+from ..core.codec import MAX_FRAME
 from ..core.presence import PresenceRules, events_channel, no_presence
 from ..core.protocol import UNDEFINED, defined
 from . import redis_lua

@@ -34,6 +34,7 @@ import jwt
 from jwt.utils import base64url_decode
 
 from ..core import codec
+from ..core.checks import is_int, is_number
 from ..errors import (AuthTokenError, AuthTokenExpiredError, AuthTokenInvalidError,
                      AuthTokenNotBeforeError, SCError)
 
@@ -54,16 +55,12 @@ _EPOCH = datetime(1970, 1, 1)
 _JWS = jwt.PyJWS()
 
 
-def _is_number(value):
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
 def _is_string(value):
     return isinstance(value, str)
 
 
 def _is_timespan(value):
-    return (isinstance(value, int) and not isinstance(value, bool)) or (isinstance(value, str) and value != '')
+    return is_int(value) or (isinstance(value, str) and value != '')
 
 
 # jsonwebtoken's sign options schema: name -> (check, message); unknown names are refused.
@@ -93,7 +90,7 @@ def is_token_expired(token_payload, now=None):
     This is the server's own per-packet expiry check (docs/protocol.md, expired tokens), not JWT verification.
     """
     exp = token_payload.get('exp') if isinstance(token_payload, dict) else None
-    if not _is_number(exp) or not exp:
+    if not is_number(exp) or not exp:
         return False
     return (time.time() if now is None else now) > exp
 
@@ -142,7 +139,7 @@ def _check_sign_options(payload, options):
         if not check[0](value):
             raise SCError(check[1])
     for claim in ('iat', 'exp', 'nbf'):
-        if claim in payload and not _is_number(payload[claim]):
+        if claim in payload and not is_number(payload[claim]):
             raise SCError('"%s" should be a number of seconds' % claim)
     if 'nbf' in payload and 'notBefore' in options:
         raise SCError('Bad "options.notBefore" option the payload already has an "nbf" property.')
@@ -156,12 +153,12 @@ def _check_claims(payload, options):
     now = options.get('clockTimestamp') or math.floor(time.time())
     tolerance = options.get('clockTolerance') or 0
     if 'nbf' in payload and not options.get('ignoreNotBefore'):
-        if not _is_number(payload['nbf']):
+        if not is_number(payload['nbf']):
             raise AuthTokenInvalidError('invalid nbf value')
         if payload['nbf'] > now + tolerance:
             raise AuthTokenNotBeforeError('jwt not active', date=iso_date(payload['nbf']))
     if 'exp' in payload and not options.get('ignoreExpiration'):
-        if not _is_number(payload['exp']):
+        if not is_number(payload['exp']):
             raise AuthTokenInvalidError('invalid exp value')
         if now >= payload['exp'] + tolerance:
             raise AuthTokenExpiredError('jwt expired', expiry=iso_date(payload['exp']))

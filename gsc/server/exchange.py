@@ -34,7 +34,7 @@ from ..core.history import HistoryRules
 from ..core.middleware import MIDDLEWARE_PUBLISH_OUT, Request
 from ..core.presence import PresenceRules, events_channel, member_user, no_presence, owner_channel
 from ..core.protocol import UNDEFINED, defined, none_if_undefined
-from .transport import prepare_frame, yield_to_loop
+from ..transport import prepare_frame, yield_to_loop
 
 log = logging.getLogger(__name__)
 

@@ -7,7 +7,7 @@ well-formed upgrade at the realtime path (:func:`parse_upgrade_head`) is answere
 Anything else (another path, a partial or unusual head, TLS, an access log) is handed, with
 the bytes already read, to the pywsgi handler, which serves, refuses or upgrades it exactly
 as before: gevent-websocket's checks, then gsc's own refusals (path, origin, handshakeWS
-middleware), then the 101 (the frames are carried by :mod:`gsc.server.transport`).
+middleware), then the 101 (the frames are carried by :mod:`gsc.transport`).
 
 Against hostile clients the server bounds what a connection may hold before the
 application sees it: the request line and headers must arrive within ``headersTimeout``
@@ -37,7 +37,7 @@ from ..core.upgrade import (BAD_REQUEST, HEAD_END, NOT_IMPLEMENTED, REQUEST_TIME
 from ..errors import SCError
 from ..gevent_internals import count_file_object, raw_socket
 from ..reporting import WarningDigest
-from .server_options import SERVER_DEFAULTS
+from ..core.options import SERVER, defaults
 
 log = logging.getLogger(__name__)
 
@@ -326,7 +326,7 @@ class HTTPServer(pywsgi.WSGIServer):
         self.routes = {}
         self.http_connections = 0
         self.headers_timeout = self.max_header_size = self.max_connections = None
-        self.set_limits(SERVER_DEFAULTS)
+        self.set_limits(defaults(SERVER))
         self._accept_pause = ACCEPT_BACKOFF[0]
         self._overloads = WarningDigest(_log_warning)  # ``log`` here is the access log
 

@@ -32,9 +32,9 @@ from ..core.middleware import (MIDDLEWARE_AUTHENTICATE, MIDDLEWARE_HANDSHAKE_SC,
                          MiddlewareChains, MiddlewareTypes, Request)
 from ..core.presence import PresenceRules
 from ..reporting import WarningDigest
-from .server_options import DEFLATE_OPTIONS, normalise_server_options
+from ..core.options import DEFLATE_OPTIONS, normalise_server_options
 from .socket import ServerSocket
-from .transport import IdleReaders, WebSocketTransport
+from ..transport import IdleReaders, WebSocketTransport
 
 log = logging.getLogger(__name__)
 

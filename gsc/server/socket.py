@@ -28,7 +28,7 @@ from ..core.protocol import (AUTHENTICATED, CLOSED, CONNECTING, OPEN, UNAUTHENTI
                        BatchTooLarge, CallTable, Event, Ping, Pong, Raw, Responder, Response,
                        event_packet, defined, none_if_undefined, parse_frame, transition)
 from ..core.reserved import reserved_channel_error
-from .transport import yield_to_loop
+from ..transport import yield_to_loop
 
 log = logging.getLogger(__name__)
 

@@ -26,7 +26,7 @@ from gevent import socket as gsocket
 from ..core import codec, kv
 from ..errors import BrokerError, InvalidOptionsError, ResourceLimitError, TimeoutError
 from ..core.hasher import hash_key
-from ..cluster.ipc import Channel, LinkAuthError, LinkRefusedError, auth_timeout, prove_to_peer
+from .ipc import Channel, LinkAuthError, LinkRefusedError, auth_timeout, prove_to_peer
 from ..core.presence import owner_channel
 from ..core.protocol import UNDEFINED, defined
 

@@ -28,8 +28,8 @@ from socket import SHUT_WR
 
 import gevent
 from gevent import get_hub, getcurrent
-from ..errors import CloseCode
-from ..gevent_internals import raw_socket, read_watcher
+from .errors import CloseCode
+from .gevent_internals import raw_socket, read_watcher
 from websockets.frames import BINARY as OP_BINARY, CONT as OP_CONT, TEXT as OP_TEXT, Frame
 from websockets.protocol import CLOSED, OPEN, SEND_EOF, Protocol, Side
 
