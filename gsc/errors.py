@@ -116,6 +116,12 @@ class TimeoutError(SCError):  # noqa: A001 (SocketCluster's name)
     name = 'TimeoutError'
 
 
+class RateLimitError(SCError):
+    """A socket sent more than its inbound rate limits allow (gsc's own error)."""
+
+    name = 'RateLimitError'
+
+
 class BadConnectionError(SCError):
     """A pending call aborted by a closing connection."""
 
@@ -144,7 +150,7 @@ ERROR_CLASSES = {cls.name: cls for cls in (
     AuthTokenExpiredError, AuthTokenInvalidError, AuthTokenNotBeforeError, AuthTokenError,
     AuthError, SilentMiddlewareBlockedError, InvalidActionError, InvalidArgumentsError,
     InvalidOptionsError, InvalidMessageError, SocketProtocolError, ServerProtocolError,
-    HTTPServerError, ResourceLimitError, TimeoutError, BadConnectionError, BrokerError,
+    HTTPServerError, ResourceLimitError, TimeoutError, BadConnectionError, BrokerError, RateLimitError,
     ProcessExitError, UnknownError)}
 
 class CloseCode(IntEnum):
@@ -173,6 +179,7 @@ class CloseCode(IntEnum):
     CONNECT_TIMEOUT = 4007
     HANDSHAKE_REJECTED = 4008
     MESSAGE_BEFORE_HANDSHAKE = 4009
+    RATE_LIMITED = 4429  # gsc's own: over the inbound rate limits for longer than their grace
 
 
 # Close codes: the texts of sc-errors (docs/protocol.md, Closing).

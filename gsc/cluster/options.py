@@ -1,9 +1,9 @@
 """The options of a SocketCluster: the registry's (:mod:`gsc.core.options`) merged, checked
 together, and the values the master derives from them.
 
-Keys are SocketCluster's camelCase names (master-api.md §3); snake_case spellings of the
-known keys are accepted and turned into camelCase; any other key is kept as given and
-reaches every process unchanged.
+Keys are SocketCluster's camelCase names (https://socketcluster.io/docs/14.4.2/api-socketcluster);
+snake_case spellings of the known keys are accepted and turned into camelCase; any other key is
+kept as given and reaches every process unchanged.
 """
 
 import binascii

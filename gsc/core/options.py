@@ -1,8 +1,8 @@
 """The option registry: every option of gsc once, with its default, check, command-line flag,
 environment variable, scope and one line of doc.
 
-Keys are SocketCluster's camelCase strings (master-api.md §3, server-api.md §3.2), with its
-defaults.  The scope says who reads an option:
+Keys are SocketCluster's camelCase strings (its SocketCluster and SCServer API pages:
+https://socketcluster.io/docs/14.4.2/api-socketcluster, .../api-scserver), with its defaults.  The scope says who reads an option:
 
 * ``server``: an option of SCServer, read by :func:`gsc.listen` and :func:`gsc.attach`
   (:func:`normalise_server_options`); the master accepts it too and hands it to the SCServer of
@@ -349,6 +349,17 @@ OPTIONS = (
     Option('maxConnections', None, SERVER, 'connections of one worker (then 503)',
            number(minimum=1, maximum=INFINITE, none=True),
            shown='the open-files limit minus 10%'),
+    Option('inboundMessagesPerSecond', 10000, SERVER,
+           'packets a second one socket may send (a burst of one second\'s worth); past it an '
+           'event is answered with `RateLimitError`; None: no limit',
+           number(minimum=1, maximum=INFINITE, none=True)),
+    Option('inboundBytesPerSecond', 16 * 1024 * 1024, SERVER,
+           'bytes a second one socket may send (frames, a burst of one second\'s worth); past '
+           'it the frame\'s events are refused; None: no limit',
+           number(minimum=1, maximum=INFINITE, none=True), shown='16 MiB'),
+    Option('rateLimitGrace', 10000, SERVER,
+           'ms a socket may stay over its rate limits (refused at least once a second) before it is closed (4429)',
+           number(minimum=0)),
     Option('headersTimeout', 10000, SERVER, 'time allowed for the HTTP request line and headers',
            number(minimum=1)),
     Option('maxHeaderSize', 16 * 1024, SERVER, 'bytes of the HTTP request line and headers',

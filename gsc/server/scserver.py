@@ -31,6 +31,7 @@ from .http import HTTPServer
 from ..core.middleware import (MIDDLEWARE_AUTHENTICATE, MIDDLEWARE_HANDSHAKE_SC, MIDDLEWARE_HANDSHAKE_WS,
                          MiddlewareChains, MiddlewareTypes, Request)
 from ..core.presence import PresenceRules
+from ..core.ratelimit import RateLimiter
 from ..reporting import WarningDigest
 from ..core.options import DEFLATE_OPTIONS, normalise_server_options
 from .socket import ServerSocket
@@ -139,6 +140,7 @@ class SCServer(EventEmitter, MiddlewareTypes):
         self.ws_connections = 0
         self.messages_sent = self.handshakes = self.publishes = self.subscribes = 0
         self.ack_timeouts = self.slow_consumer_closes = 0
+        self.rate_limited = 0
         self._idle_readers = IdleReaders()
         self._id_counter = 0
         # the rules the worker already compiled for its engine (Redis), else from the options
@@ -222,6 +224,15 @@ class SCServer(EventEmitter, MiddlewareTypes):
     def pending_clients_count(self):
         """Sockets still waiting for their handshake."""
         return len(self.pending_clients)
+
+    def rate_limiter(self, now):
+        """A new socket's :class:`~gsc.core.ratelimit.RateLimiter` (None when both
+        ``inboundMessagesPerSecond`` and ``inboundBytesPerSecond`` are off)."""
+        options = self.options
+        messages, size = options['inboundMessagesPerSecond'], options['inboundBytesPerSecond']
+        if messages is None and size is None:
+            return None
+        return RateLimiter(messages, size, options['rateLimitGrace'] / 1000.0, now)
 
     def generate_id(self):
         """A 20-character URL-safe id: 12 random bytes and a 24-bit sequence number."""

@@ -16,7 +16,7 @@ from gevent import get_hub
 
 from ..core import protocol
 from ..errors import (AuthTokenExpiredError, AuthTokenNotBeforeError, BadConnectionError, CloseCode,
-                     BrokerError, InvalidActionError, InvalidArgumentsError, SCError,
+                     BrokerError, InvalidActionError, InvalidArgumentsError, RateLimitError, SCError,
                      TimeoutError, close_error, dehydrate, hydrate, public_error)
 from .auth import AuthEngine
 from ..core.emitter import EventEmitter
@@ -123,6 +123,7 @@ class ServerSocket(EventEmitter):
         self._handshake_timer = None
         self._tick_timer = None
         self._next_ping = 0.0
+        self._limiter = server.rate_limiter(self._last_received)
 
     # -- properties --------------------------------------------------------------
 
@@ -232,7 +233,7 @@ class ServerSocket(EventEmitter):
                 log.exception('socket %s failed to run its close sequence', self.id)
 
     def _receive(self, frame):
-        self._last_received = self._loop.now()
+        self._last_received = now = self._loop.now()
         self.server.messages_received += 1
         if 'message' in self._listeners:
             self._emit_local('message', frame)
@@ -247,11 +248,18 @@ class ServerSocket(EventEmitter):
             if type(first) is not Event or first.event != '#handshake':
                 self.disconnect(CloseCode.MESSAGE_BEFORE_HANDSHAKE)
                 return
-        self._handle_packets(packets, len(frame))
+        limiter = self._limiter
+        if limiter is None:
+            self._handle_packets(packets, len(frame))
+            return
+        self._handle_packets(packets, len(frame), limiter, now, not limiter.frame_allowed(len(frame), now))
+        if limiter.overstayed(now):
+            self._refuse(CloseCode.RATE_LIMITED, 'Rate limit exceeded for longer than rateLimitGrace')
 
-    def _handle_packets(self, packets, size):
+    def _handle_packets(self, packets, size, limiter=None, now=0.0, over_bytes=False):
         """Dispatch ``packets`` (one frame of ``size``) in order; while a handshake is in
-        progress, the rest wait for it."""
+        progress, the rest wait for it.  With a ``limiter``, an event over the socket's
+        rates (or in a frame over its byte rate: ``over_bytes``) is refused instead."""
         dispatch = self._dispatch
         for index, packet in enumerate(packets):
             if index and index % YIELD_EVERY == 0:
@@ -261,7 +269,22 @@ class ServerSocket(EventEmitter):
             if self._waiting is not None:
                 self._wait_for_handshake(packets[index:], size)
                 return
+            if limiter is not None and type(packet) is Event and packet.event != '#disconnect' and \
+                    (over_bytes or not limiter.packet_allowed(now)):
+                self._refuse_over_limit(packet)
+                continue
             dispatch[type(packet)](self, packet)
+
+    def _refuse_over_limit(self, packet):
+        """Answer an event over the rate limits with a RateLimitError (a warning the first time)."""
+        server = self.server
+        server.rate_limited += 1
+        err = RateLimitError('Socket %s exceeded its inbound rate limits (%s messages, %s bytes a '
+                             'second)' % (self.id, server.options['inboundMessagesPerSecond'],
+                                          server.options['inboundBytesPerSecond']))
+        if self._limiter.refused == 1:
+            server.emit_warning(err)
+        Responder(packet.cid, self._send_reply)(err)
 
     def _wait_for_handshake(self, packets, size):
         """Queue ``packets`` until the handshake completes; too many close with 1009."""
