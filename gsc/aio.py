@@ -60,13 +60,9 @@ def create(url=None, **options):
 
 
 def _settle(future, err, value):
-    """Resolve ``future`` with a call's answer: the error raised, else the data."""
-    if future.done():
-        return
-    if err is not None:
-        future.set_exception(err if isinstance(err, BaseException) else SCError(str(err), data=err))
-    else:
-        future.set_result(value)
+    """Resolve ``future`` with a call's answer ``(err, data)`` (a server may send both)."""
+    if not future.done():
+        future.set_result((err, value))
 
 
 class _Inbox:
@@ -590,17 +586,20 @@ class Client:
                 raise bad_connection(event, 'connectAbort') from None
 
     async def _call(self, event, data, ack=True):
-        await self._until_open(event)
+        """``(err, data)``: the answer of a call (``(None, None)`` once sent without ``ack``)."""
+        try:
+            await self._until_open(event)
+        except SCError as exc:
+            return exc, None
         if not ack:
-            self._send_packet(event_packet(event, data))
-            return None
+            return self._send_packet(event_packet(event, data)), None
         cid = self._calls.next_cid()
         future = asyncio.get_running_loop().create_future()
         self._calls.add(cid, event, lambda err, value: _settle(future, err, value))
         try:
             err = self._send_packet(event_packet(event, data, cid))
             if err is not None:
-                raise err
+                return err, None
             return await future
         finally:
             self._calls.pop(cid)
@@ -619,11 +618,19 @@ class Client:
         seconds, BadConnectionError when the connection drops first.
         """
         self._check_emittable(event)
-        timeout = self.ack_timeout if timeout is None else timeout
+        err, value = await self._request(event, data, timeout)
+        if err is not None:
+            raise err if isinstance(err, BaseException) else SCError(str(err), data=err)
+        return value
+
+    async def _request(self, event, data, timeout=None):
+        """``(err, data)`` of a call, with TimeoutError after ``timeout`` seconds
+        (``ack_timeout`` by default)."""
         try:
-            return await asyncio.wait_for(self._call(event, data), timeout)
+            return await asyncio.wait_for(self._call(event, data),
+                                          self.ack_timeout if timeout is None else timeout)
         except asyncio.TimeoutError:
-            raise TimeoutError("Event response for '%s' timed out" % event) from None
+            return TimeoutError("Event response for '%s' timed out" % event), None
 
     def emit(self, event, data=UNDEFINED):
         """Emit ``event`` without waiting for an answer (no cid).  Sent now when open;
@@ -637,9 +644,11 @@ class Client:
 
     async def _emit_later(self, event, data):
         try:
-            await asyncio.wait_for(self._call(event, data, ack=False), self.ack_timeout)
-        except (asyncio.TimeoutError, SCError) as exc:
-            log.info('gsc.aio: emit of %r dropped: %s', event, error_string(exc) or 'timeout')
+            err, _ = await asyncio.wait_for(self._call(event, data, ack=False), self.ack_timeout)
+        except asyncio.TimeoutError:
+            err = 'not connected within ack_timeout'
+        if err is not None:
+            log.info('gsc.aio: emit of %r dropped: %s', event, error_string(err))
 
     async def publish(self, channel, data=UNDEFINED):
         """Publish ``data`` to ``channel`` through the server (a publication without data when
@@ -753,13 +762,11 @@ class Client:
 
     async def authenticate(self, signed_token):
         """Send ``#authenticate`` with a signed token: the status ``{isAuthenticated,
-        authError}`` (a refused token is ``isAuthenticated`` false, not an exception); a
-        failed call raises.  The token is kept for the handshakes of later reconnects."""
-        err = status = None
-        try:
-            status = await self.invoke('#authenticate', signed_token)
-        except SCError as exc:
-            err = exc
+        authError}``.  A refused token raises its error (``AuthTokenInvalidError``, ...,
+        the status in its ``status`` attribute) and leaves the client unauthenticated; a
+        timeout or a dropped connection raises and keeps the state.  An accepted token is
+        kept for the handshakes of later reconnects."""
+        err, status = await self._request('#authenticate', signed_token)
         status, new_state = authenticate_outcome(err, status, self.auth_state)
         if err is None:
             self._stored_token = signed_token
@@ -768,6 +775,8 @@ class Client:
         elif new_state == UNAUTHENTICATED:
             self._change_to_unauthenticated()
         if err is not None:
+            if isinstance(err, SCError):
+                err.status = status
             raise err
         return status
 
