@@ -28,9 +28,11 @@ from websockets.asyncio.client import connect as ws_connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI, ProtocolError
 
 from .core import codec
-from .core.client_state import (LOCAL_EVENTS, PENDING, SUBSCRIBED, UNSUBSCRIBED, auth_change,
+from .core.checks import is_int
+from .core.client_state import (LOCAL_EVENTS, PENDING, SUBSCRIBED, UNSUBSCRIBED,
                                 authenticate_outcome, bad_connection, client_uri, decorate,
-                                error_string, extract_token, handshake_close_code,
+                                enter_authenticated, enter_unauthenticated, error_string,
+                                handshake_close_code, server_disconnect,
                                 handshake_status, is_error_named, ping_timeout,
                                 publication_position, reconnect_delay, reconnect_options,
                                 reconnects_after, recovered_position, subscribe_change,
@@ -525,7 +527,7 @@ class Client:
     async def disconnect(self, code=CloseCode.NORMAL, data=None):
         """Send ``#disconnect`` {code, data} (when open), close with ``code`` and wait for
         the closing handshake; no reconnect after 1000 (or a code from 4500 up)."""
-        if not isinstance(code, int) or isinstance(code, bool):
+        if not is_int(code):
             raise InvalidArgumentsError('If specified, the code argument must be a number')
         if self.state == CLOSED:
             self._cancel_reconnect()
@@ -731,29 +733,23 @@ class Client:
         respond()
 
     def _on_server_disconnect(self, data, respond):
-        data = data if isinstance(data, dict) else {}
-        code = data.get('code')
-        self._abort(code if isinstance(code, int) and code else CloseCode.NORMAL, data.get('data'))
+        self._abort(*server_disconnect(data))
 
     # -- authentication --------------------------------------------------------------
 
     def _change_to_authenticated(self, signed):
-        self.signed_auth_token = signed
-        self.auth_token = extract_token(signed)
-        if self.auth_state != AUTHENTICATED:
-            old, self.auth_state = self.auth_state, AUTHENTICATED
+        change = enter_authenticated(self, signed)
+        if change is not None:
             self._process_pending_subscriptions()
-            self._emit('authStateChange', auth_change(old, AUTHENTICATED, signed, self.auth_token))
+            self._emit('authStateChange', change)
         self._emit('authenticate', signed)
 
     def _change_to_unauthenticated(self):
-        if self.auth_state == UNAUTHENTICATED:
-            return
-        old, old_signed = self.auth_state, self.signed_auth_token
-        self.auth_state = UNAUTHENTICATED
-        self.signed_auth_token = self.auth_token = None
-        self._emit('authStateChange', auth_change(old, UNAUTHENTICATED))
-        self._emit('deauthenticate', old_signed)
+        left = enter_unauthenticated(self)
+        if left is not None:
+            change, old_signed = left
+            self._emit('authStateChange', change)
+            self._emit('deauthenticate', old_signed)
 
     def _forget_token(self):
         old, self._stored_token = self._stored_token, None

@@ -31,9 +31,10 @@ from websockets.uri import parse_uri
 
 from .core import codec
 from .core.checks import is_int
-from .core.client_state import (LOCAL_EVENTS, PENDING, SUBSCRIBED, UNSUBSCRIBED, auth_change,
+from .core.client_state import (LOCAL_EVENTS, PENDING, SUBSCRIBED, UNSUBSCRIBED,
                                 authenticate_outcome, bad_connection, client_uri, decorate,
-                                error_string, extract_token, handshake_close_code,
+                                enter_authenticated, enter_unauthenticated, error_string,
+                                handshake_close_code, server_disconnect,
                                 handshake_status, is_error_named, normal_path, normal_query,
                                 ping_timeout, publication_position, reconnect_delay,
                                 reconnect_options, reconnects_after, recovered_position,
@@ -701,30 +702,23 @@ class SCClientSocket:
         respond()
 
     def _on_server_disconnect(self, data, respond):
-        data = data if isinstance(data, dict) else {}
-        code = data.get('code')
-        self._close(code if isinstance(code, int) and code else CloseCode.NORMAL, data.get('data'))
+        self._close(*server_disconnect(data))
 
     # -- authentication ----------------------------------------------------------
 
     def _change_to_authenticated(self, signed):
-        self.signed_auth_token = signed
-        self.auth_token = extract_token(signed)
-        if self.auth_state != AUTHENTICATED:
-            old, self.auth_state = self.auth_state, AUTHENTICATED
-            change = auth_change(old, AUTHENTICATED, signed, self.auth_token)
+        change = enter_authenticated(self, signed)
+        if change is not None:
             if not self._preparing_subscriptions:
                 self._process_pending_subscriptions()
             self._emitter.emit('authStateChange', change)
         self._emitter.emit('authenticate', signed)
 
     def _change_to_unauthenticated(self):
-        if self.auth_state != UNAUTHENTICATED:
-            old, old_signed = self.auth_state, self.signed_auth_token
-            self.auth_state = UNAUTHENTICATED
-            self.signed_auth_token = self.auth_token = None
-            self._emitter.emit('authStateChange', auth_change(old, UNAUTHENTICATED))
-            self._emitter.emit('deauthenticate', old_signed)
+        left = enter_unauthenticated(self)
+        if left is not None:
+            self._emitter.emit('authStateChange', left[0])
+            self._emitter.emit('deauthenticate', left[1])
 
     def authenticate(self, signed_token, callback=None):
         """Send ``#authenticate``; ``callback(err, {isAuthenticated, authError})``."""

@@ -167,12 +167,35 @@ def extract_token(signed):
     return codec.decode(text)
 
 
-def auth_change(old_state, new_state, signed=None, token=None):
-    """The ``authStateChange`` event's object."""
-    if new_state == AUTHENTICATED:
-        return {'oldState': old_state, 'newState': new_state, 'signedAuthToken': signed,
-                'authToken': token}
-    return {'oldState': old_state, 'newState': new_state}
+def enter_authenticated(client, signed):
+    """Set ``client.signed_auth_token``, ``client.auth_token`` (its payload) and
+    ``client.auth_state`` for the token ``signed``: the ``authStateChange`` object when the
+    state changed, else None."""
+    client.signed_auth_token = signed
+    client.auth_token = extract_token(signed)
+    if client.auth_state == AUTHENTICATED:
+        return None
+    old, client.auth_state = client.auth_state, AUTHENTICATED
+    return {'oldState': old, 'newState': AUTHENTICATED, 'signedAuthToken': signed,
+            'authToken': client.auth_token}
+
+
+def enter_unauthenticated(client):
+    """Clear the token of ``client`` and set its ``auth_state`` unauthenticated:
+    ``(authStateChange object, old signed token)`` when the state changed, else None."""
+    if client.auth_state == UNAUTHENTICATED:
+        return None
+    old, old_signed = client.auth_state, client.signed_auth_token
+    client.auth_state = UNAUTHENTICATED
+    client.signed_auth_token = client.auth_token = None
+    return {'oldState': old, 'newState': UNAUTHENTICATED}, old_signed
+
+
+def server_disconnect(data):
+    """``(code, data)`` of a ``#disconnect`` from the server (1000 without a code)."""
+    data = data if isinstance(data, dict) else {}
+    code = data.get('code')
+    return (code if isinstance(code, int) and code else CloseCode.NORMAL), data.get('data')
 
 
 def decorate(prefix, name):
