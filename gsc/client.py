@@ -19,9 +19,7 @@ same client (:meth:`SCClientSocket.invoke` refuses to).  Timers are gevent green
 
 import base64
 import logging
-import random
 from collections import deque
-from urllib.parse import urlencode
 
 import gevent
 from gevent import socket as gsocket
@@ -33,10 +31,17 @@ from websockets.uri import parse_uri
 
 from .core import codec
 from .core.checks import is_int
+from .core.client_state import (LOCAL_EVENTS, PENDING, SUBSCRIBED, UNSUBSCRIBED,
+                                authenticate_outcome, bad_connection, client_uri, decorate,
+                                enter_authenticated, enter_unauthenticated, error_string,
+                                handshake_close_code, server_disconnect,
+                                handshake_status, is_error_named, normal_path, normal_query,
+                                ping_timeout, publication_position, reconnect_delay,
+                                reconnect_options, reconnects_after, recovered_position,
+                                subscribe_change, subscribe_data, undecorate)
 from .core.emitter import EventEmitter
-from .errors import (BadConnectionError, CloseCode, InvalidActionError, InvalidArgumentsError,
-                     InvalidMessageError, SCError, TimeoutError, close_error, error_message,
-                     error_name, hydrate)
+from .errors import (CloseCode, InvalidActionError, InvalidArgumentsError, InvalidMessageError,
+                     SCError, TimeoutError, close_error, hydrate)
 from .core.protocol import (AUTHENTICATED, CLOSED, CONNECTING, OPEN, UNAUTHENTICATED, UNDEFINED,
                        CallTable, Event, Ping, Responder, Response, defined, event_packet,
                        parse_frame)
@@ -46,23 +51,7 @@ __all__ = ['create', 'SCClientSocket', 'ClientChannel', 'PENDING', 'SUBSCRIBED',
 
 log = logging.getLogger(__name__)
 
-PENDING = 'pending'
-SUBSCRIBED = 'subscribed'
-UNSUBSCRIBED = 'unsubscribed'
 STATES = (CONNECTING, OPEN, CLOSED)
-
-# Event names the client emits itself: emit() refuses to send them (B-089, docs/behaviours-coverage.md).
-LOCAL_EVENTS = frozenset((
-    'connect', 'connectAbort', 'connecting', 'close', 'disconnect', 'message', 'error', 'raw',
-    'kickOut', 'subscribe', 'unsubscribe', 'subscribeFail', 'subscribeStateChange',
-    'subscribeRequest', 'authStateChange', 'authenticate', 'deauthenticate', 'removeAuthToken',
-    'recovery'))
-
-# close codes from here up tell the client not to reconnect (as socketcluster-client)
-NO_RECONNECT_CODES = 4500
-DEFAULT_RECONNECT_OPTIONS = {'initialDelay': 10000, 'randomness': 10000, 'multiplier': 1.5,
-                             'maxDelay': 60000}
-_RECONNECT_ALIASES = {'initial_delay': 'initialDelay', 'max_delay': 'maxDelay'}
 MAX_HTTP_HEAD = 65536
 
 
@@ -79,17 +68,6 @@ def _later(seconds, fn, *args):
 def _cancel(timer):
     if timer is not None and timer is not gevent.getcurrent():
         timer.kill(block=False)
-
-
-def _is_error_named(err, name):
-    return err is not None and error_name(err) == name
-
-
-def _error_string(err):
-    """JavaScript's ``String(err)``: ``"<name>: <message>"``."""
-    if isinstance(err, BaseException):
-        return '%s: %s' % (error_name(err) or 'Error', error_message(err))
-    return str(err)
 
 
 class _Call:
@@ -301,10 +279,8 @@ class SCClientSocket:
         self.hostname = hostname
         self.port = port
         self.secure = secure
-        self.path = (path or '/').rstrip('/') + '/'
-        if isinstance(query, dict):
-            query = urlencode(query, doseq=True)
-        self.query = (query or '').lstrip('?')
+        self.path = normal_path(path)
+        self.query = normal_query(query)
         self.ssl_context = ssl_context
         self.ack_timeout = ack_timeout
         self.connect_timeout = connect_timeout
@@ -313,9 +289,7 @@ class SCClientSocket:
         self.channel_prefix = channel_prefix or None
         self.max_payload = max_payload
         self.auto_reconnect = auto_reconnect
-        self.auto_reconnect_options = dict(DEFAULT_RECONNECT_OPTIONS)
-        for key, value in (auto_reconnect_options or {}).items():
-            self.auto_reconnect_options[_RECONNECT_ALIASES.get(key, key)] = value
+        self.auto_reconnect_options = reconnect_options(auto_reconnect_options)
 
         self.id = None
         self.state = CLOSED
@@ -350,9 +324,7 @@ class SCClientSocket:
     @property
     def uri(self):
         """The WebSocket URL this client connects to."""
-        host = '[%s]' % self.hostname if ':' in self.hostname else self.hostname
-        uri = '%s://%s:%s%s' % ('wss' if self.secure else 'ws', host, self.port, self.path)
-        return uri + '?' + self.query if self.query else uri
+        return client_uri(self.hostname, self.port, self.path, self.secure, self.query)
 
     # -- local events --------------------------------------------------------------
 
@@ -378,7 +350,7 @@ class SCClientSocket:
 
     def _emit_error(self, err):
         if not self._emitter.emit('error', err):
-            log.warning('gsc client error without an error listener: %s', _error_string(err))
+            log.warning('gsc client error without an error listener: %s', error_string(err))
 
     # -- connection lifecycle ----------------------------------------------------------
 
@@ -470,25 +442,20 @@ class SCClientSocket:
     def _on_handshake(self, conn, token, err, status):
         if conn is not self._conn:
             return
-        if isinstance(status, dict):
-            status['authToken'] = token
-            if status.get('authError'):
-                status['authError'] = hydrate(status['authError'])
+        status = handshake_status(status, token)
         if err:
-            code = (status.get('code') if isinstance(status, dict) else None) or CloseCode.HANDSHAKE_FAILED
             self._report_error(err)
-            self._abort(code, _error_string(err))
+            self._abort(handshake_close_code(status), error_string(err))
             return
         self.state = OPEN
-        self._on_open(status if isinstance(status, dict) else {})
+        self._on_open(status or {})
         if conn is self._conn:
             self._reset_ping_timer()
 
     def _on_open(self, status):
         self._preparing_subscriptions = True
         self.id = status.get('id')
-        if isinstance(status.get('pingTimeout'), (int, float)):
-            self.ping_timeout = status['pingTimeout'] / 1000.0
+        self.ping_timeout = ping_timeout(status, self.ping_timeout)
         if status.get('isAuthenticated'):
             self._change_to_authenticated(status.get('authToken'))
         else:
@@ -516,38 +483,24 @@ class SCClientSocket:
         self._cancel_reconnect()
         failure = 'connectAbort' if open_abort else 'disconnect'
         for event, finish, _ in self._calls.pop_all():
-            finish(self._bad_connection(event, failure))
+            finish(bad_connection(event, failure))
         self._suspend_subscriptions()
         while self._buffer:
             call = self._buffer.popleft()
-            call.finish(self._bad_connection(call.event, failure))
-        if self.auto_reconnect and self.active:
-            if code in (CloseCode.SERVER_PING_TIMEOUT, CloseCode.CLIENT_PONG_TIMEOUT, CloseCode.NO_STATUS):
-                self._try_reconnect(0)
-            elif code != CloseCode.NORMAL and code < NO_RECONNECT_CODES:
-                self._try_reconnect()
+            call.finish(bad_connection(call.event, failure))
+        initial_delay = reconnects_after(code)
+        if self.auto_reconnect and self.active and initial_delay is not False:
+            self._try_reconnect(initial_delay)
         self._emitter.emit('connectAbort' if open_abort else 'disconnect', code, data)
         self._emitter.emit('close', code, data)
         err = close_error(code, data)
         if err is not None:
             self._report_error(err)
 
-    @staticmethod
-    def _bad_connection(event, failure):
-        return BadConnectionError("Event '%s' was aborted due to a bad connection" % event,
-                                  type=failure)
-
     def _try_reconnect(self, initial_delay=None):
         """Schedule connect(): ``initial_delay`` ms for a first attempt, else back-off (docs/protocol.md)."""
-        exponent = self.connect_attempts
+        delay = reconnect_delay(self.auto_reconnect_options, self.connect_attempts, initial_delay)
         self.connect_attempts += 1
-        options = self.auto_reconnect_options
-        if initial_delay is None or exponent > 0:
-            first = round(options['initialDelay'] + (options['randomness'] or 0) * random.random())
-            delay = round(first * options['multiplier'] ** exponent)
-        else:
-            delay = initial_delay
-        delay = min(delay, options['maxDelay'])
         self._cancel_reconnect()
         self.pending_reconnect = True
         self.pending_reconnect_timeout = delay
@@ -707,9 +660,9 @@ class SCClientSocket:
         if isinstance(data, dict):
             name = self._undecorate(data.get('channel'))
             if self.is_subscribed(name, True):
-                offset = data.get('offset')
-                if offset is not None:
-                    self._channels[name].position = (offset, data.get('epoch'))
+                position = publication_position(data)
+                if position is not None:
+                    self._channels[name].position = position
                 self._channel_emitter.emit(name, data.get('data'))
 
     def _on_recovery(self, data, respond):
@@ -721,11 +674,7 @@ class SCClientSocket:
         channel = self._channels.get(name)
         if channel is None:
             return
-        offset, epoch = data.get('offset'), data.get('epoch')
-        position = channel.position
-        if isinstance(offset, int) and epoch is not None and (
-                position is None or position[1] != epoch or position[0] < offset):
-            channel.position = (offset, epoch)
+        channel.position = recovered_position(channel.position, data)
         channel.emit('recovery', data)
         self._emitter.emit('recovery', name, data)
 
@@ -753,62 +702,34 @@ class SCClientSocket:
         respond()
 
     def _on_server_disconnect(self, data, respond):
-        data = data if isinstance(data, dict) else {}
-        code = data.get('code')
-        self._close(code if isinstance(code, int) and code else CloseCode.NORMAL, data.get('data'))
+        self._close(*server_disconnect(data))
 
     # -- authentication ----------------------------------------------------------
 
-    @staticmethod
-    def _extract_token(signed):
-        """The JWT payload, base64-decoded without verification (a string if not JSON)."""
-        parts = (signed or '').split('.') if isinstance(signed, str) else ()
-        if len(parts) < 2:
-            return None
-        text = parts[1].replace('+', '-').replace('/', '_')
-        try:
-            text = base64.urlsafe_b64decode(text + '=' * (-len(text) % 4)).decode('utf-8')
-        except (ValueError, UnicodeDecodeError):
-            return parts[1]
-        return codec.decode(text)
-
     def _change_to_authenticated(self, signed):
-        self.signed_auth_token = signed
-        self.auth_token = self._extract_token(signed)
-        if self.auth_state != AUTHENTICATED:
-            old, self.auth_state = self.auth_state, AUTHENTICATED
-            change = {'oldState': old, 'newState': AUTHENTICATED, 'signedAuthToken': signed,
-                      'authToken': self.auth_token}
+        change = enter_authenticated(self, signed)
+        if change is not None:
             if not self._preparing_subscriptions:
                 self._process_pending_subscriptions()
             self._emitter.emit('authStateChange', change)
         self._emitter.emit('authenticate', signed)
 
     def _change_to_unauthenticated(self):
-        if self.auth_state != UNAUTHENTICATED:
-            old, old_signed = self.auth_state, self.signed_auth_token
-            self.auth_state = UNAUTHENTICATED
-            self.signed_auth_token = self.auth_token = None
-            self._emitter.emit('authStateChange', {'oldState': old, 'newState': UNAUTHENTICATED})
-            self._emitter.emit('deauthenticate', old_signed)
+        left = enter_unauthenticated(self)
+        if left is not None:
+            self._emitter.emit('authStateChange', left[0])
+            self._emitter.emit('deauthenticate', left[1])
 
     def authenticate(self, signed_token, callback=None):
         """Send ``#authenticate``; ``callback(err, {isAuthenticated, authError})``."""
         def done(err, status):
-            if isinstance(status, dict) and status.get('isAuthenticated') is not None:
-                if status.get('authError'):
-                    status['authError'] = hydrate(status['authError'])
-            else:  # no status from a dropped connection or a timeout: keep the known state
-                status = {'isAuthenticated': self.auth_state == AUTHENTICATED, 'authError': None}
-            if err:
-                if not (_is_error_named(err, 'BadConnectionError') or _is_error_named(err, 'TimeoutError')):
-                    self._change_to_unauthenticated()
-            else:
+            status, new_state = authenticate_outcome(err, status, self.auth_state)
+            if not err:
                 self._stored_token = signed_token
-                if status['isAuthenticated']:
-                    self._change_to_authenticated(signed_token)
-                else:
-                    self._change_to_unauthenticated()
+            if new_state == AUTHENTICATED:
+                self._change_to_authenticated(signed_token)
+            elif new_state == UNAUTHENTICATED:
+                self._change_to_unauthenticated()
             if callback is not None:
                 callback(err, status)
         self.emit('#authenticate', signed_token, done)
@@ -826,13 +747,10 @@ class SCClientSocket:
     # -- channels ----------------------------------------------------------------
 
     def _decorate(self, name):
-        return self.channel_prefix + name if self.channel_prefix else name
+        return decorate(self.channel_prefix, name)
 
     def _undecorate(self, name):
-        prefix = self.channel_prefix
-        if prefix and isinstance(name, str) and name.startswith(prefix):
-            return name[len(prefix):]
-        return name
+        return undecorate(self.channel_prefix, name)
 
     def subscribe(self, channel, wait_for_auth=None, data=None, batch=None, priority=None):
         """The channel, subscribing to it (pending until the server agrees)."""
@@ -852,31 +770,22 @@ class SCClientSocket:
         if self.state != OPEN or self._preparing_subscriptions or \
                 channel.pending_cid is not None or not allowed:
             return
-        options = {'channel': self._decorate(channel.name)}
-        if channel.wait_for_auth:
-            options['waitForAuth'] = True
-        if channel.data:
-            options['data'] = channel.data
-        if channel.position is not None and (channel.data is None or isinstance(channel.data, dict)):
-            offset, epoch = channel.position
-            options['data'] = dict(channel.data or {}, recover={'offset': offset, 'epoch': epoch})
-        if channel.batch:
-            options['batch'] = True
+        options = subscribe_data(self._decorate(channel.name), channel.wait_for_auth, channel.data,
+                                 channel.position, channel.batch)
         call = _Call('#subscribe', options,
                      lambda err, _: self._on_subscribe_answer(channel, options, err))
         channel.pending_cid = self._send_call(call, channel.batch)
         self._emitter.emit('subscribeRequest', channel.name, options)
 
     def _on_subscribe_answer(self, channel, options, err):
-        if _is_error_named(err, 'BadConnectionError'):
+        if is_error_named(err, 'BadConnectionError'):
             return  # stays pending, resent on reconnect; no subscribeFail (B-120, docs/behaviours-coverage.md)
         channel.pending_cid = None
         if err:
             self._trigger_subscribe_fail(err, channel)
         elif channel.state != SUBSCRIBED:
             old, channel.state = channel.state, SUBSCRIBED
-            change = {'channel': channel.name, 'oldState': old, 'newState': SUBSCRIBED,
-                      'subscriptionOptions': options}
+            change = subscribe_change(channel.name, old, SUBSCRIBED, options)
             channel.emit('subscribeStateChange', change)
             channel.emit('subscribe', channel.name)
             self._emitter.emit('subscribeStateChange', change)
@@ -898,7 +807,7 @@ class SCClientSocket:
         old, channel.state = channel.state, new_state
         self._cancel_pending_subscribe(channel)
         if old == SUBSCRIBED:
-            change = {'channel': channel.name, 'oldState': old, 'newState': new_state}
+            change = subscribe_change(channel.name, old, new_state)
             channel.emit('subscribeStateChange', change)
             channel.emit('unsubscribe', channel.name)
             self._emitter.emit('subscribeStateChange', change)

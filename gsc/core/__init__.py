@@ -14,4 +14,6 @@
 - :mod:`~gsc.core.checks`: checks of values from outside (a number that is not a bool, in range).
 - :mod:`~gsc.core.options`: the option registry: every option's default, check, flag, variable,
   scope and doc.
+- :mod:`~gsc.core.client_state`: what both Python clients decide (reconnect back-off, handshake
+  and auth answers, history channel positions), shared by :mod:`gsc.client` and :mod:`gsc.aio`.
 """
