@@ -247,26 +247,6 @@ def test_messages_before_a_violation_are_answered_then_it_closes_with_its_code(
 PUSH = 'x' * 65536
 
 
-def test_a_client_that_stops_reading_gets_its_1013_close_frame(make_server, wire):
-    """The server pushes to a client that never reads: the socket is closed with 1013 at
-    maxOutboundBytes; when the client reads at last, it gets intact frames, then the close
-    frame with 1013 (not a bare end of stream)."""
-    server = make_server({'maxOutboundBytes': 2 * 1024 * 1024})
-    sockets = []
-    server.on('connection', lambda socket, status: sockets.append(socket))
-    codes = closes_of(server)
-    client = wire(server, rcvbuf=64 * 1024)
-    client.handshake()
-    wait_until(lambda: sockets)
-    pushed = push_until_closed(server, sockets, codes)
-    assert codes == [1013]
-    gevent.sleep(3)  # slower than the closing handshake's timeout (2 s)
-    messages, close_code = client.rest()
-    assert close_code == 1013
-    assert 0 < len(messages) < pushed
-    assert all(payload == PUSH.encode() for payload in messages)
-
-
 def push_until_closed(server, sockets, codes, limit=2000):
     """Send PUSH to the first socket until the server closes it; how many were sent."""
     pushed = 0
@@ -278,20 +258,40 @@ def push_until_closed(server, sockets, codes, limit=2000):
     return pushed
 
 
-def test_a_slow_consumer_that_pauses_20_s_and_keeps_ponging_gets_its_1013(make_server, wire):
-    """A client stops reading for 20 s (the default pingTimeout) while it keeps sending pongs:
-    the server drops its backlog at maxOutboundBytes and keeps the connection, holding no
-    data, until the client reads again and gets the 1013 close frame (not a reset)."""
-    server = make_server({'maxOutboundBytes': 2 * 1024 * 1024})
+def overflow(make_server, wire, options=None):
+    """A handshaken client that never reads, pushed to until its server closes it with 1013
+    at maxOutboundBytes (2 MiB): ``(client, messages pushed)``."""
+    server = make_server(dict({'maxOutboundBytes': 2 * 1024 * 1024}, **(options or {})))
     sockets = []
     server.on('connection', lambda socket, status: sockets.append(socket))
     codes = closes_of(server)
     client = wire(server, rcvbuf=64 * 1024)
     client.handshake()
     wait_until(lambda: sockets)
-    paused = time.monotonic()
     pushed = push_until_closed(server, sockets, codes)
     assert codes == [1013]
+    client.server = server
+    return client, pushed
+
+
+def test_a_client_that_stops_reading_gets_its_1013_close_frame(make_server, wire):
+    """The server pushes to a client that never reads: the socket is closed with 1013 at
+    maxOutboundBytes; when the client reads at last, it gets intact frames, then the close
+    frame with 1013 (not a bare end of stream)."""
+    client, pushed = overflow(make_server, wire)
+    gevent.sleep(3)  # slower than the closing handshake's timeout (2 s)
+    messages, close_code = client.rest()
+    assert close_code == 1013
+    assert 0 < len(messages) < pushed
+    assert all(payload == PUSH.encode() for payload in messages)
+
+
+def test_a_slow_consumer_that_pauses_20_s_and_keeps_ponging_gets_its_1013(make_server, wire):
+    """A client stops reading for 20 s (the default pingTimeout) while it keeps sending pongs:
+    the server drops its backlog at maxOutboundBytes and keeps the connection, holding no
+    data, until the client reads again and gets the 1013 close frame (not a reset)."""
+    paused = time.monotonic()
+    client, pushed = overflow(make_server, wire)
     while time.monotonic() - paused < 20:
         client.send(text('#2'))
         gevent.sleep(min(1, 20 - (time.monotonic() - paused)))
@@ -303,17 +303,9 @@ def test_a_slow_consumer_that_pauses_20_s_and_keeps_ponging_gets_its_1013(make_s
 def test_a_slow_consumer_that_goes_silent_is_dropped_at_the_pong_timeout(make_server, wire):
     """A client that neither reads nor sends anything after its backlog overflowed is
     dropped once pingTimeout has passed since its last input, as a silent client is."""
-    server = make_server({'maxOutboundBytes': 2 * 1024 * 1024, 'pingTimeout': 2000,
-                          'pingInterval': 1000})
-    sockets = []
-    server.on('connection', lambda socket, status: sockets.append(socket))
-    codes = closes_of(server)
-    client = wire(server, rcvbuf=64 * 1024)
-    client.handshake()
     silent = time.monotonic()
-    wait_until(lambda: sockets)
-    push_until_closed(server, sockets, codes)
-    assert codes == [1013]
+    client, _pushed = overflow(make_server, wire, {'pingTimeout': 2000, 'pingInterval': 1000})
+    server = client.server
     wait_until(lambda: server.ws_connections == 0, timeout=6)
     assert time.monotonic() - silent < 4.5
 
