@@ -255,6 +255,27 @@ def attack_flood_valid(port, args, report, conns):
         '; ' + closed_text(conn) if conn.close_code is not None else '')
 
 
+def attack_over_rate(port, args, report, conns):
+    """h. small ``echo`` emits from one socket above its inbound rate limits
+    (inboundMessagesPerSecond, default 10,000 a second) until the server closes it (4429
+    after rateLimitGrace) or ``args.cap`` s pass."""
+    conn = open_conn(port, conns)
+    per_burst = 500
+    started = time.monotonic()
+    report['frames'] = 0
+    with gevent.Timeout(args.cap, False):
+        flood(conn, lambda: b''.join(emit_frame('echo', 1, conn.cid()) for _ in range(per_burst)),
+              per_burst, args.valid_frames, report)
+        while len(conn.answers) < report['frames'] - 1 and conn.close_code is None:
+            gevent.sleep(0.01)
+    answers = list(conn.answers.values())
+    refused = sum(1 for packet in answers
+                  if isinstance(packet.get('error'), dict) and packet['error'].get('name') == 'RateLimitError')
+    report['outcome'] = '%d sent in %.1f s; %d answered, %d of them RateLimitError%s' % (
+        report['frames'], time.monotonic() - started, len(answers), refused,
+        '; ' + closed_text(conn) if conn.close_code is not None else '')
+
+
 # -- e. fuzz -----------------------------------------------------------------------------------
 
 def text(template, cid):
@@ -522,6 +543,7 @@ ATTACKS = collections.OrderedDict([
     ('fragmented', ('b. 200 MB fragmented message', attack_fragmented, 30, '64 KiB fragments')),
     ('flood1b', ('c. 1-byte frame flood', attack_flood_tiny, 30, 'frames')),
     ('floodvalid', ('d. small valid event flood', attack_flood_valid, 30, 'emits')),
+    ('overrate', ('h. over the rate limits', attack_over_rate, 30, 'emits')),
     ('fuzz', ('e. fuzz', attack_fuzz, 60, 'frames')),
     ('slowconsumer', ('f. slow consumer', attack_slow_consumer, 30, 'publishes')),
     ('slowheaders', ('g. slow HTTP headers', attack_slow_headers, 30, 'header lines')),
