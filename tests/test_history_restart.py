@@ -151,3 +151,52 @@ def test_every_subscriber_sees_every_epoch_from_offset_1_across_broker_kills(clu
     for publisher in publishers:
         numbers = [m['data']['n'] for m in messages if m['data']['p'] == publisher]
         assert numbers == sorted(numbers) and numbers[-1] == node.of('stopped', publisher)[0]['count']
+
+
+@pytest.fixture
+def redis_instances(request, redis_server):
+    """Two gsc instances (1 worker each, no brokers) sharing channels through Redis."""
+    started = [start_cluster(request, {
+        'workers': 1, 'brokers': 0, 'workerController': 'tests.controllers.history_worker',
+        'brokerEngine': 'redis', 'brokerEngineOptions': {'url': redis_server.url},
+        'channelHistory': OPTIONS['channelHistory']}, ready=False) for _ in range(2)]
+    for master in started:
+        master.ready(timeout=30)
+    return started
+
+
+@needs_node
+@pytest.mark.timeout(150)
+def test_every_subscriber_sees_every_redis_epoch_from_offset_1_across_redis_restarts(
+        redis_instances, redis_server, node_clients):
+    nodes = [node_clients(master.port, 2, 4) for master in redis_instances]
+    wait_until(lambda: all(len(node.of('subscribe')) == 2 for node in nodes), timeout=15)
+    for node in nodes:
+        node.send(publish=[0])
+    restarts = 3
+    for round_ in range(restarts + 1):
+        wait_until(lambda: all(len(epochs_of(node.of('message', i))) == round_ + 1 and
+                               len(epochs_of(node.of('message', i))[-1][1]) >= 20
+                               for node in nodes for i in range(2)), timeout=20)
+        if round_ < restarts:
+            redis_server.stop()
+            gevent.sleep(0.3)
+            redis_server.start()
+    for node in nodes:
+        node.send(stop=True)
+    wait_until(lambda: all(node.of('stopped') for node in nodes), timeout=20)
+    def last_runs():
+        return [epochs_of(node.of('message', i))[-1] for node in nodes for i in range(2)]
+    wait_until(lambda: all(run == last_runs()[0] for run in last_runs()), timeout=10)
+    final = None
+    for node in nodes:
+        assert not node.of('recovery'), node.of('recovery')
+        for i in range(2):
+            runs = epochs_of(node.of('message', i))
+            assert len({epoch for epoch, _ in runs}) == len(runs) == restarts + 1
+            for epoch, offsets in runs:
+                assert offsets == list(range(1, len(offsets) + 1)), \
+                    (i, epoch, [o for k, o in enumerate(offsets, 1) if o != k][:5])
+            final = final or runs[-1]
+            assert runs[-1] == final
+    assert len(final[1]) >= 20
