@@ -7,7 +7,11 @@ sent, and a process that listens on the socket path without the key is refused),
 subscribes again to every channel this worker still needs and sends what was queued while
 it was away.  When a broker dies its link tries again at once, then backs off from 10 ms
 (x1.3 per attempt, up to 1 s, plus up to 50% jitter): a respawned broker listens again
-within about 100 ms.  Channel messages published in the gap are lost, and a warning says so.
+within about 100 ms.  Channel messages published in the gap are lost, and a warning says so,
+except on channels with history: there the link reads from the broker what this worker
+missed (:class:`gsc.core.history.ChannelPositions`) and delivers it, in order, before the live
+publications held meanwhile, and the joinLeave listeners of a presence channel are sent the
+joins of the members already there (docs/history.md, docs/presence.md).
 
 What a worker holds for its brokers is bounded in bytes (``maxBrokerQueueBytes``): the
 commands queued for every broker that is down, together, and the bytes a connected
@@ -27,7 +31,8 @@ from ..core import codec, kv
 from ..errors import BrokerError, InvalidOptionsError, ResourceLimitError, TimeoutError
 from ..core.hasher import hash_key
 from .ipc import Channel, LinkAuthError, LinkRefusedError, auth_timeout, prove_to_peer
-from ..core.presence import owner_channel
+from ..core.history import ChannelPositions, HistoryRules
+from ..core.presence import EVENTS_PREFIX, owner_channel, presence_event
 from ..core.protocol import UNDEFINED, defined
 
 log = logging.getLogger(__name__)
@@ -72,7 +77,7 @@ class BrokerLink:
     """The connection of this worker to one broker (sc-broker's client)."""
 
     def __init__(self, index, socket_path, secret_key, on_message, on_warning, ack_timeout=10000,
-                 batch_duration=None, budget=None):
+                 batch_duration=None, budget=None, on_gap=None):
         self.index = index
         self.budget = budget or QueueBudget(DEFAULT_MAX_QUEUE_BYTES)
         self.batch_duration = batch_duration
@@ -84,6 +89,8 @@ class BrokerLink:
         self.ack_timeout = ack_timeout
         self.channels = set()
         self.members = {}  # (channel, socket id) -> info: the presence joins sent again on a reconnect
+        self.positions = ChannelPositions(on_message, on_gap or (lambda channel, report: None))
+        self._announced = {}  # events channel -> socket ids whose join arrived since the reconnect
         self.state = 'disconnected'
         self.losses = 0
         self.channel = None
@@ -151,9 +158,9 @@ class BrokerLink:
         self._warned_full = False
         if self._was_connected:
             log.info('reconnected to broker %d', self.index)
-        self._was_connected = True
+        reconnected, self._was_connected = self._was_connected, True
         for name in self.channels:
-            self.channel.send('subscribe', {'channel': name}, self._on_resubscribed)
+            self._resubscribe(name, reconnected)
         self._rejoin()
         queued, self._queue = self._queue, {}
         for action, encoded, callback, timer, size in queued.values():
@@ -165,16 +172,72 @@ class BrokerLink:
             ready, self._ready = self._ready, None
             ready()
 
-    def _on_resubscribed(self, err, _data):
+    def _resubscribe(self, name, reconnected):
+        """Subscribe to ``name`` again; after a reconnect, catch up what this worker missed:
+        the history of a channel with history, the members of a presence's events channel."""
+        token = self.positions.hold(name) if reconnected else None
+        if reconnected and name.startswith(EVENTS_PREFIX):
+            token = self._announced[name] = set()
+
+        def resubscribed(err, _data):
+            if err:
+                self.on_warning(BrokerError('Failed to resubscribe to Broker server channels: %s' % err))
+            if token is None:
+                return
+            if name.startswith(EVENTS_PREFIX):
+                self._announce_members(name, token, err)
+            else:
+                self._resync(name, token, err, *self.positions.first_read(name))
+        self.channel.send('subscribe', {'channel': name}, resubscribed)
+
+    def _resync(self, name, token, err, since, epoch):
+        """Read the history of ``name`` after ``since`` of ``epoch`` and deliver it (or read the
+        broker's whole new epoch first)."""
         if err:
-            self.on_warning(BrokerError('Failed to resubscribe to Broker server channels: %s' % err))
+            self.positions.finish(name, token, err)
+            return
+
+        def answered(err, result):
+            following = None if err else self.positions.next_read(epoch, result)
+            if following is None:
+                self.positions.finish(name, token, err, result)
+            else:
+                self._resync(name, token, None, *following)
+        self.command('history', {'channel': name, 'since': since, 'epoch': epoch, 'limit': None},
+                     answered)
+
+    def _announce_members(self, name, announced, err):
+        """Deliver a ``join`` on the events channel ``name`` for each member the broker has
+        whose join did not arrive since the reconnect (the other workers joined them first)."""
+        if err:
+            if self._announced.get(name) is announced:
+                del self._announced[name]
+            return
+
+        def answered(err, members):
+            if self._announced.get(name) is not announced:
+                return
+            del self._announced[name]
+            if err:
+                self.on_warning(BrokerError('Failed to read the members of %s after a reconnect: %s'
+                                            % (_cut(owner_channel(name)), err)))
+                return
+            for socket_id, info in (members or {}).items():
+                if socket_id not in announced:
+                    self.on_message(name, presence_event('join', socket_id, info), None)
+        self.command('presence', {'channel': owner_channel(name)}, answered)
 
     def _on_link_message(self, message, _respond):
         if message['type'] == 'message':
             data = message.get('data') or {}
-            offset = data.get('offset')
-            self.on_message(data.get('channel'), data.get('data', UNDEFINED),
-                            None if offset is None else (offset, data.get('epoch')))
+            channel, value, offset = data.get('channel'), data.get('data', UNDEFINED), data.get('offset')
+            if offset is not None:
+                self.positions.message(channel, value, (offset, data.get('epoch')))
+                return
+            announced = self._announced.get(channel) if self._announced else None
+            if announced is not None and isinstance(value, dict) and value.get('event') == 'join':
+                announced.add(value.get('socketId'))
+            self.on_message(channel, value, None)
 
     def _on_link_close(self, _channel, reason):
         self.state = 'disconnected'
@@ -290,11 +353,12 @@ class BrokerEngine:
 
     def __init__(self, socket_paths, secret_key, ack_timeout=10000, on_warning=None,
                  batch_duration=None, max_queue_bytes=None, history_rules=None):
-        self.history_rules = history_rules
+        self.history_rules = history_rules or HistoryRules()
         self.on_warning = on_warning or (lambda err: log.warning('%s', err))
+        self.on_gap = None
         self.budget = QueueBudget(_queue_limit(max_queue_bytes))
         self.links = [BrokerLink(i, path, secret_key, self._deliver, self._warn, ack_timeout,
-                                 batch_duration, self.budget)
+                                 batch_duration, self.budget, self._report_gap)
                       for i, path in enumerate(socket_paths)]
         self.mapper = None
         self._on_message = None
@@ -304,6 +368,15 @@ class BrokerEngine:
 
     def _deliver(self, channel, data, position):
         self._on_message(channel, data, position)
+
+    def _report_gap(self, channel, report):
+        """A gap of ``channel`` that the broker's history could not fill after a reconnect: to
+        ``on_gap(channel, report)`` (the exchange tells the channel's sockets), and a warning."""
+        self.on_warning(BrokerError('Lost publications of channel %s while the link to its broker '
+                                    'was down: %s' % (_cut(channel), report.get('error') or
+                                                      'its history no longer holds them')))
+        if self.on_gap is not None:
+            self.on_gap(channel, report)
 
     def link_for(self, key):
         """The link of the broker that owns ``key`` (a channel name or a key chain); with
@@ -335,10 +408,13 @@ class BrokerEngine:
         """Subscribe this worker to ``channel`` at its broker."""
         link = self.link_for(owner_channel(channel))
         link.channels.add(channel)
+        if self.history_rules.policy(channel) is not None:
+            link.positions.track(channel)
 
         def done(err, _data):
             if err:
                 link.channels.discard(channel)
+                link.positions.forget(channel)
             if callback is not None:
                 callback(err)
         if link.state == 'connected':
@@ -350,6 +426,7 @@ class BrokerEngine:
         """Release this worker's subscription to ``channel``."""
         link = self.link_for(owner_channel(channel))
         link.channels.discard(channel)
+        link.positions.forget(channel)
         if link.state == 'connected':
             link.command('unsubscribe', {'channel': channel})
         if callback is not None:

@@ -307,3 +307,100 @@ class RecoveryGate:
         held, self.held = self.held, None
         self.epoch, self.offset = epoch, offset
         return held
+
+    def hold(self):
+        """Hold again (from the position already passed); the new hold list, which identifies
+        this holding."""
+        self.held = []
+        self.overflowed = False
+        return self.held
+
+
+def lost_report(channel, err=None, result=None, overflowed=False):
+    """The ``#recovery`` data of a gap that history could not fill: ``recovered`` False,
+    ``missed`` 0, and ``epoch``/``offset`` of ``result`` (None with an ``error`` text when the
+    read failed or too many live publications arrived meanwhile)."""
+    if err is None and not overflowed:
+        return {'channel': channel, 'recovered': False, 'epoch': result['epoch'],
+                'offset': result['offset'], 'missed': 0}
+    return {'channel': channel, 'recovered': False, 'epoch': None, 'offset': None, 'missed': 0,
+            'error': str(err) if err else 'too many live publications arrived during the recovery'}
+
+
+class ChannelPositions:
+    """Where an engine stands in each history channel it delivers to its worker, and the
+    resync of those channels after the engine lost its link (a broker or Redis restart).
+
+    ``deliver(channel, data, (offset, epoch))`` receives each publication once, in offset
+    order; ``report(channel, lost_report)`` a gap that history could not fill.  Each tracked
+    channel has a :class:`RecoveryGate` (its ``epoch``/``offset``: the last delivered).  A
+    resync: :meth:`hold` when the link is back, before subscribing again; once subscribed, the
+    history reads :meth:`first_read` then :meth:`next_read` (the whole new epoch when it
+    changed); :meth:`finish` delivers what the reads returned then the live publications held
+    meanwhile, without those already delivered.
+    """
+
+    def __init__(self, deliver, report):
+        self.deliver = deliver
+        self.report = report
+        self._gates = {}  # channel -> RecoveryGate
+
+    def __contains__(self, channel):
+        return channel in self._gates
+
+    def track(self, channel):
+        """Deliver ``channel`` through a gate from now on (a channel with history)."""
+        if channel not in self._gates:
+            gate = self._gates[channel] = RecoveryGate()
+            gate.release(None, 0)
+
+    def forget(self, channel):
+        """Stop tracking ``channel`` (unsubscribed)."""
+        self._gates.pop(channel, None)
+
+    def message(self, channel, data, position):
+        """A live publication at ``position`` ``(offset, epoch)``: delivered now, held during a
+        resync, or dropped when already delivered."""
+        gate = self._gates.get(channel)
+        if gate is None or gate.passes((data, position), *position):
+            self.deliver(channel, data, position)
+
+    def hold(self, channel):
+        """Start the resync of ``channel``: its token (for :meth:`finish`), None when it is not
+        tracked."""
+        gate = self._gates.get(channel)
+        return None if gate is None else gate.hold()
+
+    def first_read(self, channel):
+        """``(since, epoch)`` of the first history read of a resync: from the last delivered
+        publication (from the start of whichever epoch the owner has when none was)."""
+        gate = self._gates[channel]
+        return gate.offset, gate.epoch or ''
+
+    @staticmethod
+    def next_read(asked_epoch, result):
+        """``(since, epoch)`` of the read after ``result`` (of a read asked in ``asked_epoch``):
+        the whole epoch of the owner when it is another one; None when ``result`` is the last."""
+        if result['epoch'] != asked_epoch:
+            return 0, result['epoch']
+        return None
+
+    def finish(self, channel, token, err=None, result=None):
+        """End the resync ``token`` of ``channel``: the publications of ``result`` (the last
+        read), then the held ones, each delivered once in order; a ``report`` when the read
+        failed (``err``), history no longer held the gap, or the hold overflowed.  Nothing
+        happens for a stale token (the channel was forgotten or held again since)."""
+        gate = self._gates.get(channel)
+        if gate is None or gate.held is not token:
+            return
+        overflowed = gate.overflowed
+        held = gate.release(gate.epoch, gate.offset)
+        lost = err is not None or overflowed or not result['recovered']
+        if not lost:
+            epoch = result['epoch']
+            for publication in result['publications']:
+                self.message(channel, publication.get('data', UNDEFINED), (publication['offset'], epoch))
+        for data, position in held:
+            self.message(channel, data, position)
+        if lost:
+            self.report(channel, lost_report(channel, err, result, overflowed))

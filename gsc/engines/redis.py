@@ -10,7 +10,10 @@ with one error naming the URL (:meth:`RedisEngine.start_failure`), before the ma
 timeout would say less; without one (a standalone server) it warns once and keeps trying.
 When Redis goes away the worker warns once (naming the URL), reconnects with back-off,
 subscribes again to every channel it still needs and logs one line when Redis is back;
-what was published meanwhile is lost.
+what was published meanwhile is lost, except on channels with history: once subscribed again
+the engine reads from Redis what this worker missed (the whole new epoch after a restart or a
+flush) and delivers it, in order, before the live publications
+(:class:`gsc.core.history.ChannelPositions`, docs/history.md).
 
 Nothing is queued for Redis: a publish while it is unreachable fails with ``BrokerError``
 after at most ``connectTimeout``, and so does a message larger than ``max_message_bytes``
@@ -37,10 +40,12 @@ from urllib.parse import urlsplit, urlunsplit
 import gevent
 import redis
 from gevent import socket as gsocket
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from ..core import codec
 from ..errors import BrokerError, InvalidArgumentsError
-from ..core.history import HistoryRules, new_epoch, read_request
+from ..core.history import ChannelPositions, HistoryRules, new_epoch, read_request
 from ..core.codec import MAX_FRAME
 from ..core.presence import PresenceRules, events_channel, no_presence
 from ..core.protocol import UNDEFINED, defined
@@ -134,6 +139,11 @@ class RedisEngine:
             url, connection_class=GeventConnection, socket_connect_timeout=seconds,
             socket_timeout=seconds, max_connections=max_connections)
         self._client = redis.Redis(connection_pool=self._pool)
+        # the subscriber's own connection, never retried by redis-py: a retry would reconnect
+        # and resubscribe behind this engine's back, so it would not know what it missed
+        self._subscriber = redis.Redis(connection_pool=redis.ConnectionPool.from_url(
+            url, connection_class=GeventConnection, socket_connect_timeout=seconds,
+            socket_timeout=seconds, max_connections=2, retry=Retry(NoBackoff(), 0)))
         self._channels = set()
         self._pubsub = None
         self.losses = 0
@@ -143,6 +153,9 @@ class RedisEngine:
         self._last_error = None
         self.history_rules = history_rules or HistoryRules()
         self.presence_rules = presence_rules or PresenceRules()
+        self.on_gap = None
+        self.positions = ChannelPositions(self._deliver, self._report_gap)
+        self._resyncing = {}  # Redis name of a history channel -> its resync token, after a loss
         self._members = {}  # channel -> {socket id: member JSON} of this engine's sockets
         self._refresher = None
         register = self._client.register_script
@@ -163,12 +176,43 @@ class RedisEngine:
     def subscribe(self, channel, callback=None):
         """Subscribe this worker at Redis; succeeds at once (a lost connection resubscribes)."""
         self._channels.add(channel)
+        if self.history_rules.policy(channel) is not None:
+            self.positions.track(channel)
         self._send_subscription('subscribe', channel, callback)
 
     def unsubscribe(self, channel, callback=None):
         """Stop receiving ``channel`` from Redis."""
         self._channels.discard(channel)
+        self.positions.forget(channel)
         self._send_subscription('unsubscribe', channel, callback)
+
+    def _deliver(self, channel, data, position):
+        self._on_message(channel, data, position)
+
+    def _report_gap(self, channel, report):
+        """A gap of ``channel`` that Redis' history could not fill: to ``on_gap(channel,
+        report)`` (the exchange tells the channel's sockets), and a warning."""
+        self.on_warning(BrokerError('Lost publications of channel %s while Redis at %s was '
+                                    'unreachable: %s' % (channel[:100], redacted_url(self.url),
+                                                         report.get('error') or
+                                                         'its history no longer holds them')))
+        if self.on_gap is not None:
+            self.on_gap(channel, report)
+
+    def _resync(self, channel, token):
+        """Subscribed again to the history channel ``channel``: read what this worker missed
+        (in this greenlet, so that the live publications wait at Redis) and deliver it."""
+        since, epoch = self.positions.first_read(channel)
+        answer = []
+        while True:
+            del answer[:]
+            self.history(channel, since, epoch, None, lambda err, result: answer.extend((err, result)))
+            err, result = answer
+            following = None if err else self.positions.next_read(epoch, result)
+            if following is None:
+                break
+            since, epoch = following
+        self.positions.finish(channel, token, err, result)
 
     def _key(self, channel):
         """The Redis name of ``channel``: bytes, since a client's name may hold a lone surrogate."""
@@ -367,6 +411,7 @@ class RedisEngine:
         if self._pubsub is not None:
             self._pubsub.close()
         self._pool.disconnect()
+        self._subscriber.connection_pool.disconnect()
 
     def start_failure(self):
         """The error of a start that did not reach Redis within ``start_timeout``."""
@@ -381,7 +426,7 @@ class RedisEngine:
         lost_at = None
         while not self._closed:
             try:
-                self._connect_pubsub()
+                self._connect_pubsub(lost_at is not None)
             except (redis.RedisError, OSError) as exc:
                 self._last_error = exc
                 if attempt == 0 and on_ready is not None and self.start_timeout is None:
@@ -402,6 +447,7 @@ class RedisEngine:
             except (redis.RedisError, OSError) as exc:
                 if self._closed:
                     return
+                self._pubsub.close()
                 self._pubsub = None
                 self.losses += 1
                 lost_at = time.monotonic()
@@ -414,9 +460,12 @@ class RedisEngine:
         """Seconds before connection attempt ``attempt + 1``: back-off with jitter."""
         return RECONNECT_DELAYS[min(attempt, len(RECONNECT_DELAYS) - 1)] * (1 + random.random() / 2)
 
-    def _connect_pubsub(self):
-        pubsub = self._client.pubsub(ignore_subscribe_messages=True)
+    def _connect_pubsub(self, reconnected=False):
+        pubsub = self._subscriber.pubsub(ignore_subscribe_messages=True)
         pubsub.ping()
+        if reconnected:
+            self._resyncing = {self._key(channel): self.positions.hold(channel)
+                               for channel in self._channels if channel in self.positions}
         channels = [self._key(channel) for channel in self._channels]
         if channels:
             pubsub.subscribe(*channels)
@@ -429,6 +478,10 @@ class RedisEngine:
         while not self._closed:
             message = pubsub.parse_response(block=True)
             if message is None or message[0] not in (b'message', 'message'):
+                if self._resyncing and message is not None and message[0] in (b'subscribe', 'subscribe') \
+                        and message[1] in self._resyncing:
+                    token = self._resyncing.pop(message[1])
+                    self._resync(_channel_name(message[1])[prefix_length:], token)
                 continue
             channel = _channel_name(message[1])
             raw = message[2]
@@ -440,7 +493,10 @@ class RedisEngine:
             except ValueError:
                 self.on_warning(BrokerError('Dropped a message on %s that is not JSON' % channel))
                 continue
-            self._on_message(channel[prefix_length:], data, position)
+            if position is None:
+                self._on_message(channel[prefix_length:], data, None)
+            else:
+                self.positions.message(channel[prefix_length:], data, position)
             received += 1
             if received % YIELD_EVERY == 0:
                 # a busy subscription never blocks in recv: yield so that the sockets' writes

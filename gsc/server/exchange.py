@@ -165,7 +165,8 @@ class Exchange(EventEmitter):
 
     def start(self, on_ready):
         """Start the engine; ``on_ready()`` once it can carry messages; its warnings become
-        server ``warning`` events."""
+        server ``warning`` events; a gap it reports reaches the channel's sockets (:meth:`report_gap`)."""
+        self.engine.on_gap = self.report_gap
         self.engine.start(self.deliver, on_ready, self.server.emit_warning)
 
     def close(self):
@@ -264,6 +265,13 @@ class Exchange(EventEmitter):
                 else:
                     self._queue_fanout(channel, payload, through_middleware)
         self._call_watchers(channel, data)
+
+    def report_gap(self, channel, report):
+        """The engine lost publications of the history channel ``channel`` that its history no
+        longer holds (a restart of its owner): each subscribed socket gets ``#recovery`` with
+        ``report`` (``recovered`` False), so that its app reloads (docs/history.md)."""
+        for socket in list(self._sockets.get(channel, {}).values()):
+            socket.emit('#recovery', report)
 
     def _prepare(self, packet):
         """The frame of ``packet``, encoded now (server code may change its data later), or

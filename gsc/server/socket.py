@@ -797,6 +797,10 @@ class ServerSocket(EventEmitter):
         respond = Responder(packet.cid, self._send_reply)
         data = packet.data if isinstance(packet.data, dict) else {}
         channel = data.get('channel')
+        if not isinstance(channel, str):
+            respond(InvalidArgumentsError('Failed to get the presence of a channel - the #presence '
+                                          'data needs a channel field (the channel name, a string)'))
+            return
         if self._channel_too_long(channel):
             self._refuse_long_channel('Failed to get the presence of a channel', respond)
             return
