@@ -18,6 +18,69 @@ from gsc.server import listen  # noqa: E402
 from master_harness import ROOT, free_port  # noqa: E402
 from wsraw import RawClient  # noqa: E402
 
+# -- tiers: every test file is in exactly one (a marker: ``pytest -m core``) ---------------
+
+TIERS = {
+    # sans-I/O units: no sockets, no processes (seconds)
+    'core': ['test_auth.py', 'test_behaviours_codec.py', 'test_datamap.py', 'test_hasher.py',
+             'test_history_store.py', 'test_options.py', 'test_presence_table.py',
+             'test_protocol.py', 'test_tiers.py'],
+    # an in-process server (or broker link) with raw and Python clients
+    'server': ['test_behaviours_broker.py', 'test_behaviours_client.py',
+               'test_behaviours_server.py', 'test_broker_engine.py', 'test_client.py',
+               'test_close_frees.py', 'test_deflate.py', 'test_exchange.py', 'test_fanout.py',
+               'test_history.py', 'test_idle_reader.py', 'test_ipc.py', 'test_lean_upgrade.py',
+               'test_memory.py', 'test_presence.py', 'test_server_auth.py',
+               'test_server_wire.py', 'test_tls.py', 'test_wsgi.py'],
+    # master, worker and broker processes (run.py, the gsc command)
+    'cluster': ['test_behaviours_cluster.py', 'test_chat_sample.py', 'test_cli.py',
+                'test_cluster_pubsub.py', 'test_dashboard.py', 'test_downgrade.py',
+                'test_history_cluster.py', 'test_links.py', 'test_logs.py', 'test_master.py',
+                'test_metrics.py', 'test_presence_cluster.py', 'test_respawn_listen.py',
+                'test_run.py', 'test_rundir.py', 'test_supervision.py', 'test_wsgi_cluster.py'],
+    # the official JavaScript client (node, tests/js)
+    'interop': ['test_js_client.py'],
+    # hostile clients and peers: floods, malformed frames and HTTP, slow readers
+    'hostile': ['test_flood.py', 'test_hostile_codec.py', 'test_hostile_exchange.py',
+                'test_hostile_http.py', 'test_hostile_socket.py', 'test_hostile_transport.py',
+                'test_warnings.py'],
+    # a private redis-server
+    'redis': ['test_redis_cluster.py', 'test_redis_end_to_end.py', 'test_redis_engine.py',
+              'test_redis_history.py', 'test_redis_presence.py', 'test_redis_start.py'],
+    # Chromium
+    'browser': ['test_browser.py'],
+}
+
+
+def tiers_of(filename):
+    """The tiers whose list names ``filename`` (a test file's base name)."""
+    return [tier for tier, files in TIERS.items() if filename in files]
+
+
+def pytest_configure(config):
+    for tier in TIERS:
+        config.addinivalue_line('markers', '%s: a test of the %s tier (tests/conftest.py TIERS)'
+                                % (tier, tier))
+
+
+def pytest_collection_modifyitems(config, items):
+    """Mark each test with its file's tier; a file in no tier (or in two) stops the run."""
+    unassigned = {}
+    for item in items:
+        filename = os.path.basename(str(item.path))
+        tiers = tiers_of(filename)
+        if len(tiers) != 1:
+            unassigned[filename] = tiers
+            continue
+        item.add_marker(tiers[0])
+    if unassigned:
+        raise pytest.UsageError(
+            '; '.join('tests/%s is in %s tiers (%s)' % (name, len(tiers), ', '.join(tiers))
+                      if tiers else 'tests/%s is in no tier' % name
+                      for name, tiers in sorted(unassigned.items()))
+            + ': list each test file in exactly one tier of TIERS in tests/conftest.py ('
+            + ', '.join(TIERS) + ')')
+
 
 @pytest.fixture
 def spawn(request):
