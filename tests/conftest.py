@@ -1,21 +1,21 @@
-"""Shared fixtures: an in-process gsc server on a free port, raw and protocol clients."""
+"""Shared fixtures: an in-process gsc server on a free port, raw and protocol clients, a
+private redis-server; the tier of each test file (TIERS). Helpers shared with bench/ are in
+kit.py (``wait_until`` and ``read_response_head`` are imported here for the tests)."""
 
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
 
-import gevent
 import pytest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from gsc.server import listen  # noqa: E402
-from master_harness import ROOT, free_port  # noqa: E402
+from kit import ROOT, free_port, read_response_head, start_process, stop_process, wait_until  # noqa: E402,F401
 from wsraw import RawClient  # noqa: E402
 
 # -- tiers: every test file is in exactly one (a marker: ``pytest -m core``) ---------------
@@ -92,20 +92,14 @@ def spawn(request):
     request.addfinalizer(lambda: shutil.rmtree(runtime, ignore_errors=True))
 
     def start(argv, cwd=ROOT, env=None):
-        proc = subprocess.Popen(argv, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                text=True, start_new_session=True,
-                                env=dict(os.environ, XDG_RUNTIME_DIR=runtime, **(env or {})))
+        proc = start_process(argv, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                             text=True, env=dict(os.environ, XDG_RUNTIME_DIR=runtime, **(env or {})))
         started.append(proc)
         return proc
 
     def cleanup():
         for proc in started:
-            try:
-                os.killpg(proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            proc.wait(5)
-            proc.stdout.close()
+            stop_process(proc)
     request.addfinalizer(cleanup)
     return start
 
@@ -170,56 +164,34 @@ def subscribe_then_leave(server, raw_connect, channel='foo'):
     client.close(1000)
 
 
-def read_response_head(sock):
-    """``(head, rest)``: the bytes of the first HTTP response head (status line and headers,
-    without the blank line) and what came after them in the same reads."""
-    data = b''
-    for _ in range(100):
-        if b'\r\n\r\n' in data:
-            break
-        chunk = sock.recv(4096)
-        if not chunk:
-            break
-        data += chunk
-    head, _, rest = data.partition(b'\r\n\r\n')
-    return head, rest
-
-def wait_until(predicate, timeout=5, interval=0.01):
-    """Sleep (cooperatively) until ``predicate()`` is true; AssertionError after ``timeout``."""
-    with gevent.Timeout(timeout, AssertionError('condition not met in %ss' % timeout)):
-        while not predicate():
-            gevent.sleep(interval)
-
-
 class RedisServer:
     """A private redis-server on a free port, started and stopped by pid."""
 
     def __init__(self):
-        import shutil
         self.binary = shutil.which('redis-server')
         self.port = free_port()
         self.url = 'redis://127.0.0.1:%d/0' % self.port
         self.process = None
 
     def start(self):
-        import subprocess
         import redis
-        self.process = subprocess.Popen(
+        self.process = start_process(
             [self.binary, '--port', str(self.port), '--bind', '127.0.0.1', '--save', '',
              '--appendonly', 'no'], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         client = redis.Redis(port=self.port, socket_connect_timeout=0.2)
-        for _ in range(100):
+
+        def answers():
             try:
-                client.ping()
-                return self
+                return client.ping()
             except redis.ConnectionError:
-                gevent.sleep(0.05)
-        raise RuntimeError('redis-server did not start on port %d' % self.port)
+                return False
+        wait_until(answers, timeout=5, interval=0.05,
+                   message='redis-server did not start on port %d' % self.port)
+        return self
 
     def stop(self):
-        if self.process is not None and self.process.poll() is None:
-            self.process.kill()
-            self.process.wait(5)
+        if self.process is not None:
+            stop_process(self.process)
         self.process = None
 
 
