@@ -212,10 +212,12 @@ def ephemeral_port_range():
 # -- processes ------------------------------------------------------------------------------
 
 
-def start_process(argv, cwd=ROOT, **popen):
-    """``subprocess.Popen(argv)`` in its own session (its process group id is its pid, so
-    :func:`stop_process` reaches everything it starts); other keywords go to Popen."""
-    return subprocess.Popen(argv, cwd=cwd, start_new_session=True, **popen)
+def start_process(argv, cwd=ROOT, popen=subprocess.Popen, **kwargs):
+    """``popen(argv, **kwargs)`` in its own session (its process group id is its pid, so
+    :func:`stop_process` reaches everything it starts). A test whose server runs in its own
+    process passes ``popen=gevent.subprocess.Popen``, so that waiting for the child lets the
+    server serve it."""
+    return popen(argv, cwd=cwd, start_new_session=True, **kwargs)
 
 
 def stop_process(proc, term_timeout=0.0, timeout=5.0):
@@ -253,8 +255,8 @@ class Processes:
         self.procs = []
         self.term_timeout = term_timeout
 
-    def start(self, argv, **popen):
-        proc = start_process(argv, **popen)
+    def start(self, argv, **kwargs):
+        proc = start_process(argv, **kwargs)
         self.procs.append(proc)
         return proc
 

@@ -7,6 +7,8 @@ import time
 
 from gevent import subprocess
 
+from kit import start_process, stop_process
+
 from conftest import handshake, recv_json
 
 FLOODER = '''
@@ -30,8 +32,8 @@ def test_a_flooding_client_is_closed_with_1013_and_others_are_served(make_server
     server.on('connection', lambda socket, status: socket.on('echo', lambda d, respond: respond(None, d)))
     warnings = []
     server.on('warning', warnings.append)
-    flooder = subprocess.Popen([sys.executable, '-c', FLOODER, str(server.port), '14'],
-                               stdout=subprocess.PIPE, text=True)
+    flooder = start_process([sys.executable, '-c', FLOODER, str(server.port), '14'],
+                            popen=subprocess.Popen, stdout=subprocess.PIPE, text=True)
     try:
         client = raw(server)
         handshake(client)
@@ -43,9 +45,7 @@ def test_a_flooding_client_is_closed_with_1013_and_others_are_served(make_server
             answered_during_flood += 1
         output, _ = flooder.communicate(timeout=10)
     finally:
-        if flooder.poll() is None:
-            flooder.kill()
-            flooder.wait()
+        stop_process(flooder)
     assert answered_during_flood > 10
     # the close frame says 1013; a peer too busy to read it in time sees the TCP close (1006)
     assert json.loads(output)['closed'] in (1013, 1006)

@@ -12,7 +12,7 @@ from gevent import socket, subprocess
 
 from conftest import handshake, recv_json, wait_until
 from kit import (OP_CLOSE, OP_CONT, OP_PING, FrameReader, client_frame, close_code, emit_frame,
-                 recv_frame, upgrade, upgrade_request)
+                 recv_frame, start_process, stop_process, upgrade, upgrade_request)
 
 def echo(cid, data):
     """An ``echo`` emit expecting an answer."""
@@ -143,8 +143,8 @@ def test_a_flood_from_one_socket_does_not_starve_another(make_server, raw, flood
     well under 2 s each (measured by hand: a few ms)."""
     server = echo_server(make_server)
     start = upgrade_request() + client_frame('{"event":"#handshake","data":{},"cid":1}')
-    flooder = subprocess.Popen([sys.executable, '-c', FLOODER, str(server.port), flood.hex(), '6'],
-                               stdin=subprocess.PIPE)
+    flooder = start_process([sys.executable, '-c', FLOODER, str(server.port), flood.hex(), '6'],
+                            popen=subprocess.Popen, stdin=subprocess.PIPE)
     try:
         flooder.stdin.write(start)
         flooder.stdin.close()
@@ -160,8 +160,7 @@ def test_a_flood_from_one_socket_does_not_starve_another(make_server, raw, flood
             gevent.sleep(0.05)
         flooding = flooder.poll() is None
     finally:
-        flooder.kill()
-        flooder.wait()
+        stop_process(flooder)
     assert flooding
     assert worst < 2
 

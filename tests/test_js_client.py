@@ -15,6 +15,7 @@ import pytest
 from gevent import subprocess
 
 from conftest import wait_until
+from kit import start_process, stop_process
 from gsc.errors import SCError
 
 JS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'js')
@@ -31,13 +32,12 @@ def run_scenario(server, name, arg=None, timeout=8):
     if arg is not None:
         argv.append(arg)
     env = dict(os.environ, SCENARIO_TIMEOUT=str(timeout))
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    proc = start_process(argv, popen=subprocess.Popen, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, env=env)
     try:
         out, err = proc.communicate(timeout=timeout + 1)
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        stop_process(proc)
     lines = [json.loads(line) for line in out.decode().splitlines()]
     assert proc.returncode == 0, 'scenario %s exited %s\nstdout: %s\nstderr: %s' % (
         name, proc.returncode, lines, err.decode())
