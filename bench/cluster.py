@@ -1,4 +1,4 @@
-"""Process trees of the cluster benchmarks (used by bench/run.py --cluster).
+"""Process trees of the cluster benchmarks (used by bench/run_all.py --cluster).
 
 * :class:`Tree`: a command started in its own session (so its process group is its pid),
   its stdout/stderr copied to a log by a thread that timestamps every line; stopped by

@@ -36,7 +36,7 @@ sys.path.insert(0, HERE)
 
 from cluster import free_port  # noqa: E402
 from hostile_wire import OP_TEXT, client_frame, emit_frame, upgrade_request  # noqa: E402
-from run import HOST, raise_nofile, wait_accepting  # noqa: E402
+from run_all import HOST, raise_nofile, wait_accepting  # noqa: E402
 
 CHANNEL = 'stall'
 SETUP_BATCH = 100

@@ -46,7 +46,7 @@ import arena_census  # noqa: E402
 from cluster import free_port  # noqa: E402
 from fanout_stall import LineReader, Procs, parse_frames  # noqa: E402
 from hostile_wire import OP_TEXT, client_frame, emit_frame, upgrade_request  # noqa: E402
-from run import HOST, wait_accepting  # noqa: E402
+from run_all import HOST, wait_accepting  # noqa: E402
 
 PING_INTERVAL_MS = 10000
 PING_TIMEOUT_MS = 30000

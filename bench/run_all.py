@@ -1,7 +1,7 @@
 """Benchmark gsc over loopback with the Node loadgen in a separate process.
 
     npm ci --prefix bench/loadgen && npm ci --prefix bench/socketcluster
-    python bench/run.py [--quick] [--only rpc,fanout] [--repeat N] [--cluster]
+    python bench/run_all.py [--quick] [--only rpc,fanout] [--repeat N] [--cluster]
 
 For each scenario and server: start the server (``bench/servers.py SERVER``, SocketCluster
 14.4.2 itself: ``bench/socketcluster/server.js``, or with --cluster whole ``run.py`` trees, see
