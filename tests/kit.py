@@ -26,7 +26,7 @@ import struct
 import subprocess
 
 import gevent
-from websockets.frames import Close, Frame
+from websockets.frames import Frame
 from websockets.streams import StreamReader
 from websockets.utils import apply_mask
 
@@ -80,8 +80,8 @@ def close_frame(code=1000, reason=''):
 
 
 def close_code(payload):
-    """The code of a close frame's payload (1005: none given)."""
-    return Close.parse(bytes(payload)).code if payload else 1005
+    """The code of a close frame's payload (1005: none given), as sent, valid or not."""
+    return struct.unpack('!H', payload[:2])[0] if len(payload) >= 2 else 1005
 
 
 class FrameReader:
@@ -220,9 +220,10 @@ def start_process(argv, cwd=ROOT, popen=subprocess.Popen, **kwargs):
     return popen(argv, cwd=cwd, start_new_session=True, **kwargs)
 
 
-def stop_process(proc, term_timeout=0.0, timeout=5.0):
+def stop_process(proc, term_timeout=0.0, timeout=5.0, close=True):
     """Stop ``proc`` and its process group, by its pid: SIGTERM to ``proc`` first when
-    ``term_timeout`` (waited up to that long), then SIGKILL to the group; its pipes closed.
+    ``term_timeout`` (waited up to that long), then SIGKILL to the group; its pipes closed
+    unless ``close`` is false (a thread still reading them closes them once done).
     Its exit code (None if it did not end within ``timeout``)."""
     if term_timeout and proc.poll() is None:
         try:
@@ -238,7 +239,7 @@ def stop_process(proc, term_timeout=0.0, timeout=5.0):
         proc.wait(timeout)
     except subprocess.TimeoutExpired:
         pass
-    for stream in (proc.stdin, proc.stdout, proc.stderr):
+    for stream in (proc.stdin, proc.stdout, proc.stderr) if close else ():
         if stream is not None:
             try:
                 stream.close()
@@ -284,11 +285,12 @@ def group_members(pgid):
 # -- waiting --------------------------------------------------------------------------------
 
 
-def wait_until(predicate, timeout=5, interval=0.01, message=None):
+def wait_until(predicate, timeout=5, interval=0.01, message=None, error=AssertionError):
     """Call ``predicate()`` until it returns a true value (returned), sleeping ``interval``
     between calls with gevent.sleep (cooperative under gevent, a plain sleep elsewhere);
-    AssertionError (``message``, or the predicate and timeout) after ``timeout`` seconds."""
-    failure = AssertionError(message or 'condition %s not met in %ss'
+    ``error`` (AssertionError; ``message``, or the predicate and timeout) after ``timeout``
+    seconds."""
+    failure = error(message or 'condition %s not met in %ss'
                              % (getattr(predicate, '__name__', predicate), timeout))
     with gevent.Timeout(timeout, failure):
         while True:
