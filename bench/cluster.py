@@ -33,7 +33,7 @@ ROOT = os.path.dirname(HERE)
 sys.path.insert(0, os.path.join(ROOT, 'tests'))
 
 from kit import (OP_CLOSE, OP_TEXT, FrameReader, close_frame, client_frame, emit_frame, free_port,  # noqa: E402
-                 recv_frame, start_process, stop_process, upgrade)
+                 proc_stats, recv_frame, start_process, stop_process, upgrade)
 HOST = '127.0.0.1'
 CONTROLLER = 'bench.echo_controller'
 SC_SERVER = os.path.join(HERE, 'socketcluster', 'server.js')
@@ -234,18 +234,7 @@ def wait_started(tree, timeout=READY_TIMEOUT, pause=0.05):
 
 def children(pid):
     """Pids whose parent is ``pid`` (from /proc/*/stat)."""
-    out = []
-    for name in os.listdir('/proc'):
-        if not name.isdigit():
-            continue
-        try:
-            with open('/proc/%s/stat' % name) as f:
-                stat = f.read()
-        except OSError:
-            continue
-        if int(stat[stat.rindex(')') + 2:].split()[1]) == pid:
-            out.append(int(name))
-    return out
+    return [child for child, fields in proc_stats() if int(fields[1]) == pid]
 
 
 def worker_pids(master_pid):

@@ -45,7 +45,8 @@ sys.path.insert(0, ROOT)
 import arena_census  # noqa: E402
 sys.path.insert(0, os.path.join(ROOT, 'tests'))
 from fanout_stall import LineReader  # noqa: E402
-from kit import OP_TEXT, FrameReader, Processes, client_frame, emit_frame, free_port, upgrade_request  # noqa: E402
+from kit import (OP_TEXT, FrameReader, Processes, client_frame, emit_frame, free_port,  # noqa: E402
+                 upgrade_answered, upgrade_request)
 from run_all import HOST, wait_accepting  # noqa: E402
 
 PING_INTERVAL_MS = 10000
@@ -148,11 +149,9 @@ class Client:
             self.buf.feed(data)
         else:
             self.buf += data
-            head, sep, rest = self.buf.partition(b'\r\n\r\n')
-            if not sep:
+            rest = upgrade_answered(self.buf)
+            if rest is None:
                 return
-            if b' 101 ' not in head.split(b'\r\n', 1)[0]:
-                raise RuntimeError('upgrade refused: %r' % head[:200])
             self.upgraded, self.buf = True, FrameReader(rest)
         for opcode, payload in self.buf.frames():
             if opcode != OP_TEXT:

@@ -161,6 +161,18 @@ def read_response_head(sock, limit=MAX_HEAD):
     return head, rest
 
 
+def upgrade_answered(data):
+    """The bytes after the upgrade answer's head when ``data`` (what came so far) holds all
+    of it, None while it does not; UpgradeRefused unless it is a 101 (for a non-blocking
+    client that reads the answer piece by piece)."""
+    head, sep, rest = data.partition(b'\r\n\r\n')
+    if not sep:
+        return None
+    if b' 101 ' not in head.split(b'\r\n', 1)[0]:
+        raise UpgradeRefused(head)
+    return rest
+
+
 class UpgradeRefused(ConnectionError):
     """The server did not answer the upgrade with 101; ``head`` is what it answered."""
 
@@ -266,20 +278,22 @@ class Processes:
             stop_process(proc, self.term_timeout)
 
 
-def group_members(pgid):
-    """Live (non-zombie) pids of process group ``pgid``."""
-    pids = []
+def proc_stats():
+    """``(pid, fields)`` of every process, ``fields`` being /proc/PID/stat after the command
+    name: state, ppid, pgrp, ..."""
     for name in os.listdir('/proc'):
         if not name.isdigit():
             continue
         try:
             with open('/proc/%s/stat' % name) as f:
-                fields = f.read().rsplit(')', 1)[1].split()
+                yield int(name), f.read().rsplit(')', 1)[1].split()
         except OSError:
             continue
-        if int(fields[2]) == pgid and fields[0] != 'Z':
-            pids.append(int(name))
-    return pids
+
+
+def group_members(pgid):
+    """Live (non-zombie) pids of process group ``pgid``."""
+    return [pid for pid, fields in proc_stats() if int(fields[2]) == pgid and fields[0] != 'Z']
 
 
 # -- waiting --------------------------------------------------------------------------------
