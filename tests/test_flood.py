@@ -1,5 +1,5 @@
 """Floods: a client that sends without reading never stalls the others, and is closed with
-1013 once its unread answers pass the outbound bound (DESIGN.md: bounded outbound buffer)."""
+1013 once its unread answers pass the outbound bound (the outbound buffer is bounded)."""
 
 import json
 import sys

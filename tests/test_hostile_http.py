@@ -1,4 +1,4 @@
-"""Hostile HTTP clients (issue 8): slow or huge headers, ambiguous framing, too many
+"""Hostile HTTP clients: slow or huge headers, ambiguous framing, too many
 connections, an exhausted fd limit.  Every test talks to a real server over 127.0.0.1 with
 raw sockets and checks what the client sees; the fd-limit tests run the server in a
 subprocess that, like a worker, exits on any error that reaches the gevent hub."""

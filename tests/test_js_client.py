@@ -2,7 +2,7 @@
 
 Each test registers its handlers on an in-process server, runs one scenario of
 tests/js/scenario.js (cooperatively, through gevent.subprocess) and checks what the
-client observed.  Ids refer to /work/shared/spec/behaviours.md.
+client observed.  Behaviour ids (B-, X-) are those listed in docs/behaviours-coverage.md.
 """
 
 import json
@@ -63,7 +63,7 @@ def on_connection(server, **handlers):
 
 
 def login(socket, data, respond):
-    """The login handler of FX-SRV: bob and alice get a token, anyone else FailedLoginError."""
+    """The login handler of socketcluster-server's tests: bob and alice get a token, anyone else FailedLoginError."""
     if data in ('bob', 'alice'):
         socket.set_auth_token({'username': data})
         respond()
@@ -282,7 +282,7 @@ def test_batch_subscribe_with_rejection(server):
 
 
 def test_reconnect_resubscribes(server):
-    """B-007, protocol.md §12.4: after a server disconnect(4100) the client reconnects and resubscribes."""
+    """B-007: after a server disconnect(4100) the client reconnects and resubscribes."""
     subscriptions = []
     server.on('subscription', lambda socket, channel, request: subscriptions.append((socket.id, channel)))
 

@@ -1,4 +1,4 @@
-"""The lean upgrade reader (issue 10): an upgrade at the realtime path is recognised from the
+"""The lean upgrade reader: an upgrade at the realtime path is recognised from the
 first bytes of a connection and answered without pywsgi; anything else reaches the pywsgi
 handler with the bytes already read, and is served or refused as before."""
 

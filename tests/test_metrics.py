@@ -1,4 +1,4 @@
-"""Health and metrics of a running cluster (issue 9 item 8): scraped over HTTP on the public
+"""Health and metrics of a running cluster: scraped over HTTP on the public
 port and on metricsPort, parsed with prometheus_client's own parser."""
 
 import json

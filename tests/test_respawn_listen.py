@@ -1,4 +1,4 @@
-"""A worker respawned after a kill -9 listens at once (issue 10 item 4): a client that
+"""A worker respawned after a kill -9 listens at once: a client that
 connects while its (1 s) controller runs is served once the controller ran, nothing failed;
 the first start still listens only after the controller ran."""
 
