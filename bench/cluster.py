@@ -1,4 +1,4 @@
-"""Process trees of the cluster benchmarks (used by bench/run.py --cluster).
+"""Process trees of the cluster benchmarks (used by bench/run_all.py --cluster).
 
 * :class:`Tree`: a command started in its own session (so its process group is its pid),
   its stdout/stderr copied to a log by a thread that timestamps every line; stopped by
@@ -10,19 +10,18 @@
   with a private ``socketRoot`` too.
 * :func:`start_redis`: a private redis-server on a free port, stopped by process group.
 * :func:`probe`: a blocking raw-WebSocket SocketCluster client (upgrade, ``#handshake``, then
-  emits), used to measure start-up and respawn: nothing of gsc is imported here.
+  emits; the frames of tests/kit.py), used to measure start-up and respawn: nothing of gsc is
+  imported here.
 * :func:`measure_startup` and :func:`measure_respawn`: the two timing scenarios.
 
 127.0.0.1 only; every loop is bounded in count and time.
 """
 
-import base64
 import json
 import os
 import shutil
 import signal
 import socket
-import struct
 import subprocess
 import sys
 import tempfile
@@ -31,6 +30,10 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
+sys.path.insert(0, os.path.join(ROOT, 'tests'))
+
+from kit import (OP_CLOSE, OP_TEXT, FrameReader, close_frame, client_frame, emit_frame, free_port,  # noqa: E402
+                 proc_stats, recv_frame, start_process, stop_process, upgrade)
 HOST = '127.0.0.1'
 CONTROLLER = 'bench.echo_controller'
 SC_SERVER = os.path.join(HERE, 'socketcluster', 'server.js')
@@ -38,13 +41,6 @@ PING_INTERVAL_MS = 3600 * 1000
 READY_TIMEOUT = 30.0
 STOP_TIMEOUT = 10.0
 BANNER = 'SocketCluster started'
-
-
-def free_port():
-    """A port that was free on 127.0.0.1 a moment ago."""
-    with socket.socket() as s:
-        s.bind((HOST, 0))
-        return s.getsockname()[1]
 
 
 class Tree:
@@ -55,9 +51,8 @@ class Tree:
         self.lines = []
         self._log = open(log_path, 'w', errors='replace')
         self.started = time.monotonic()
-        self.proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdin=subprocess.DEVNULL,
-                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                     start_new_session=True)
+        self.proc = start_process(cmd, cwd=cwd, env=env, stdin=subprocess.DEVNULL,
+                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         self.pid = self.pgid = self.proc.pid
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
@@ -81,21 +76,9 @@ class Tree:
 
     def stop(self):
         """SIGTERM to the root (a master stops its children), then SIGKILL to the group."""
-        if self.proc.poll() is None:
-            try:
-                os.kill(self.pid, signal.SIGTERM)
-                self.proc.wait(STOP_TIMEOUT)
-            except (subprocess.TimeoutExpired, ProcessLookupError):
-                pass
-        try:
-            os.killpg(self.pgid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        try:
-            self.proc.wait(STOP_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            pass
+        stop_process(self.proc, term_timeout=STOP_TIMEOUT, timeout=STOP_TIMEOUT, close=False)
         self._reader.join(STOP_TIMEOUT)
+        self.proc.stdout.close()
         self._log.close()
 
     def output(self):
@@ -177,56 +160,18 @@ def start_redis(stack, log_path):
 
 # -- a raw SocketCluster client ------------------------------------------------------------
 
-def _send_text(sock, text):
-    payload = text.encode()
-    mask = os.urandom(4)
-    n = len(payload)
-    if n < 126:
-        head = struct.pack('!BB', 0x81, 0x80 | n)
-    elif n < 65536:
-        head = struct.pack('!BBH', 0x81, 0x80 | 126, n)
-    else:
-        head = struct.pack('!BBQ', 0x81, 0x80 | 127, n)
-    masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
-    sock.sendall(head + mask + masked)
-
-
-def _send_close(sock, code=1000):
-    mask = os.urandom(4)
-    payload = struct.pack('!H', code)
-    sock.sendall(bytes((0x88, 0x80 | len(payload))) + mask
-                 + bytes(b ^ mask[i % 4] for i, b in enumerate(payload)))
-
-
-class _Reader:
-    def __init__(self, sock, buf):
-        self.sock, self.buf = sock, buf
-
-    def _need(self, n):
-        while len(self.buf) < n:
-            chunk = self.sock.recv(65536)
-            if not chunk:
-                raise ConnectionError('connection closed by the server')
-            self.buf += chunk
-        out, self.buf = self.buf[:n], self.buf[n:]
-        return out
-
-    def text(self):
-        """The next text frame (control frames skipped; a close frame raises)."""
-        for _ in range(1000):
-            b0, b1 = self._need(2)
-            n = b1 & 0x7f
-            if n == 126:
-                n = struct.unpack('!H', self._need(2))[0]
-            elif n == 127:
-                n = struct.unpack('!Q', self._need(8))[0]
-            payload = self._need(n)
-            opcode = b0 & 0x0f
-            if opcode == 8:
-                raise ConnectionError('close frame %r' % payload[:40])
-            if opcode == 1:
-                return payload.decode()
-        raise ConnectionError('no text frame in 1000 frames')
+def _next_text(sock, reader):
+    """The next text frame (control frames skipped; a close frame or the end raises)."""
+    for _ in range(1000):
+        try:
+            opcode, payload = recv_frame(sock, reader)
+        except EOFError:
+            raise ConnectionError('connection closed by the server') from None
+        if opcode == OP_CLOSE:
+            raise ConnectionError('close frame %r' % payload[:40])
+        if opcode == OP_TEXT:
+            return payload.decode()
+    raise ConnectionError('no text frame in 1000 frames')
 
 
 def probe(port, events=(), timeout=1.0):
@@ -234,27 +179,14 @@ def probe(port, events=(), timeout=1.0):
     sock = socket.create_connection((HOST, port), timeout=timeout)
     try:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        key = base64.b64encode(os.urandom(16)).decode()
-        sock.sendall(('GET /socketcluster/ HTTP/1.1\r\nHost: %s:%d\r\nUpgrade: websocket\r\n'
-                      'Connection: Upgrade\r\nSec-WebSocket-Key: %s\r\n'
-                      'Sec-WebSocket-Version: 13\r\n\r\n' % (HOST, port, key)).encode())
-        buf = b''
-        while b'\r\n\r\n' not in buf:
-            chunk = sock.recv(4096)
-            if not chunk or len(buf) > 65536:
-                raise ConnectionError('no upgrade response')
-            buf += chunk
-        head, buf = buf.split(b'\r\n\r\n', 1)
-        if not head.startswith(b'HTTP/1.1 101'):
-            raise ConnectionError('upgrade refused: %r' % head[:60])
-        reader = _Reader(sock, buf)
+        reader = FrameReader(upgrade(sock, port, key=None))
         answers = []
         for cid, (event, data) in enumerate([('#handshake', {})] + list(events), 1):
-            _send_text(sock, json.dumps({'event': event, 'data': data, 'cid': cid}))
+            sock.sendall(emit_frame(event, data, cid))
             for _ in range(100):
-                text = reader.text()
+                text = _next_text(sock, reader)
                 if text == '#1':
-                    _send_text(sock, '#2')
+                    sock.sendall(client_frame('#2'))
                     continue
                 message = json.loads(text)
                 if message.get('rid') == cid:
@@ -264,7 +196,7 @@ def probe(port, events=(), timeout=1.0):
             if message.get('error'):
                 raise ConnectionError('%s answered an error: %r' % (event, message['error']))
             answers.append(message.get('data'))
-        _send_close(sock)  # a normal close: no 'Socket hung up' warning per probe
+        sock.sendall(close_frame())  # a normal close: no 'Socket hung up' warning per probe
         return answers
     finally:
         sock.close()
@@ -302,18 +234,7 @@ def wait_started(tree, timeout=READY_TIMEOUT, pause=0.05):
 
 def children(pid):
     """Pids whose parent is ``pid`` (from /proc/*/stat)."""
-    out = []
-    for name in os.listdir('/proc'):
-        if not name.isdigit():
-            continue
-        try:
-            with open('/proc/%s/stat' % name) as f:
-                stat = f.read()
-        except OSError:
-            continue
-        if int(stat[stat.rindex(')') + 2:].split()[1]) == pid:
-            out.append(int(name))
-    return out
+    return [child for child, fields in proc_stats() if int(fields[1]) == pid]
 
 
 def worker_pids(master_pid):

@@ -9,7 +9,7 @@ checkout) each serve as a standalone worker (``bench/servers.py gsc --tree T``) 
 bench/compare_controller.py of this checkout for both). Every server's process tree imports
 its own checkout's gsc; the gsc a server imported is checked on every start (its log line, or
 its ``gscFile`` RPC) and printed once. The load is this checkout's bench/loadgen, one
-scenario at a time (bench/run.py's run_once: start, loadgen, stop by process group). Rounds
+scenario at a time (bench/run_all.py's run_once: start, loadgen, stop by process group). Rounds
 alternate the order (A then B, then B then A) so drift on a shared machine hits both alike.
 Prints medians, B/A per scenario and the command line; writes bench/results/compare.json.
 """
@@ -24,7 +24,7 @@ import sys
 import time
 
 import cluster
-import run
+import run_all
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 CONTROLLER = os.path.join(HERE, 'compare_controller.py')
@@ -52,14 +52,14 @@ class TreeServers:
 
     def __call__(self, stack, server, port, log_path):
         if server == 'gsc':
-            tree = stack.add(cluster.Tree([sys.executable, run.SERVERS, 'gsc', '--port', str(port),
+            tree = stack.add(cluster.Tree([sys.executable, run_all.SERVERS, 'gsc', '--port', str(port),
                                            '--tree', self.root], log_path))
-            run.wait_accepting(tree.proc, port)
+            run_all.wait_accepting(tree.proc, port)
             gsc_file = logged_gsc_file(tree)
         elif server == 'cluster1w':
             tree = cluster.start_cluster(stack, port, log_path, workers=1, root=self.root,
                                          controller=CONTROLLER,
-                                         extra={'logLevel': run.CLUSTER_LOG_LEVEL})
+                                         extra={'logLevel': run_all.CLUSTER_LOG_LEVEL})
             cluster.wait_serving(tree, port)
             try:
                 gsc_file = cluster.probe(port, [('gscFile', None)])[1]
@@ -135,10 +135,10 @@ def table(rows):
     for row in rows:
         digits = row['digits']
         out.append('| %s | %s | %s | %s | %s | %s | %s | %s |' % (
-            row['figure'], row['server'], run.fmt(row['a'], digits), run.fmt(row['b'], digits),
+            row['figure'], row['server'], run_all.fmt(row['a'], digits), run_all.fmt(row['b'], digits),
             '-' if row['ratio'] is None else '%.3f' % row['ratio'], row['within_5pct'],
-            ' / '.join(run.fmt(v, digits) for v in row['a_runs']),
-            ' / '.join(run.fmt(v, digits) for v in row['b_runs'])))
+            ' / '.join(run_all.fmt(v, digits) for v in row['a_runs']),
+            ' / '.join(run_all.fmt(v, digits) for v in row['b_runs'])))
     return '\n'.join(out)
 
 
@@ -148,15 +148,15 @@ def parse_args():
                         '(git worktree add --detach /tmp/before 601f4af^)')
     parser.add_argument('--b', default=cluster.ROOT, help='tree B, the "after" checkout (default: this one)')
     parser.add_argument('--repeat', type=int, default=1, help='rounds (A and B once each per round); medians')
-    parser.add_argument('--quick', action='store_true', help="bench/run.py's --quick workloads (smoke run)")
+    parser.add_argument('--quick', action='store_true', help="bench/run_all.py's --quick workloads (smoke run)")
     parser.add_argument('--only', default=','.join(SCENARIO_NAMES),
                         help='comma-separated scenarios of %s' % ','.join(SCENARIO_NAMES))
     args = parser.parse_args()
     args.only = [s.strip() for s in args.only.split(',') if s.strip()]
     if not args.only or any(s not in SCENARIO_NAMES for s in args.only):
         parser.error('--only: choose from %s' % ','.join(SCENARIO_NAMES))
-    if not 1 <= args.repeat <= run.MAX_REPEAT:
-        parser.error('--repeat must be 1..%d' % run.MAX_REPEAT)
+    if not 1 <= args.repeat <= run_all.MAX_REPEAT:
+        parser.error('--repeat must be 1..%d' % run_all.MAX_REPEAT)
     for name in ('a', 'b'):
         root = os.path.abspath(getattr(args, name))
         if not os.path.isfile(os.path.join(root, 'run.py')) or not os.path.isdir(os.path.join(root, 'gsc')):
@@ -170,8 +170,8 @@ def parse_args():
 def main():
     args = parse_args()
     command = ' '.join(shlex.quote(part) for part in [os.path.relpath(sys.executable)] + sys.argv)
-    run.raise_nofile()
-    os.makedirs(run.RESULTS, exist_ok=True)
+    run_all.raise_nofile()
+    os.makedirs(run_all.RESULTS, exist_ok=True)
     trees = {'A': TreeServers('A', args.a), 'B': TreeServers('B', args.b)}
     heads = {label: git_head(tree.root) for label, tree in trees.items()}
     started = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds')
@@ -186,16 +186,16 @@ def main():
     for rnd in range(args.repeat):
         order = ('A', 'B') if rnd % 2 == 0 else ('B', 'A')
         for scenario in args.only:
-            _, metric, unit, full, quick = run.SCENARIOS[scenario]
+            _, metric, unit, full, quick = run_all.SCENARIOS[scenario]
             for server in SERVERS:
                 for label in order:
-                    result = run.run_once(scenario, server, quick if args.quick else full,
+                    result = run_all.run_once(scenario, server, quick if args.quick else full,
                                           'cmp%s%d' % (label, rnd + 1), start=trees[label])
                     runs[(scenario, server, label)].append(result)
                     print('  round %d %s %s %s: %s' % (rnd + 1, scenario, server, label,
-                                                       run.fmt_metric(result.get(metric), unit)), flush=True)
+                                                       run_all.fmt_metric(result.get(metric), unit)), flush=True)
 
-    medians = {key: run.median_of(results) for key, results in runs.items()}
+    medians = {key: run_all.median_of(results) for key, results in runs.items()}
     rows = compare_rows(medians, runs)
     load_after = os.getloadavg()
     print('\n$ %s' % command)
@@ -204,9 +204,9 @@ def main():
         ' '.join('%.2f' % x for x in load_after)))
     print(table(rows))
     for (scenario, server, label), results in runs.items():
-        for problem in run.problems(results):
+        for problem in run_all.problems(results):
             print('\n%s %s %s: %s' % (scenario, server, label, problem))
-    path = os.path.join(run.RESULTS, 'compare.json')
+    path = os.path.join(run_all.RESULTS, 'compare.json')
     with open(path, 'w') as f:
         json.dump({'command': command, 'started': started, 'quick': args.quick, 'repeat': args.repeat,
                    'trees': {label: {'root': tree.root, 'head': heads[label], 'gsc_files': tree.gsc_files}

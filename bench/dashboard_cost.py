@@ -22,8 +22,9 @@ sys.path.insert(0, HERE)
 from gsc import client as gsc_client  # noqa: E402
 from gsc.cluster import dashboard  # noqa: E402
 from gsc.core import codec  # noqa: E402
-from master_harness import MasterProcess, free_port, group_members  # noqa: E402
-from run import cpu_seconds  # noqa: E402
+from kit import free_port, group_members  # noqa: E402
+from master_harness import MasterProcess  # noqa: E402
+from run_all import cpu_seconds  # noqa: E402
 
 PASSWORD = 'bench'
 

@@ -3,7 +3,7 @@
 
 For a setting an operator makes outside gsc (the allocator, a hash seed, ...): each round runs
 every scenario against the standalone gsc server (``bench/servers.py gsc``) once without and once
-with the settings (``run.SERVER_ENV``: the server's process only, never the loadgen), the order
+with the settings (``run_all.SERVER_ENV``: the server's process only, never the loadgen), the order
 swapped every round so that drift on a shared machine hits both alike; then the medians and
 with/without per scenario, for the scenario's figure and per second of server CPU.
 """
@@ -11,7 +11,7 @@ with/without per scenario, for the scenario's figure and per second of server CP
 import argparse
 import statistics
 
-import run
+import run_all
 
 SCENARIO_NAMES = ('rpc', 'fanout', 'connect', 'idle')
 
@@ -23,17 +23,17 @@ def per_cpu_field(metric):
 
 def measure(scenario, rounds, settings):
     """``{'without': [result, ...], 'with': [...]}`` of ``rounds`` alternating runs."""
-    args = run.SCENARIOS[scenario][3]
+    args = run_all.SCENARIOS[scenario][3]
     results = {'without': [], 'with': []}
     for number in range(rounds):
         order = [('without', {}), ('with', settings)]
         for side, env in (reversed(order) if number % 2 else order):
-            run.SERVER_ENV.clear()
-            run.SERVER_ENV.update(env)
+            run_all.SERVER_ENV.clear()
+            run_all.SERVER_ENV.update(env)
             try:
-                results[side].append(run.run_once(scenario, 'gsc', args, 'ab%d' % (number + 1)))
+                results[side].append(run_all.run_once(scenario, 'gsc', args, 'ab%d' % (number + 1)))
             finally:
-                run.SERVER_ENV.clear()
+                run_all.SERVER_ENV.clear()
     return results
 
 
@@ -52,7 +52,7 @@ def figure(value):
 
 def report(scenario, results):
     """Markdown rows: the figure and its per-CPU twin, without, with, with/without."""
-    metric = run.SCENARIOS[scenario][1]
+    metric = run_all.SCENARIOS[scenario][1]
     rows = []
     for field in (metric, per_cpu_field(metric)):
         if field is None:
@@ -70,20 +70,20 @@ def main():
     parser.add_argument('--only', default=','.join(SCENARIO_NAMES))
     parser.add_argument('--rounds', type=int, default=4, help='alternating rounds (1-10)')
     args = parser.parse_args()
-    settings = run.parse_settings(parser, '--env', args.env)
+    settings = run_all.parse_settings(parser, '--env', args.env)
     scenarios = [name.strip() for name in args.only.split(',') if name.strip()]
     if not scenarios or any(name not in SCENARIO_NAMES for name in scenarios):
         parser.error('--only takes some of %s' % ', '.join(SCENARIO_NAMES))
     if not 1 <= args.rounds <= 10:
         parser.error('--rounds must be 1..10')
-    run.raise_nofile()
+    run_all.raise_nofile()
     lines = ['| scenario | figure | without | with %s | with / without |' % ' '.join(args.env),
              '| --- | --- | --- | --- | --- |']
     for scenario in scenarios:
         results = measure(scenario, args.rounds, settings)
         for side in ('without', 'with'):
             print('  %s %s: %s' % (scenario, side, ', '.join(
-                str(result.get(run.SCENARIOS[scenario][1])) for result in results[side])), flush=True)
+                str(result.get(run_all.SCENARIOS[scenario][1])) for result in results[side])), flush=True)
         lines.extend(report(scenario, results))
     print('\n'.join(lines))
 

@@ -24,7 +24,6 @@ import argparse
 import json
 import os
 import select
-import signal
 import socket
 import subprocess
 import sys
@@ -34,9 +33,11 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
 
-from cluster import free_port  # noqa: E402
-from hostile_wire import OP_TEXT, client_frame, emit_frame, upgrade_request  # noqa: E402
-from run import HOST, raise_nofile, wait_accepting  # noqa: E402
+sys.path.insert(0, os.path.join(ROOT, 'tests'))
+
+from kit import (OP_TEXT, FrameReader, Processes, client_frame, emit_frame, free_port,  # noqa: E402
+                 upgrade_answered, upgrade_request, wait_until)
+from run_all import HOST, raise_nofile, wait_accepting  # noqa: E402
 
 CHANNEL = 'stall'
 SETUP_BATCH = 100
@@ -52,26 +53,6 @@ CROWD_NICENESS = 10
 # -- the crowd: subscribers and the publisher, in their own process ---------------------
 
 
-def parse_frames(buf):
-    """Complete server frames (unmasked) at the start of ``buf``: ([(opcode, payload)], rest)."""
-    frames, pos, end = [], 0, len(buf)
-    while end - pos >= 2:
-        length, head = buf[pos + 1] & 0x7F, 2
-        if length == 126:
-            if end - pos < 4:
-                break
-            length, head = int.from_bytes(buf[pos + 2:pos + 4], 'big'), 4
-        elif length == 127:
-            if end - pos < 10:
-                break
-            length, head = int.from_bytes(buf[pos + 2:pos + 10], 'big'), 10
-        if end - pos < head + length:
-            break
-        frames.append((buf[pos] & 0x0F, bytes(buf[pos + head:pos + head + length])))
-        pos += head + length
-    return frames, buf[pos:]
-
-
 class Conn:
     """A raw client connection after its upgrade: its socket and unparsed input."""
 
@@ -83,6 +64,7 @@ class Conn:
             out += emit_frame('#subscribe', {'channel': CHANNEL}, 2)
         self.sock.sendall(out)
         self.buf = b''
+        self.frames = FrameReader()
         self.wanted_rid = 2 if subscribe else 1
         self.upgraded = False
 
@@ -93,14 +75,15 @@ class Conn:
             data = self.sock.recv(READ_SIZE)
             if not data:
                 raise RuntimeError('the server closed a connection during setup')
-            self.buf += data
-            if not self.upgraded:
-                head, sep, rest = self.buf.partition(b'\r\n\r\n')
-                if not sep:
+            if self.upgraded:
+                self.frames.feed(data)
+            else:
+                self.buf += data
+                rest = upgrade_answered(self.buf)
+                if rest is None:
                     continue
-                if b' 101 ' not in head.split(b'\r\n', 1)[0]:
-                    raise RuntimeError('upgrade refused: %r' % head[:200])
-                self.upgraded, self.buf = True, rest
+                self.upgraded, self.buf = True, b''
+                self.frames.feed(rest)
             for _opcode, payload in self.read_frames():
                 if payload.startswith(b'{') and json.loads(payload).get('rid') == self.wanted_rid:
                     self.sock.setblocking(False)
@@ -108,8 +91,8 @@ class Conn:
         raise RuntimeError('no setup answer within %.0f s' % IO_TIMEOUT)
 
     def read_frames(self):
-        """The complete frames in the buffer (the rest stays); pings are answered."""
-        frames, self.buf = parse_frames(self.buf)
+        """The complete frames received (the rest stays); pings are answered."""
+        frames = self.frames.frames()
         for opcode, payload in frames:
             if opcode == OP_TEXT and payload == b'#1':
                 self.sock.sendall(client_frame(b'#2'))
@@ -194,7 +177,7 @@ class Crowd:
             return
         if not data:
             raise RuntimeError('the server closed a connection')
-        conn.buf += data
+        conn.frames.feed(data)
         now = time.monotonic()
         for _opcode, payload in conn.read_frames():
             if conn is self.publisher:
@@ -246,39 +229,6 @@ def crowd_main(args):
 # -- the parent: one tree after the other ---------------------------------------------------
 
 
-class Procs:
-    """Child processes, each in its own session, stopped by process group."""
-
-    def __init__(self):
-        self.procs = []
-
-    def start(self, cmd, **kwargs):
-        """Popen ``cmd`` in a new session."""
-        proc = subprocess.Popen(cmd, start_new_session=True, **kwargs)
-        self.procs.append(proc)
-        return proc
-
-    def stop(self):
-        """SIGTERM every group, SIGKILL what is left after 5 s."""
-        for proc in self.procs:
-            _signal_group(proc, signal.SIGTERM)
-        deadline = time.monotonic() + 5
-        for proc in self.procs:
-            try:
-                proc.wait(max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                pass
-            _signal_group(proc, signal.SIGKILL)
-            proc.wait()
-
-
-def _signal_group(proc, sig):
-    try:
-        os.killpg(proc.pid, sig)
-    except ProcessLookupError:
-        pass
-
-
 class LineReader:
     """The stdout lines of a child, each waited for with a timeout."""
 
@@ -312,18 +262,15 @@ def percentiles(samples):
 
 def wait_for_line(path, text, timeout):
     """Wait until the file at ``path`` has the line ``text``."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    def has_line():
         with open(path) as f:
-            if any(line.strip() == text for line in f):
-                return
-        time.sleep(0.1)
-    raise RuntimeError('no %r in %s within %.0f s' % (text, path, timeout))
+            return any(line.strip() == text for line in f)
+    wait_until(has_line, timeout, 0.1, 'no %r in %s within %.0f s' % (text, path, timeout))
 
 
 def measure_tree(tree, args, log_path, echo_path):
     """The quiet and publish windows of one tree: a dict of figures."""
-    procs = Procs()
+    procs = Processes(term_timeout=5)
     port = free_port()
     try:
         with open(log_path, 'w') as log:

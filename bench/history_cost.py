@@ -3,10 +3,10 @@
     npm ci --prefix bench/loadgen
     python bench/history_cost.py [--quick] [--repeat N]
 
-Each round starts a ``run.py`` tree of 1 worker + 1 broker twice, the same way bench/run.py's
+Each round starts a ``run.py`` tree of 1 worker + 1 broker twice, the same way bench/run_all.py's
 ``cluster1w`` does: once with ``channelHistory`` off, once with the loadgen's channel under
 history (``{'bench': {'size': 100, 'ttl': 300}}``: the broker keeps and stamps every
-publication; the worker writes ``offset``/``epoch`` in every ``#publish``), and runs bench/run.py's
+publication; the worker writes ``offset``/``epoch`` in every ``#publish``), and runs bench/run_all.py's
 fan-out loadgen against each.  The two modes alternate within each round, so the machine's
 load is shared alike.  Prints the medians and the ratio history/none.
 """
@@ -17,7 +17,7 @@ import statistics
 import sys
 
 import cluster
-import run
+import run_all
 
 MODES = {'none': {}, 'history': {'bench': {'size': 100, 'ttl': 300}}}
 FIGURES = ('deliveries_per_s', 'deliveries_per_cpu_s')
@@ -26,19 +26,19 @@ FIGURES = ('deliveries_per_s', 'deliveries_per_cpu_s')
 def run_mode(mode, args, tag):
     """One tree with ``mode``'s channelHistory and one fan-out loadgen run: its JSON result."""
     port = cluster.free_port()
-    log_path = os.path.join(run.RESULTS, 'history-%s-%s.stderr.log' % (mode, tag))
+    log_path = os.path.join(run_all.RESULTS, 'history-%s-%s.stderr.log' % (mode, tag))
     stack = cluster.Stack()
-    extra = {'logLevel': run.CLUSTER_LOG_LEVEL, 'channelHistory': MODES[mode]}
+    extra = {'logLevel': run_all.CLUSTER_LOG_LEVEL, 'channelHistory': MODES[mode]}
     try:
         tree = cluster.start_cluster(stack, port, log_path, workers=1, extra=extra)
         cluster.wait_serving(tree, port)
-        url = 'ws://%s:%d/socketcluster/' % (run.HOST, port)
-        cmd = ['node', run.LOADGEN, '--url', url, '--scenario', 'fanout', '--pid', str(tree.pid),
+        url = 'ws://%s:%d/socketcluster/' % (run_all.HOST, port)
+        cmd = ['node', run_all.LOADGEN, '--url', url, '--scenario', 'fanout', '--pid', str(tree.pid),
                '--label', 'cluster1w-' + mode] + args
-        result = run.loadgen_result(cmd, args)
+        result = run_all.loadgen_result(cmd, args)
     finally:
         stack.stop()
-    run.add_derived(result)
+    run_all.add_derived(result)
     return result
 
 
@@ -47,11 +47,11 @@ def main():
     parser.add_argument('--quick', action='store_true', help='short runs with fewer subscribers')
     parser.add_argument('--repeat', type=int, default=3, help='rounds (each runs both modes)')
     options = parser.parse_args()
-    if not 1 <= options.repeat <= run.MAX_REPEAT:
-        parser.error('--repeat must be 1..%d' % run.MAX_REPEAT)
-    run.raise_nofile()
-    os.makedirs(run.RESULTS, exist_ok=True)
-    args = run.SCENARIOS['fanout'][4 if options.quick else 3]
+    if not 1 <= options.repeat <= run_all.MAX_REPEAT:
+        parser.error('--repeat must be 1..%d' % run_all.MAX_REPEAT)
+    run_all.raise_nofile()
+    os.makedirs(run_all.RESULTS, exist_ok=True)
+    args = run_all.SCENARIOS['fanout'][4 if options.quick else 3]
     results = {mode: [] for mode in MODES}
     for round_ in range(options.repeat):
         for mode in (MODES if round_ % 2 == 0 else reversed(list(MODES))):

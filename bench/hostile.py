@@ -28,10 +28,10 @@ import time
 import gevent
 from gevent import socket
 
-from cluster import Stack, Tree, free_port
-from hostile_wire import (OP_BINARY, OP_CONT, OP_PING, OP_PONG, ConnClosed, RawConn, client_frame,
-                          emit_frame, upgrade_request)
-from run import RESULTS, SERVERS, cpu_seconds, git, raise_nofile, wait_accepting
+from cluster import Stack, Tree
+from hostile_wire import ConnClosed, RawConn
+from kit import OP_BINARY, OP_CONT, OP_PING, OP_PONG, client_frame, emit_frame, free_port, upgrade_request
+from run_all import RESULTS, SERVERS, cpu_seconds, git, raise_nofile, wait_accepting
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)

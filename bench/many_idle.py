@@ -43,10 +43,11 @@ sys.path.insert(0, HERE)
 sys.path.insert(0, ROOT)
 
 import arena_census  # noqa: E402
-from cluster import free_port  # noqa: E402
-from fanout_stall import LineReader, Procs, parse_frames  # noqa: E402
-from hostile_wire import OP_TEXT, client_frame, emit_frame, upgrade_request  # noqa: E402
-from run import HOST, wait_accepting  # noqa: E402
+sys.path.insert(0, os.path.join(ROOT, 'tests'))
+from fanout_stall import LineReader  # noqa: E402
+from kit import (OP_TEXT, FrameReader, Processes, client_frame, emit_frame, free_port,  # noqa: E402
+                 upgrade_answered, upgrade_request)
+from run_all import HOST, wait_accepting  # noqa: E402
 
 PING_INTERVAL_MS = 10000
 PING_TIMEOUT_MS = 30000
@@ -142,17 +143,17 @@ class Client:
         self.max_gap = 0.0
 
     def on_input(self, data, now):
-        """Take what the server sent: the upgrade, the handshake answer, pings (answered)."""
-        self.buf += data
-        if not self.upgraded:
-            head, sep, rest = self.buf.partition(b'\r\n\r\n')
-            if not sep:
+        """Take what the server sent: the upgrade, the handshake answer, pings (answered).
+        ``buf`` is the bytes of the upgrade answer, then a FrameReader."""
+        if self.upgraded:
+            self.buf.feed(data)
+        else:
+            self.buf += data
+            rest = upgrade_answered(self.buf)
+            if rest is None:
                 return
-            if b' 101 ' not in head.split(b'\r\n', 1)[0]:
-                raise RuntimeError('upgrade refused: %r' % head[:200])
-            self.upgraded, self.buf = True, rest
-        frames, self.buf = parse_frames(self.buf)
-        for opcode, payload in frames:
+            self.upgraded, self.buf = True, FrameReader(rest)
+        for opcode, payload in self.buf.frames():
             if opcode != OP_TEXT:
                 continue
             if payload == b'#1':
@@ -368,7 +369,7 @@ def measure(args, log_path):
     check_limit(args.n)
     if args.trace and not arena_census.supported():
         raise SystemExit('--trace reads CPython 3.10-3.12 pools on 64-bit Linux only')
-    procs = Procs()
+    procs = Processes(term_timeout=5)
     port = free_port()
     types_file = os.path.join(HERE, 'results', 'many_idle.types.json')
     if os.path.exists(types_file):

@@ -28,10 +28,11 @@ import time
 import gevent
 from gevent import subprocess
 
-from cluster import free_port
-
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, '..'))
+sys.path.insert(0, os.path.join(HERE, '..', 'tests'))
+
+from kit import free_port  # noqa: E402
 LOADGEN = os.path.join(HERE, 'loadgen', 'loadgen.js')
 PING_INTERVAL_MS = 3600 * 1000
 OPTIONS = {'pingInterval': PING_INTERVAL_MS, 'pingTimeout': 2 * PING_INTERVAL_MS}

@@ -37,7 +37,8 @@ import sys
 import threading
 import time
 
-import cluster
+import cluster  # noqa: I001 (puts tests/ on sys.path, for kit)
+from kit import start_process, stop_process
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 RESULTS = os.path.join(HERE, 'results')
@@ -145,8 +146,8 @@ class Clients:
                '--retry-ms', str(args.retry_ms), '--retry-max-ms', str(args.retry_max_ms),
                '--window', str(args.window), '--cap', str(args.kills * (args.window + args.settle + 15) + 120)]
         self._stderr = open(log_path, 'w')
-        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     stderr=self._stderr, text=True, start_new_session=True)
+        self.proc = start_process(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                  stderr=self._stderr, text=True)
         self.lines = queue.Queue()
         threading.Thread(target=self._read, daemon=True).start()
 
@@ -180,11 +181,7 @@ class Clients:
                 self.proc.wait(5)
             except (OSError, subprocess.TimeoutExpired):
                 pass
-        try:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        self.proc.wait(5)
+        stop_process(self.proc)
         self._stderr.close()
 
 

@@ -20,8 +20,10 @@ from websockets.sync.client import connect
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
+sys.path.insert(0, os.path.join(os.path.dirname(HERE), 'tests'))
 
-from cluster import children, free_port, worker_pids  # noqa: E402
+from cluster import children, worker_pids  # noqa: E402
+from kit import free_port  # noqa: E402
 
 FRAMES = 20000
 CHUNK = 500

@@ -1,22 +1,88 @@
-"""Shared fixtures: an in-process gsc server on a free port, raw and protocol clients."""
+"""Shared fixtures: an in-process gsc server on a free port, raw and protocol clients, a
+private redis-server; the tier of each test file (TIERS). Helpers shared with bench/ are in
+kit.py (``wait_until`` and ``read_response_head`` are imported here for the tests)."""
 
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
 
-import gevent
 import pytest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from gsc.server import listen  # noqa: E402
-from master_harness import ROOT, free_port  # noqa: E402
+from kit import ROOT, free_port, read_response_head, start_process, stop_process, wait_until  # noqa: E402,F401
 from wsraw import RawClient  # noqa: E402
+
+# -- tiers: every test file is in exactly one (a marker: ``pytest -m core``) ---------------
+
+TIERS = {
+    # sans-I/O units: no sockets, no processes (seconds)
+    'core': ['test_auth.py', 'test_behaviours_codec.py', 'test_datamap.py', 'test_hasher.py',
+             'test_history_store.py', 'test_options.py', 'test_presence_table.py',
+             'test_protocol.py', 'test_tiers.py', 'test_upgrade.py', 'test_ratelimit.py',
+             'test_channel_positions.py', 'test_layers.py', 'test_options_table.py',
+             'test_gevent_internals.py'],
+    # an in-process server (or broker link) with raw and Python clients
+    'server': ['test_behaviours_broker.py', 'test_behaviours_client.py',
+               'test_behaviours_server.py', 'test_broker_engine.py', 'test_client.py',
+               'test_close_frees.py', 'test_deflate.py', 'test_exchange.py', 'test_fanout.py',
+               'test_history.py', 'test_idle_reader.py', 'test_ipc.py', 'test_lean_upgrade.py',
+               'test_memory.py', 'test_presence.py', 'test_server_auth.py',
+               'test_server_wire.py', 'test_tls.py', 'test_wsgi.py', 'test_rate_limits.py'],
+    # master, worker and broker processes (run.py, the gsc command)
+    'cluster': ['test_behaviours_cluster.py', 'test_chat_sample.py', 'test_cli.py',
+                'test_cluster_pubsub.py', 'test_dashboard.py', 'test_downgrade.py',
+                'test_history_cluster.py', 'test_links.py', 'test_logs.py', 'test_master.py',
+                'test_metrics.py', 'test_presence_cluster.py', 'test_respawn_listen.py',
+                'test_run.py', 'test_rundir.py', 'test_supervision.py', 'test_wsgi_cluster.py',
+                'test_aio.py', 'test_presence_restart.py'],
+    # the official JavaScript client (node, tests/js)
+    'interop': ['test_js_client.py', 'test_wire_data.py', 'test_history_restart.py'],
+    # hostile clients and peers: floods, malformed frames and HTTP, slow readers
+    'hostile': ['test_flood.py', 'test_hostile_codec.py', 'test_hostile_exchange.py',
+                'test_hostile_http.py', 'test_hostile_socket.py', 'test_hostile_transport.py',
+                'test_warnings.py'],
+    # a private redis-server
+    'redis': ['test_redis_cluster.py', 'test_redis_end_to_end.py', 'test_redis_engine.py',
+              'test_redis_history.py', 'test_redis_presence.py', 'test_redis_start.py'],
+    # Chromium
+    'browser': ['test_browser.py'],
+}
+
+
+def tiers_of(filename):
+    """The tiers whose list names ``filename`` (a test file's base name)."""
+    return [tier for tier, files in TIERS.items() if filename in files]
+
+
+def pytest_configure(config):
+    for tier in TIERS:
+        config.addinivalue_line('markers', '%s: a test of the %s tier (tests/conftest.py TIERS)'
+                                % (tier, tier))
+
+
+def pytest_collection_modifyitems(config, items):
+    """Mark each test with its file's tier; a file in no tier (or in two) stops the run."""
+    unassigned = {}
+    for item in items:
+        filename = os.path.basename(str(item.path))
+        tiers = tiers_of(filename)
+        if len(tiers) != 1:
+            unassigned[filename] = tiers
+            continue
+        item.add_marker(tiers[0])
+    if unassigned:
+        raise pytest.UsageError(
+            '; '.join('tests/%s is in %s tiers (%s)' % (name, len(tiers), ', '.join(tiers))
+                      if tiers else 'tests/%s is in no tier' % name
+                      for name, tiers in sorted(unassigned.items()))
+            + ': list each test file in exactly one tier of TIERS in tests/conftest.py ('
+            + ', '.join(TIERS) + ')')
 
 
 @pytest.fixture
@@ -29,20 +95,14 @@ def spawn(request):
     request.addfinalizer(lambda: shutil.rmtree(runtime, ignore_errors=True))
 
     def start(argv, cwd=ROOT, env=None):
-        proc = subprocess.Popen(argv, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                text=True, start_new_session=True,
-                                env=dict(os.environ, XDG_RUNTIME_DIR=runtime, **(env or {})))
+        proc = start_process(argv, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                             text=True, env=dict(os.environ, XDG_RUNTIME_DIR=runtime, **(env or {})))
         started.append(proc)
         return proc
 
     def cleanup():
         for proc in started:
-            try:
-                os.killpg(proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            proc.wait(5)
-            proc.stdout.close()
+            stop_process(proc)
     request.addfinalizer(cleanup)
     return start
 
@@ -107,56 +167,34 @@ def subscribe_then_leave(server, raw_connect, channel='foo'):
     client.close(1000)
 
 
-def read_response_head(sock):
-    """``(head, rest)``: the bytes of the first HTTP response head (status line and headers,
-    without the blank line) and what came after them in the same reads."""
-    data = b''
-    for _ in range(100):
-        if b'\r\n\r\n' in data:
-            break
-        chunk = sock.recv(4096)
-        if not chunk:
-            break
-        data += chunk
-    head, _, rest = data.partition(b'\r\n\r\n')
-    return head, rest
-
-def wait_until(predicate, timeout=5, interval=0.01):
-    """Sleep (cooperatively) until ``predicate()`` is true; AssertionError after ``timeout``."""
-    with gevent.Timeout(timeout, AssertionError('condition not met in %ss' % timeout)):
-        while not predicate():
-            gevent.sleep(interval)
-
-
 class RedisServer:
     """A private redis-server on a free port, started and stopped by pid."""
 
     def __init__(self):
-        import shutil
         self.binary = shutil.which('redis-server')
         self.port = free_port()
         self.url = 'redis://127.0.0.1:%d/0' % self.port
         self.process = None
 
     def start(self):
-        import subprocess
         import redis
-        self.process = subprocess.Popen(
+        self.process = start_process(
             [self.binary, '--port', str(self.port), '--bind', '127.0.0.1', '--save', '',
              '--appendonly', 'no'], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         client = redis.Redis(port=self.port, socket_connect_timeout=0.2)
-        for _ in range(100):
+
+        def answers():
             try:
-                client.ping()
-                return self
+                return client.ping()
             except redis.ConnectionError:
-                gevent.sleep(0.05)
-        raise RuntimeError('redis-server did not start on port %d' % self.port)
+                return False
+        wait_until(answers, timeout=5, interval=0.05,
+                   message='redis-server did not start on port %d' % self.port)
+        return self
 
     def stop(self):
-        if self.process is not None and self.process.poll() is None:
-            self.process.kill()
-            self.process.wait(5)
+        if self.process is not None:
+            stop_process(self.process)
         self.process = None
 
 

@@ -7,9 +7,7 @@ The tree runs in its own session, so its process group holds every process it st
 import json
 import os
 import queue
-import random
 import signal
-import socket
 import shutil
 import subprocess
 import sys
@@ -17,50 +15,9 @@ import tempfile
 import threading
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from kit import ROOT, free_port, group_members, start_process, stop_process  # noqa: F401 (re-exported)
+
 DRIVER = os.path.join(ROOT, 'tests', 'master_driver.py')
-
-
-def free_port():
-    """A TCP port nobody uses right now, below the kernel's ephemeral range: the client sockets
-    of other tests and benches (thousands at once) take their ports from that range, so a port
-    picked there could be taken by one of them before the server binds it."""
-    low = ephemeral_port_range()[0]
-    for _ in range(100):
-        port = random.randrange(10000, low) if low > 11000 else 0
-        with socket.socket() as sock:
-            try:
-                sock.bind(('0.0.0.0', port))
-            except OSError:
-                continue
-            return sock.getsockname()[1]
-    raise RuntimeError('no free port below %d' % low)
-
-
-def ephemeral_port_range():
-    """``(low, high)`` of the ports the kernel gives client sockets."""
-    try:
-        with open('/proc/sys/net/ipv4/ip_local_port_range') as f:
-            low, high = f.read().split()
-        return int(low), int(high)
-    except (OSError, ValueError):
-        return 32768, 60999
-
-
-def group_members(pgid):
-    """Live (non-zombie) pids of process group ``pgid``."""
-    pids = []
-    for name in os.listdir('/proc'):
-        if not name.isdigit():
-            continue
-        try:
-            with open('/proc/%s/stat' % name) as f:
-                fields = f.read().rsplit(')', 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[2]) == pgid and fields[0] != 'Z':
-            pids.append(int(name))
-    return pids
 
 
 class MasterProcess:
@@ -74,10 +31,9 @@ class MasterProcess:
         base = {'paths': {'appDirPath': ROOT}, 'logLevel': 1,
                 'socketRoot': os.path.join(self.socket_parent, 'run')}
         base.update(options)
-        self.proc = subprocess.Popen(
-            [sys.executable, DRIVER, json.dumps(base)], cwd=ROOT, stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE, stderr=None, text=True, start_new_session=True,
-            env=dict(os.environ, **(env or {})))
+        self.proc = start_process(
+            [sys.executable, DRIVER, json.dumps(base)], stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE, stderr=None, text=True, env=dict(os.environ, **(env or {})))
         self.pid = self.pgid = self.proc.pid
         self.events = []
         self._queue = queue.Queue()
@@ -153,20 +109,8 @@ class MasterProcess:
 
     def cleanup(self):
         """Kill whatever is left of the tree (by its process group id)."""
-        try:
-            os.killpg(self.pgid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        try:
-            self.proc.wait(5)
-        except subprocess.TimeoutExpired:
-            pass
+        stop_process(self.proc)
         shutil.rmtree(self.socket_parent, ignore_errors=True)
-        for stream in (self.proc.stdin, self.proc.stdout):
-            try:
-                stream.close()
-            except OSError:
-                pass
 
 
 def start_cluster(request, options, ready=True):

@@ -1,6 +1,6 @@
 """Unit tests of gsc.server.auth: signing and verifying JWTs with SocketCluster's errors.
 
-Behaviour ids refer to /work/shared/spec/behaviours.md; sections to protocol.md.
+Behaviour ids (B-, X-) are those listed in docs/behaviours-coverage.md.
 """
 
 import base64
@@ -21,7 +21,7 @@ from gsc.errors import (AuthTokenError, AuthTokenExpiredError, AuthTokenInvalidE
                         AuthTokenNotBeforeError, SCError, dehydrate)
 
 KEY = 'testkey'
-# validSignedAuthTokenBob of socketcluster-server's tests (signed by jsonwebtoken, FX-SRV).
+# validSignedAuthTokenBob of socketcluster-server's tests (signed by jsonwebtoken).
 BOB_TOKEN = ('eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJ1c2VybmFtZSI6ImJvYiIsImV4cCI6MzE2Mzc1ODk3OTA4MDMxMCwiaWF0'
              'IjoxNTAyNzQ3NzQ2fQ.dSZOfsImq4AvCu-Or3Fcmo7JNv1hrV3WqxaiSKkTtAo')
 
@@ -65,7 +65,7 @@ def test_hs256_roundtrip_adds_iat(engine):
 
 
 def test_sign_with_payload_returns_signed_copy(engine):
-    """§11.2: the payload is deep-copied; the signed copy carries iat/exp and equals the token's."""
+    """the payload is deep-copied; the signed copy carries iat/exp and equals the token's."""
     original = {'username': 'bob', 'groups': ['a']}
     token, signed = engine.sign_token_with_payload(original, KEY, {'expiresIn': 86400})
     assert original == {'username': 'bob', 'groups': ['a']}
@@ -75,7 +75,7 @@ def test_sign_with_payload_returns_signed_copy(engine):
 
 
 def test_mutate_payload_writes_claims_into_payload(engine):
-    """§11.2: with mutatePayload the server's own copy becomes socket.authToken with iat/exp."""
+    """with mutatePayload the server's own copy becomes socket.authToken with iat/exp."""
     payload = {'username': 'bob'}
     token = engine.sign_token(payload, KEY, {'expiresIn': 60, 'mutatePayload': True, 'async': False})
     assert payload['exp'] == payload['iat'] + 60
@@ -118,7 +118,7 @@ def test_payload_iat_is_the_timestamp(engine):
 
 
 def test_claim_options_and_headers(engine):
-    """§11.2: issuer/audience/subject/jwtid/notBefore/keyid/header pass through to the token."""
+    """issuer/audience/subject/jwtid/notBefore/keyid/header pass through to the token."""
     token, signed = engine.sign_token_with_payload({}, KEY, {
         'issuer': 'me', 'audience': ['a', 'b'], 'subject': 's', 'jwtid': 'j', 'notBefore': 0,
         'keyid': 'k1', 'header': {'x': 1}, 'algorithm': 'HS512'})
@@ -148,7 +148,7 @@ def test_nbf_and_not_before_fails(engine):
 
 
 def test_failed_sign_leaves_payload_alone(engine):
-    """§11.2: a failed signing (bad timespan) does not half-write claims into a mutated payload."""
+    """a failed signing (bad timespan) does not half-write claims into a mutated payload."""
     payload = {'u': 1}
     with pytest.raises(SCError, match='"expiresIn" should be a number of seconds'):
         engine.sign_token(payload, KEY, {'expiresIn': 'soon', 'mutatePayload': True})
@@ -178,7 +178,7 @@ def test_sign_needs_a_key(engine):
 
 
 def test_rs256_roundtrip(engine, rsa_keys):
-    """§11.1: authPrivateKey signs, authPublicKey verifies (RS* accepted by default for a PEM public key)."""
+    """authPrivateKey signs, authPublicKey verifies (RS* accepted by default for a PEM public key)."""
     private_pem, public_pem = rsa_keys
     token = engine.sign_token({'username': 'bob'}, private_pem, {'algorithm': 'RS256', 'expiresIn': 60})
     assert _segment(token, 0)['alg'] == 'RS256'
@@ -186,7 +186,7 @@ def test_rs256_roundtrip(engine, rsa_keys):
     assert engine.verify_token(token, public_pem.encode(), {'algorithms': ['RS256']})['username'] == 'bob'
 
 
-# --- verification failures (§11.3) -------------------------------------------------------
+# --- verification failures -------------------------------------------------------------
 
 def test_expired(engine):
     """X-03: an expired token fails with AuthTokenExpiredError 'jwt expired' and an ISO expiry."""
@@ -270,7 +270,7 @@ def test_non_string_token(engine, token):
 
 
 def test_disallowed_algorithm(engine):
-    """§11.1, X-05: an algorithm outside `algorithms` is 'invalid algorithm'."""
+    """X-05: an algorithm outside `algorithms` is 'invalid algorithm'."""
     token = engine.sign_token({}, KEY, {'algorithm': 'HS512'})
     with pytest.raises(AuthTokenInvalidError, match='^invalid algorithm$'):
         engine.verify_token(token, KEY, {'algorithms': ['HS256']})
@@ -278,7 +278,7 @@ def test_disallowed_algorithm(engine):
 
 
 def test_default_algorithms_follow_the_key(engine, rsa_keys):
-    """§11.1: without `algorithms`, a secret accepts HS* only and a PEM public key RS*/PS*/ES* only."""
+    """without `algorithms`, a secret accepts HS* only and a PEM public key RS*/PS*/ES* only."""
     private_pem, public_pem = rsa_keys
     rs_token = engine.sign_token({}, private_pem, {'algorithm': 'RS256'})
     with pytest.raises(AuthTokenInvalidError, match='^invalid algorithm$'):
@@ -288,7 +288,7 @@ def test_default_algorithms_follow_the_key(engine, rsa_keys):
 
 
 def test_other_library_failure_is_auth_token_error(engine):
-    """§11.3: any other failure is AuthTokenError with the library's text (here an unknown alg allowed)."""
+    """any other failure is AuthTokenError with the library's text (here an unknown alg allowed)."""
     header = base64.urlsafe_b64encode(b'{"alg":"XX1","typ":"JWT"}').rstrip(b'=').decode()
     token = header + '.e30.c2ln'
     with pytest.raises(AuthTokenError) as info:
@@ -323,25 +323,25 @@ def test_bad_exp_type(engine):
 # --- tokens that must verify ------------------------------------------------------------------
 
 def test_jsonwebtoken_token_with_huge_exp(engine):
-    """FX-SRV, B-092: socketcluster-server's validSignedAuthTokenBob (exp 3163758979080310) verifies."""
+    """B-092: socketcluster-server's validSignedAuthTokenBob (exp 3163758979080310) verifies."""
     assert engine.verify_token(BOB_TOKEN, KEY) == {'username': 'bob', 'exp': 3163758979080310,
                                                    'iat': 1502747746}
 
 
 def test_huge_exp_signed_here(engine):
-    """FX-CLI: exp = now + 5000 years (and beyond) signs and verifies."""
+    """As in socketcluster-client's tests: exp = now + 5000 years (and beyond) signs and verifies."""
     for exp in (round(time.time()) + 60 * 60 * 24 * 366 * 5000, 3163758979080310, 10 ** 30):
         assert engine.verify_token(engine.sign_token({'exp': exp}, KEY), KEY)['exp'] == exp
 
 
 def test_without_exp_or_iat(engine):
-    """§11.3: tokens lacking exp and iat are valid."""
+    """tokens lacking exp and iat are valid."""
     token = engine.sign_token({'username': 'bob'}, KEY, {'noTimestamp': True})
     assert engine.verify_token(token, KEY) == {'username': 'bob'}
 
 
 def test_future_iat(engine):
-    """§11.3: an iat in the future does not fail verification (jsonwebtoken does not check it)."""
+    """an iat in the future does not fail verification (jsonwebtoken does not check it)."""
     iat = math.floor(time.time()) + 86400
     token = engine.sign_token({'iat': iat}, KEY)
     assert engine.verify_token(token, KEY)['iat'] == iat
@@ -356,7 +356,7 @@ def test_verify_ignores_server_options(engine):
 # --- helpers ------------------------------------------------------------------------------
 
 def test_is_token_expired():
-    """§11.6, X-29: expired means a numeric exp and now > exp."""
+    """X-29: expired means a numeric exp and now > exp."""
     assert is_token_expired({'exp': 100}, now=100.5)
     assert not is_token_expired({'exp': 100}, now=100)
     assert not is_token_expired({'exp': 3163758979080310})
@@ -367,21 +367,21 @@ def test_is_token_expired():
 
 
 def test_iso_date():
-    """§5: dates appear as JavaScript's toJSON strings; out of range gives None."""
+    """dates appear as JavaScript's toJSON strings; out of range gives None."""
     assert iso_date(1795637084) == '2026-11-25T20:04:44.000Z'
     assert iso_date(1.5) == '1970-01-01T00:00:01.500Z'
     assert iso_date(3163758979080310) is None
 
 
 def test_generate_auth_key():
-    """§11.1: a generated authKey is 32 random bytes in hex."""
+    """a generated authKey is 32 random bytes in hex."""
     first, second = generate_auth_key(), generate_auth_key()
     assert re.fullmatch('[0-9a-f]{64}', first)
     assert first != second
 
 
 def test_short_hmac_key_does_not_warn(engine):
-    """FX-SRV: SocketCluster accepts a short authKey such as 'testkey' without PyJWT warnings."""
+    """As in socketcluster-server's tests: SocketCluster accepts a short authKey such as 'testkey' without PyJWT warnings."""
     with warnings.catch_warnings():
         warnings.simplefilter('error')
         assert engine.verify_token(engine.sign_token({'u': 1}, KEY), KEY)['u'] == 1

@@ -1,5 +1,5 @@
-"""sc-broker's main.js pub/sub cases (B-132, B-167..B-176, FX-BRK's stub middleware) and the
-broker `publish` event of X-39, on gsc's broker: a BrokerServer with the FX-BRK middleware,
+"""sc-broker's main.js pub/sub cases (B-132, B-167..B-176, the stub middleware of its tests) and the
+broker `publish` event of X-39, on gsc's broker: a BrokerServer with that middleware,
 reached through a worker's exchange (the worker side of gsc is sc-broker's client).
 
 Everything runs in this process over unix sockets in tmp_path; servers stop at teardown.
@@ -32,7 +32,7 @@ class StubBroker(EventEmitter):
 
 
 def install_stub_middleware(server):
-    """FX-BRK's stub: badChannel refused, delayedChannel 500 ms late, silentChannel publish
+    """sc-broker's stub middleware: badChannel refused, delayedChannel 500 ms late, silentChannel publish
     refused, 'test message' rewritten, and a throwing middleware added then removed."""
     def subscribe(req, next_):
         if req.channel == 'badChannel':
@@ -142,7 +142,7 @@ def test_publish_middleware(worker, broker):
 
 
 def test_broker_middleware_reaches_client_sockets(worker, raw):
-    """FX-BRK stub seen from a client: the broker's subscribe refusal becomes the #subscribe
+    """sc-broker's stub middleware seen from a client: the broker's subscribe refusal becomes the #subscribe
     error; its publishIn rewrite reaches the subscribed sockets."""
     client = raw(worker)
     handshake(client)

@@ -1,4 +1,4 @@
-"""Client behaviours of behaviours.md (FX-EXT / FX-SRV / FX-CLI cases) that gsc.client
+"""Client behaviours of SocketCluster (socketcluster-client and -server cases) that gsc.client
 implements and no other test asserted (see docs/behaviours-coverage.md): subscription event
 coalescing, auth state sequences, token invalidation after a key change, aborts.
 
@@ -30,7 +30,7 @@ BOB, KATE = token('bob'), token('kate')
 
 @pytest.fixture
 def server(make_server):
-    """FX-SRV / FX-CLI: login (bob, alice), setAuthKey, and the alice-blocking middleware."""
+    """As in socketcluster-server's and -client's tests: login (bob, alice), setAuthKey, and the alice-blocking middleware."""
     sc = make_server({'authKey': KEY})
 
     def on_connection(socket, status):

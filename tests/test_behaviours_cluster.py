@@ -1,4 +1,4 @@
-"""Cluster behaviours of behaviours.md on real process trees (FX-EXT, FX-INT, FX-IPC):
+"""Cluster behaviours of SocketCluster on real process trees:
 a killed worker seen by a gsc client (B-006, B-007), 100 clients on 3 workers / 3 brokers and
 the brokers' tables after they leave (B-013..B-016), IPC sends without callbacks (B-026,
 B-039, B-143).  Every tree is killed by its process group id (tests/master_harness.py).

@@ -1,4 +1,4 @@
-"""Server-side behaviours of behaviours.md that no other test asserted (see
+"""Server-side behaviours of SocketCluster that no other test asserted (see
 docs/behaviours-coverage.md): lifecycle events, unsubscribe order with a slow engine,
 kickOut, destroy, middleware timing, async signing/verifying, and the warnings of X-13/X-26.
 

@@ -1,5 +1,5 @@
 """Brokers relay pub/sub between workers and keep the key/value store
-(server-api.md §6-§7, B-014..B-016, B-131..B-187, X-39), driven in one process."""
+(B-014..B-016, B-131..B-187, X-39), driven in one process."""
 
 import json
 
@@ -69,7 +69,7 @@ def test_channels_are_sharded_by_hash(brokers, make_server, raw):
 
 
 def test_a_publish_reaches_every_worker_once_and_in_order(brokers, make_server, raw):
-    """issue 4 item 1: publisher on one worker, subscribers on both, exactly once, in order."""
+    """: publisher on one worker, subscribers on both, exactly once, in order."""
     servers = brokers(2)
     w1, w2 = worker(make_server, servers), worker(make_server, servers)
     subscribers = [subscribed_client(raw, w, 'room') for w in (w1, w1, w2, w2)]
@@ -91,7 +91,7 @@ def test_a_publish_reaches_every_worker_once_and_in_order(brokers, make_server, 
 
 
 def test_a_vanished_worker_releases_its_subscriptions(brokers, make_server, raw):
-    """B-014..B-016, issue 4 item 5: a worker that dies releases its subscriptions."""
+    """B-014..B-016, : a worker that dies releases its subscriptions."""
     servers = brokers(1)
     w = worker(make_server, servers)
     subscribed_client(raw, w, 'foo')
@@ -102,7 +102,7 @@ def test_a_vanished_worker_releases_its_subscriptions(brokers, make_server, raw)
 
 
 def test_wrong_secret_is_refused(brokers, make_server, caplog):
-    """server-api.md §7.2: a wrong key is refused with a warning naming the broker (the link
+    """a wrong key is refused with a warning naming the broker (the link
     may be refused before the test's listener exists: then the warning is logged)."""
     servers = brokers(1, secret='right')
     engine = BrokerEngine([servers[0].socket_path], 'wrong', ack_timeout=1000)
@@ -153,7 +153,7 @@ def test_expiry_removes_the_leaf(brokers, make_server):
 
 
 def test_bad_keys_get_a_clear_error_and_the_broker_keeps_serving(brokers, make_server):
-    """issue 4 bad input: a key that is not a string gives an error in the callback."""
+    """a key that is not a string gives an error in the callback."""
     servers = brokers(1)
     ex = worker(make_server, servers).exchange
     with pytest.raises(Exception, match='a key must be a str or an int'):
@@ -172,7 +172,7 @@ def test_send_reaches_the_broker_message_handler(brokers, make_server):
 
 
 def test_a_restarted_broker_gets_the_subscriptions_back(brokers, make_server, raw, tmp_path):
-    """issue 4 item 5, B-187: after a broker restart the workers resubscribe; a warning reports the gap."""
+    """B-187: after a broker restart the workers resubscribe; a warning reports the gap."""
     servers = brokers(1)
     w = worker(make_server, servers)
     warnings = []
@@ -189,7 +189,7 @@ def test_a_restarted_broker_gets_the_subscriptions_back(brokers, make_server, ra
 
 
 def test_a_custom_mapper_chooses_the_broker_of_each_key(brokers, make_server):
-    """server-api.md §5.1 setMapper/getMapper/map: key/value keys follow the mapper."""
+    """setMapper/getMapper/map: key/value keys follow the mapper."""
     servers = brokers(2)
     ex = worker(make_server, servers).exchange
     ex.set_mapper(lambda key, count: 1)

@@ -8,12 +8,11 @@ broker kill -9 loses the room's history, and the page reloads the room."""
 import json
 import os
 import shutil
-import signal
 import subprocess
 
 import pytest
 
-from master_harness import ROOT, free_port, group_members
+from kit import ROOT, free_port, group_members, start_process, stop_process
 from test_run import run_py, wait_for_line  # noqa: F401 (run_py is a fixture)
 
 CHROMIUM = '/usr/bin/chromium'
@@ -34,18 +33,14 @@ def run_driver(args, tmp_path, script='browser.js'):
     """Run ``node SCRIPT ARGS`` (a driver in tests/js) in its own session; its JSON lines.
     Chromium's profile goes under ``tmp_path`` (TMPDIR); the whole group is killed by id
     at the end."""
-    proc = subprocess.Popen(['node', script] + args, cwd=JS, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, start_new_session=True,
-                            env=dict(os.environ, TMPDIR=str(tmp_path), CHROMIUM=CHROMIUM,
-                                     BROWSER_TIMEOUT=str(DRIVER_TIMEOUT - 10)))
+    proc = start_process(['node', script] + args, cwd=JS, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True,
+                         env=dict(os.environ, TMPDIR=str(tmp_path), CHROMIUM=CHROMIUM,
+                                  BROWSER_TIMEOUT=str(DRIVER_TIMEOUT - 10)))
     try:
         out, err = proc.communicate(timeout=DRIVER_TIMEOUT)
     finally:
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        proc.wait(5)
+        stop_process(proc)
     lines = [json.loads(line) for line in out.splitlines() if line.startswith('{')]
     assert proc.returncode == 0, 'driver exited %s: %s\n%s' % (proc.returncode, lines[-5:], err[-2000:])
     return lines

@@ -1,4 +1,4 @@
-"""gsc.client: the gevent SocketCluster client (behaviours.md B-085..B-130, protocol.md §7.5, §10.7, §12.4).
+"""gsc.client: the gevent SocketCluster client.
 
 Client-only behaviours (queueing, ping timer, reconnect policy, upgrade leftovers) are
 driven by a scriptable fake peer; everything else runs against the real gsc server.
@@ -140,7 +140,7 @@ def test_initial_states(fake, clients):
 
 
 def test_handshake_first_and_emits_queued(fake, clients):
-    """§7.5: #handshake with the stored token right after the upgrade; emits wait for its answer."""
+    """#handshake with the stored token right after the upgrade; emits wait for its answer."""
     server = fake(handshake=None)
     client = clients(server.port, auth_token='stored.token.x')
     client.emit('early', 1)
@@ -180,7 +180,7 @@ def test_ping_timeout_closes_4000_and_reconnects_at_once(fake, clients):
 
 
 def test_pings_keep_alive_and_disabled_timer(fake, clients):
-    """§6: each #1 is answered #2 and restarts the timer; B-129: ping_timeout_disabled never drops."""
+    """each #1 is answered #2 and restarts the timer; B-129: ping_timeout_disabled never drops."""
     server = fake(handshake={'data': dict(STATUS, pingTimeout=200)})
     client = clients(server.port)
     client.wait_for('open', 3)
@@ -198,7 +198,7 @@ def test_pings_keep_alive_and_disabled_timer(fake, clients):
 
 @pytest.mark.parametrize('code,reconnects', [(1000, False), (4500, False), (4321, True), (1011, True)])
 def test_reconnect_policy(fake, clients, code, reconnects):
-    """§12.4: 1000 and >= 4500 never reconnect; other codes back off (initialDelay * multiplier^n)."""
+    """1000 and >= 4500 never reconnect; other codes back off (initialDelay * multiplier^n)."""
     server = fake()
     client = clients(server.port, auto_reconnect_options={'initialDelay': 50, 'randomness': 0,
                                                           'multiplier': 2, 'maxDelay': 150})
@@ -218,7 +218,7 @@ def test_reconnect_policy(fake, clients, code, reconnects):
 
 
 def test_handshake_error_without_code_closes_4003(fake, clients):
-    """§7.5: a handshake error response without data.code closes with 4003 (connectAbort)."""
+    """a handshake error response without data.code closes with 4003 (connectAbort)."""
     server = fake(handshake={'error': {'name': 'Oops', 'message': 'no'}})
     client = clients(server.port)
     errors = errors_of(client)
@@ -228,7 +228,7 @@ def test_handshake_error_without_code_closes_4003(fake, clients):
 
 
 def test_connect_timeout_4007(fake, clients):
-    """§12.4: no upgrade within connect_timeout -> connectAbort 4007."""
+    """no upgrade within connect_timeout -> connectAbort 4007."""
     server = fake(upgrade=False)
     client = clients(server.port, connect_timeout=0.2, auto_reconnect=False)
     assert client.wait_for('connectAbort', 3)[0] == 4007
@@ -249,7 +249,7 @@ def test_refused_connection_is_1006(clients):
 
 
 def test_client_disconnect_sends_reason_then_closes_with_code(fake, clients):
-    """§12.2: #disconnect {code, data} then a close frame with that code."""
+    """#disconnect {code, data} then a close frame with that code."""
     server = fake()
     client = clients(server.port)
     client.wait_for('open', 3)
@@ -309,7 +309,7 @@ def test_connect_status_and_emit_ack(server, clients):
 
 
 def test_error_ack_is_hydrated(server, clients):
-    """§5: an error response becomes an exception with the server's name and message."""
+    """an error response becomes an exception with the server's name and message."""
     client = clients(server.port)
     with pytest.raises(Exception) as info:
         client.invoke('fail')
@@ -350,7 +350,7 @@ def test_reserved_and_local_error_emits(server, clients):
 
 
 def test_subscribe_publish_watch(server, clients):
-    """§10: subscribe -> subscribed, publish delivered to watchers, unsubscribe stops delivery."""
+    """subscribe -> subscribed, publish delivered to watchers, unsubscribe stops delivery."""
     client = clients(server.port, channel_prefix='app/')
     channel = client.subscribe('foo')
     assert channel.state == PENDING and client.is_subscribed('foo', True)
@@ -407,7 +407,7 @@ def test_authenticate_and_deauthenticate(server, clients):
 
 
 def test_resubscribe_after_server_disconnect(server, clients):
-    """§10.7: after a server disconnect(4001) the channel goes pending ('unsubscribe') and is
+    """after a server disconnect(4001) the channel goes pending ('unsubscribe') and is
     subscribed again on the immediate reconnect."""
     client = clients(server.port)
     channel = client.subscribe('room')
@@ -424,7 +424,7 @@ def test_resubscribe_after_server_disconnect(server, clients):
 
 
 def test_server_disconnect_code_and_reason(server, clients):
-    """§12.1: the client reports the #disconnect code and data; >= 4500 does not reconnect."""
+    """the client reports the #disconnect code and data; >= 4500 does not reconnect."""
     client = clients(server.port)
     client.wait_for('open', 3)
     errors = errors_of(client)
@@ -436,7 +436,7 @@ def test_server_disconnect_code_and_reason(server, clients):
 
 
 def test_kick_out(server, clients):
-    """§10.5: #kickOut -> 'kickOut'(message, channel) and the channel is unsubscribed."""
+    """#kickOut -> 'kickOut'(message, channel) and the channel is unsubscribed."""
     client = clients(server.port)
     channel = client.subscribe('k1')
     client.wait_for('subscribe', 3)

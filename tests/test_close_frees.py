@@ -1,5 +1,5 @@
 """A closed connection is freed by reference counting as it ends, not by a later full
-collection (issue 10 item 3: memory back after a mass close).  gc is off in these tests."""
+collection (: memory back after a mass close).  gc is off in these tests."""
 
 import gc
 import weakref

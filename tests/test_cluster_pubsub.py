@@ -1,5 +1,5 @@
 """Pub/sub and the key/value store across the workers of a real cluster: 2 workers, 2 brokers
-(issue 4 items 1-5; B-014..B-016, B-187, X-39)."""
+(B-014..B-016, B-187, X-39)."""
 
 import json
 import os

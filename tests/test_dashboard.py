@@ -1,4 +1,4 @@
-"""The live cluster dashboard (issue 11 item 4): a real cluster of two workers with the
+"""The live cluster dashboard: a real cluster of two workers with the
 dashboard on, seen by headless Chromium (tests/js/dashboard.js) and by the Python client;
 the sans-I/O cores (Feed, LoginGuard) and the options on their own."""
 

@@ -1,4 +1,4 @@
-"""The broker key/value store: sc-broker's main.js cases (B-ids) and server-api.md §7.5/§7.6."""
+"""The broker key/value store: sc-broker's main.js cases (B-ids), its rules and expiry."""
 
 import pytest
 
@@ -221,7 +221,7 @@ def test_b185_pop(dm):
     assert dm.get(['a', 'b', 'c']) == [1, 2]
 
 
-# --- §7.5 rules --------------------------------------------------------------------
+# --- rules -------------------------------------------------------------------------
 
 def test_count(dm):
     """count: entries of a map, 1 for any scalar (None and 0 too), 0 if missing."""
@@ -444,7 +444,7 @@ def test_set_undefined_removes(dm):
     assert not dm.has_key('a')
 
 
-# --- §7.6 expiry -------------------------------------------------------------------
+# --- expiry ------------------------------------------------------------------------
 
 def test_expiry_time_is_rounded_now_plus_seconds(dm):
     """expire: round(now) + seconds (halves round up); getExpiry reads it."""

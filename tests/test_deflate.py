@@ -1,4 +1,4 @@
-"""permessage-deflate (the perMessageDeflate option, off by default; protocol.md §1)."""
+"""permessage-deflate (the perMessageDeflate option, off by default)."""
 
 import json
 

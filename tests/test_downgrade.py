@@ -1,4 +1,4 @@
-"""downgradeToUser: workers and brokers switch to another user and keep serving (master-api.md §3)."""
+"""downgradeToUser: workers and brokers switch to another user and keep serving."""
 
 import json
 import os

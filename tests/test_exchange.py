@@ -1,4 +1,4 @@
-"""The exchange from server code: channels, watchers, publish (server-api.md §5, B-002, B-003, B-069)."""
+"""The exchange from server code: channels, watchers, publish."""
 
 import json
 
@@ -8,7 +8,7 @@ from conftest import handshake, recv_json, wait_until
 
 
 def test_ready_fires_after_construction(make_server):
-    """server-api.md §3.5: 'ready' reaches listeners attached right after construction."""
+    """'ready' reaches listeners attached right after construction."""
     from gsc.server import SCServer
     server = SCServer({})
     seen = []
@@ -57,7 +57,7 @@ def test_client_publish_reaches_every_subscriber_once(make_server, raw):
 
 
 def test_unsubscribe_destroy_and_unwatch(make_server):
-    """server-api.md §5.1/§5.3: unsubscribe stops watchers; destroy_channel forgets the channel."""
+    """unsubscribe stops watchers; destroy_channel forgets the channel."""
     server = make_server()
     events, watched = [], []
     server.exchange.on('subscribe', lambda name: events.append(('subscribe', name)))

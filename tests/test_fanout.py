@@ -1,5 +1,5 @@
 """A publish to many local subscribers is written in slices that let the loop serve other
-clients, in publish order, and never to a socket that left (issue 10 item 5)."""
+clients, in publish order, and never to a socket that left."""
 
 import json
 import time

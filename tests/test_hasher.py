@@ -1,4 +1,4 @@
-"""sc-hasher compatibility: every vector of master-api.md §8, and the fast hash of long keys
+"""sc-hasher compatibility: every vector of sc-hasher's table, and the fast hash of long keys
 against the plain UTF-16 loop."""
 
 import random
@@ -48,13 +48,13 @@ VECTORS = [
 
 @pytest.mark.parametrize('text, expected', RAW_HASHES)
 def test_raw_int32_hash(text, expected):
-    """The signed 32-bit String.hashCode of the §8 table."""
+    """The signed 32-bit String.hashCode of the table."""
     assert string_hash(text) == expected
 
 
 @pytest.mark.parametrize('key, modulo, expected', VECTORS)
 def test_hash_vectors(key, modulo, expected):
-    """Every key/modulo/result row of the §8 table."""
+    """Every key/modulo/result row of the table."""
     assert hash_key(key, modulo) == expected
 
 

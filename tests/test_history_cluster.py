@@ -14,6 +14,7 @@ import pytest
 from gevent import subprocess
 
 from conftest import wait_until
+from kit import start_process, stop_process
 from master_harness import start_cluster
 
 CHANNEL = 'room/a'
@@ -112,9 +113,9 @@ class NodeSubscriber:
 
     def __init__(self, port, last):
         self.lines = []
-        self.proc = subprocess.Popen([NODE, os.path.join(JS_DIR, 'recovery.js'), str(port), CHANNEL,
-                                      str(last)], stdout=subprocess.PIPE,
-                                     env=dict(os.environ, SCENARIO_TIMEOUT='30'))
+        self.proc = start_process([NODE, os.path.join(JS_DIR, 'recovery.js'), str(port), CHANNEL,
+                                   str(last)], popen=subprocess.Popen, stdout=subprocess.PIPE,
+                                  env=dict(os.environ, SCENARIO_TIMEOUT='30'))
         self.reader = gevent.spawn(self._read)
 
     def _read(self):
@@ -125,11 +126,8 @@ class NodeSubscriber:
         return [line['data'] for line in self.lines if line['event'] == event]
 
     def stop(self):
-        if self.proc.poll() is None:
-            self.proc.kill()
-        self.proc.wait()
-        self.reader.join(5)
-        self.proc.stdout.close()
+        self.reader.kill()
+        stop_process(self.proc)
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""Strings survive JSON as in JavaScript (issue 8): a lone surrogate a client sends (the
+"""Strings survive JSON as in JavaScript: a lone surrogate a client sends (the
 escape ``\\ud800`` in its JSON) comes back escaped in every frame gsc writes, and a token
 crafted to make an error quote one costs the client an answer, never the worker."""
 

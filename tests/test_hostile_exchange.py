@@ -1,4 +1,4 @@
-"""Hostile traffic toward the brokers (issue 8): a publish larger than a broker link carries,
+"""Hostile traffic toward the brokers: a publish larger than a broker link carries,
 publishes while a broker is down or not reading, and the Redis engine's message limit.
 Workers are in-process servers with the broker engine against real BrokerServers on unix
 sockets; clients are raw WebSocket clients."""

@@ -1,4 +1,4 @@
-"""Hostile HTTP clients (issue 8): slow or huge headers, ambiguous framing, too many
+"""Hostile HTTP clients: slow or huge headers, ambiguous framing, too many
 connections, an exhausted fd limit.  Every test talks to a real server over 127.0.0.1 with
 raw sockets and checks what the client sees; the fd-limit tests run the server in a
 subprocess that, like a worker, exits on any error that reaches the gevent hub."""
@@ -19,16 +19,12 @@ import pytest
 from gevent import socket
 
 from conftest import handshake, read_response_head, recv_json, wait_until
-from master_harness import free_port
+from kit import ROOT, emit_frame, free_port, start_process, stop_process, upgrade_request
 from test_master import IPC, start_master  # noqa: F401 (start_master is a fixture)
 from test_tls import certificate  # noqa: F401 (a fixture)
 from wsraw import RawClient
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-UPGRADE = ('GET /socketcluster/ HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n'
-           'Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n'
-           'Sec-WebSocket-Version: 13\r\n\r\n').encode()
+UPGRADE = upgrade_request()
 
 
 def hello_app(environ, start_response):
@@ -75,13 +71,6 @@ def exchange(port, request):
 def status_of(response):
     """The status code of a raw HTTP response (None for no response)."""
     return int(response.split(b' ', 2)[1]) if response.startswith(b'HTTP/1.') else None
-
-
-def ws_frame(text):
-    """A masked client text frame (mask of zeros keeps the payload readable)."""
-    payload = text.encode()
-    assert len(payload) < 126
-    return struct.pack('!BB', 0x81, 0x80 | len(payload)) + b'\0\0\0\0' + payload
 
 
 # -- headersTimeout -----------------------------------------------------------
@@ -347,16 +336,15 @@ def limited_worker():
     procs = []
 
     def start(spare, options=None, **ssl_kwargs):
-        proc = subprocess.Popen([sys.executable, '-c', WORKER_SCRIPT, ROOT, str(spare),
-                                 json.dumps(options or {}), json.dumps(ssl_kwargs)],
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        proc = start_process([sys.executable, '-c', WORKER_SCRIPT, ROOT, str(spare),
+                              json.dumps(options or {}), json.dumps(ssl_kwargs)],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         procs.append(proc)
         port, limit = proc.stdout.readline().split()
         return proc, int(port), None if limit == b'None' else int(limit)
     yield start
     for proc in procs:
-        proc.kill()
-        proc.communicate(timeout=5)
+        stop_process(proc)
 
 
 def start_upgrades(port, count):
@@ -385,7 +373,7 @@ def test_fd_exhaustion_pauses_accepting_and_the_worker_keeps_serving(limited_wor
             client.close()
         gevent.joinall(heads, timeout=8)
         assert [status_of(head.value) for head in heads] == [101] * 15
-        socks[0].sendall(ws_frame(json.dumps({'event': '#handshake', 'data': {}, 'cid': 7})))
+        socks[0].sendall(emit_frame('#handshake', {}, 7))
         assert b'"rid":7' in socks[0].recv(4096)
         assert proc.poll() is None
     finally:

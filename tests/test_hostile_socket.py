@@ -1,4 +1,4 @@
-"""Hostile clients against one server socket (issue 8): each test plays an attack from the
+"""Hostile clients against one server socket: each test plays an attack from the
 network with a raw WebSocket client and checks what a user of the server would see."""
 
 import json

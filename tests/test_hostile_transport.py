@@ -3,7 +3,6 @@ fragmented messages, floods of tiny frames, protocol violations after valid mess
 client that stops reading, and strings that are not valid Unicode."""
 
 import json
-import struct
 import sys
 import time
 
@@ -12,34 +11,13 @@ import pytest
 from gevent import socket, subprocess
 
 from conftest import handshake, recv_json, wait_until
-
-UPGRADE = (b'GET /socketcluster/ HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n'
-           b'Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n'
-           b'Sec-WebSocket-Version: 13\r\n\r\n')
-
-
-def frame(opcode, payload, fin=True, rsv=0, masked=True):
-    """A client frame; masked with a zero key (so the payload reads as is)."""
-    first = (0x80 if fin else 0) | rsv | opcode
-    mask_bit = 0x80 if masked else 0
-    length = len(payload)
-    if length < 126:
-        head = struct.pack('!BB', first, mask_bit | length)
-    elif length < 65536:
-        head = struct.pack('!BBH', first, mask_bit | 126, length)
-    else:
-        head = struct.pack('!BBQ', first, mask_bit | 127, length)
-    return head + (b'\0\0\0\0' if masked else b'') + payload
-
-
-def text(payload, **kwargs):
-    """A text frame of ``payload`` (str or bytes)."""
-    return frame(1, payload.encode() if isinstance(payload, str) else payload, **kwargs)
+from kit import (OP_CLOSE, OP_CONT, OP_PING, FrameReader, client_frame, close_code, emit_frame,
+                 recv_frame, start_process, stop_process, upgrade, upgrade_request)
 
 
 def echo(cid, data):
     """An ``echo`` emit expecting an answer."""
-    return text(json.dumps({'event': 'echo', 'data': data, 'cid': cid}))
+    return emit_frame('echo', data, cid)
 
 
 class WireClient:
@@ -52,40 +30,17 @@ class WireClient:
             self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
         self.sock.settimeout(5)
         self.sock.connect(('127.0.0.1', server.port))
-        self.sock.sendall(UPGRADE)
-        self.buffer = b''
-        while b'\r\n\r\n' not in self.buffer:
-            self._fill()
-        head, self.buffer = self.buffer.split(b'\r\n\r\n', 1)
-        assert b' 101 ' in head
-
-    def _fill(self):
-        data = self.sock.recv(65536)
-        if not data:
-            raise EOFError
-        self.buffer += data
-
-    def _take(self, count):
-        while len(self.buffer) < count:
-            self._fill()
-        data, self.buffer = self.buffer[:count], self.buffer[count:]
-        return data
+        self.reader = FrameReader(upgrade(self.sock))
 
     def send(self, data):
         self.sock.sendall(data)
 
     def next_frame(self):
         """The next server frame as (opcode, payload); EOFError when the stream ends."""
-        first, second = self._take(2)
-        length = second & 0x7f
-        if length == 126:
-            length, = struct.unpack('!H', self._take(2))
-        elif length == 127:
-            length, = struct.unpack('!Q', self._take(8))
-        return first & 0x0f, self._take(length)
+        return recv_frame(self.sock, self.reader)
 
     def handshake(self):
-        self.send(text('{"event":"#handshake","data":{},"cid":1}'))
+        self.send(client_frame('{"event":"#handshake","data":{},"cid":1}'))
         assert json.loads(self.next_frame()[1])['rid'] == 1
 
     def rest(self):
@@ -95,8 +50,8 @@ class WireClient:
         try:
             while True:
                 opcode, payload = self.next_frame()
-                if opcode == 8:
-                    return messages, struct.unpack('!H', payload[:2])[0]
+                if opcode == OP_CLOSE:
+                    return messages, close_code(payload)
                 if opcode in (1, 2):
                     messages.append(payload)
         except (EOFError, OSError):
@@ -142,10 +97,10 @@ def test_endless_fragmented_message_gets_1009_while_another_client_is_served(mak
     attacker.handshake()
     handshake(other)
     piece = b'x' * 65536
-    attacker.send(text(piece, fin=False))
+    attacker.send(client_frame(piece, fin=False))
     sent = len(piece)
     while sent < 200 * 1000 * 1000 and not codes:
-        attacker.send(frame(0, piece, fin=False))
+        attacker.send(client_frame(piece, OP_CONT, fin=False))
         sent += len(piece)
         gevent.sleep(0.001)
     assert attacker.rest() == ([], 1009)
@@ -161,7 +116,7 @@ def test_tiny_fragments_count_towards_max_payload(make_server, wire):
     server = echo_server(make_server, {'maxPayload': 64 * 1024})
     attacker = wire(server)
     attacker.handshake()
-    fragments = frame(1, b'xx', fin=False) + frame(0, b'xx', fin=False) * (40 * 1024 - 1)
+    fragments = client_frame(b'xx', fin=False) + client_frame(b'xx', OP_CONT, fin=False) * (40 * 1024 - 1)
     attacker.send(fragments)
     assert attacker.rest() == ([], 1009)
 
@@ -181,16 +136,16 @@ except OSError:
 
 
 @pytest.mark.parametrize('flood', [
-    frame(1, b'x'),
-    text('{"event":"noop","data":1}'),
+    client_frame(b'x'),
+    client_frame('{"event":"noop","data":1}'),
 ], ids=['1-byte frames', 'small events'])
 def test_a_flood_from_one_socket_does_not_starve_another(make_server, raw, flood):
     """One socket sends as fast as it can; another client's echoes are still answered in
     well under 2 s each (measured by hand: a few ms)."""
     server = echo_server(make_server)
-    start = UPGRADE + text('{"event":"#handshake","data":{},"cid":1}')
-    flooder = subprocess.Popen([sys.executable, '-c', FLOODER, str(server.port), flood.hex(), '6'],
-                               stdin=subprocess.PIPE)
+    start = upgrade_request() + client_frame('{"event":"#handshake","data":{},"cid":1}')
+    flooder = start_process([sys.executable, '-c', FLOODER, str(server.port), flood.hex(), '6'],
+                            popen=subprocess.Popen, stdin=subprocess.PIPE)
     try:
         flooder.stdin.write(start)
         flooder.stdin.close()
@@ -206,21 +161,20 @@ def test_a_flood_from_one_socket_does_not_starve_another(make_server, raw, flood
             gevent.sleep(0.05)
         flooding = flooder.poll() is None
     finally:
-        flooder.kill()
-        flooder.wait()
+        stop_process(flooder)
     assert flooding
     assert worst < 2
 
 
 VIOLATIONS = {
-    'rsv bit': (text('{}', rsv=0x40), 1002),
-    'unmasked frame': (text('{}', masked=False), 1002),
-    'reserved opcode': (frame(3, b'x'), 1002),
-    'control frame over 125 bytes': (frame(9, b'x' * 126), 1002),
-    'continuation without a start': (frame(0, b'x'), 1002),
-    'invalid UTF-8': (text(b'\xff\xfe'), 1007),
-    'invalid UTF-8 in a fragment': (text(b'ok', fin=False) + frame(0, b'\xed\xa0\x80'), 1007),
-    'message over maxPayload': (text(b'x' * 2000), 1009),
+    'rsv bit': (client_frame('{}', rsv=4), 1002),
+    'unmasked frame': (client_frame('{}', mask=None), 1002),
+    'reserved opcode': (client_frame(b'x', 3), 1002),
+    'control frame over 125 bytes': (client_frame(b'x' * 126, OP_PING), 1002),
+    'continuation without a start': (client_frame(b'x', OP_CONT), 1002),
+    'invalid UTF-8': (client_frame(b'\xff\xfe'), 1007),
+    'invalid UTF-8 in a fragment': (client_frame(b'ok', fin=False) + client_frame(b'\xed\xa0\x80', OP_CONT), 1007),
+    'message over maxPayload': (client_frame(b'x' * 2000), 1009),
 }
 
 
@@ -234,7 +188,7 @@ def test_messages_before_a_violation_are_answered_then_it_closes_with_its_code(
     client = wire(server)
     client.handshake()
     bad, code = VIOLATIONS[violation]
-    client.send(b''.join(echo(cid, cid) for cid in range(2, 52)) + frame(9, b'ping') + bad
+    client.send(b''.join(echo(cid, cid) for cid in range(2, 52)) + client_frame(b'ping', OP_PING) + bad
                 + echo(99, 'after the violation'))
     messages, close_code = client.rest()
     answers = [json.loads(payload) for payload in messages]
@@ -293,7 +247,7 @@ def test_a_slow_consumer_that_pauses_20_s_and_keeps_ponging_gets_its_1013(make_s
     paused = time.monotonic()
     client, pushed = overflow(make_server, wire)
     while time.monotonic() - paused < 20:
-        client.send(text('#2'))
+        client.send(client_frame('#2'))
         gevent.sleep(min(1, 20 - (time.monotonic() - paused)))
     messages, close_code = client.rest()
     assert close_code == 1013

@@ -1,4 +1,4 @@
-"""Idle plain connections have no reader greenlet (issue 10): the reader ends after the idle
+"""Idle plain connections have no reader greenlet: the reader ends after the idle
 sweeps, input starts a new one, and every way of closing a greenlet-less connection still
 runs the socket's close sequence once and releases the connection."""
 

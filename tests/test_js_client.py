@@ -2,7 +2,7 @@
 
 Each test registers its handlers on an in-process server, runs one scenario of
 tests/js/scenario.js (cooperatively, through gevent.subprocess) and checks what the
-client observed.  Ids refer to /work/shared/spec/behaviours.md.
+client observed.  Behaviour ids (B-, X-) are those listed in docs/behaviours-coverage.md.
 """
 
 import json
@@ -15,6 +15,7 @@ import pytest
 from gevent import subprocess
 
 from conftest import wait_until
+from kit import start_process, stop_process
 from gsc.errors import SCError
 
 JS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'js')
@@ -31,13 +32,12 @@ def run_scenario(server, name, arg=None, timeout=8):
     if arg is not None:
         argv.append(arg)
     env = dict(os.environ, SCENARIO_TIMEOUT=str(timeout))
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    proc = start_process(argv, popen=subprocess.Popen, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, env=env)
     try:
         out, err = proc.communicate(timeout=timeout + 1)
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        stop_process(proc)
     lines = [json.loads(line) for line in out.decode().splitlines()]
     assert proc.returncode == 0, 'scenario %s exited %s\nstdout: %s\nstderr: %s' % (
         name, proc.returncode, lines, err.decode())
@@ -63,7 +63,7 @@ def on_connection(server, **handlers):
 
 
 def login(socket, data, respond):
-    """The login handler of FX-SRV: bob and alice get a token, anyone else FailedLoginError."""
+    """The login handler of socketcluster-server's tests: bob and alice get a token, anyone else FailedLoginError."""
     if data in ('bob', 'alice'):
         socket.set_auth_token({'username': data})
         respond()
@@ -282,7 +282,7 @@ def test_batch_subscribe_with_rejection(server):
 
 
 def test_reconnect_resubscribes(server):
-    """B-007, protocol.md §12.4: after a server disconnect(4100) the client reconnects and resubscribes."""
+    """B-007: after a server disconnect(4100) the client reconnects and resubscribes."""
     subscriptions = []
     server.on('subscription', lambda socket, channel, request: subscriptions.append((socket.id, channel)))
 

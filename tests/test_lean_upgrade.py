@@ -1,9 +1,7 @@
-"""The lean upgrade reader (issue 10): an upgrade at the realtime path is recognised from the
+"""The lean upgrade reader: an upgrade at the realtime path is recognised from the
 first bytes of a connection and answered without pywsgi; anything else reaches the pywsgi
 handler with the bytes already read, and is served or refused as before."""
 
-import base64
-import hashlib
 import json
 import time
 
@@ -13,35 +11,25 @@ import pytest
 from gevent import socket
 
 from conftest import handshake, read_response_head
+from kit import OP_TEXT, SAMPLE_KEY, FrameReader, client_frame, recv_frame
 from gsc.core.upgrade import parse_upgrade_head
 from gsc.server.http import SCHandler
+from websockets.utils import accept_key
 from wsraw import HandshakeRefused
 
-KEY = 'dGhlIHNhbXBsZSBub25jZQ=='
-ACCEPT = base64.b64encode(hashlib.sha1((KEY + '258EAFA5-E914-47DA-95CA-C5AB0DC85B11').encode()).digest())
+KEY = SAMPLE_KEY
+ACCEPT = accept_key(KEY).encode()
 HEAD = ('GET /socketcluster/?v=1 HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n'
         'Connection: keep-alive, Upgrade\r\nSec-WebSocket-Key: %s\r\nSec-WebSocket-Version: 13\r\n'
         'Cookie: a=1\r\ncookie: b=2\r\nX-Twice: one\r\nX-Twice:  two \r\nX_Sneaky: 1\r\n\r\n' % KEY).encode()
 PATH = '/socketcluster/'
 
 
-def masked_text_frame(text):
-    """A client text frame (a mask of zeros keeps the payload as it is)."""
-    payload = text.encode()
-    assert len(payload) < 126
-    return bytes((0x81, 0x80 | len(payload))) + b'\0\0\0\0' + payload
-
-
-
 def read_text_frame(sock, rest=b''):
-    """The payload of the next unmasked, short text frame from the server."""
-    data = rest
-    for _ in range(100):
-        if len(data) >= 2 and len(data) >= 2 + data[1]:
-            break
-        data += sock.recv(4096)
-    assert data[0] == 0x81 and data[1] < 126
-    return data[2:2 + data[1]].decode()
+    """The payload of the next server frame, a text frame (``rest``: bytes already read)."""
+    opcode, payload = recv_frame(sock, FrameReader(rest))
+    assert opcode == OP_TEXT
+    return payload.decode()
 
 
 def counting_handlers(server):
@@ -125,7 +113,7 @@ def test_frames_sent_with_the_upgrade_are_delivered(make_server):
     server = make_server()
     sock = socket.create_connection(('127.0.0.1', server.port), timeout=5)
     try:
-        sock.sendall(HEAD + masked_text_frame('{"event":"#handshake","data":{},"cid":1}'))
+        sock.sendall(HEAD + client_frame('{"event":"#handshake","data":{},"cid":1}'))
         head, rest = read_response_head(sock)
         assert head.startswith(b'HTTP/1.1 101 ')
         assert b'Sec-WebSocket-Accept: ' + ACCEPT in head
@@ -145,7 +133,7 @@ def test_an_upgrade_sent_in_pieces_is_upgraded_by_pywsgi(make_server):
         sock.sendall(HEAD[40:])
         head, rest = read_response_head(sock)
         assert head.startswith(b'HTTP/1.1 101 ') and b'Sec-WebSocket-Accept: ' + ACCEPT in head
-        sock.sendall(masked_text_frame('{"event":"#handshake","data":{},"cid":7}'))
+        sock.sendall(client_frame('{"event":"#handshake","data":{},"cid":7}'))
         assert json.loads(read_text_frame(sock, rest))['rid'] == 7
         assert created == [1]
     finally:
@@ -167,7 +155,7 @@ def test_socket_request_is_the_same_whichever_reader_took_the_upgrade(make_serve
                 gevent.sleep(0.05)
             head, rest = read_response_head(sock)
             assert head.startswith(b'HTTP/1.1 101 ')
-            sock.sendall(masked_text_frame('{"event":"#handshake","data":{},"cid":1}'))
+            sock.sendall(client_frame('{"event":"#handshake","data":{},"cid":1}'))
             assert json.loads(read_text_frame(sock, rest))['rid'] == 1
         finally:
             sock.close()

@@ -1,5 +1,5 @@
-"""Authenticated broker links (issue 9 item 4) and their quick return after a broker dies
-(issue 10 item 4): a worker proves it knows the secret key without sending it, refuses a
+"""Authenticated broker links and their quick return after a broker dies
+(): a worker proves it knows the secret key without sending it, refuses a
 process that listens on a broker's socket without the key, and a broker closes a peer that
 does not prove it in time; in-process BrokerServers and BrokerEngines, then a real cluster."""
 

@@ -6,14 +6,13 @@ import os
 import re
 import select
 import socket
-import subprocess
 import sys
 import time
 import urllib.request
 
 import pytest
 
-from master_harness import ROOT, free_port, group_members
+from kit import ROOT, client_frame, free_port, group_members, start_process, stop_process, upgrade
 from test_run import rpc, wait_for_line
 
 pytestmark = pytest.mark.timeout(60)
@@ -51,9 +50,8 @@ def test_every_line_has_time_level_and_origin_and_the_banner_names_the_urls(spaw
 def test_colour_on_a_terminal_unless_no_color(spawn):
     for env, coloured in (({}, True), ({'NO_COLOR': '1'}, False)):
         master_fd, slave_fd = os.openpty()
-        proc = subprocess.Popen([sys.executable, 'run.py', '-p', str(free_port())], cwd=ROOT,
-                                stdout=slave_fd, stderr=slave_fd, start_new_session=True,
-                                env=dict(os.environ, **env))
+        proc = start_process([sys.executable, 'run.py', '-p', str(free_port())],
+                             stdout=slave_fd, stderr=slave_fd, env=dict(os.environ, **env))
         os.close(slave_fd)
         try:
             output = b''
@@ -62,8 +60,7 @@ def test_colour_on_a_terminal_unless_no_color(spawn):
                 if select.select([master_fd], [], [], 1)[0]:
                     output += os.read(master_fd, 65536)
         finally:
-            os.killpg(proc.pid, 9)
-            proc.wait(5)
+            stop_process(proc)
             os.close(master_fd)
         assert b'SocketCluster started' in output
         assert (b'\033[' in output) is coloured
@@ -73,11 +70,8 @@ def test_two_hundred_clients_that_hang_up_make_a_handful_of_lines(spawn):
     proc, port, _ = start(spawn)
     for _ in range(200):
         sock = socket.create_connection(('127.0.0.1', port), timeout=5)
-        sock.sendall(b'GET /socketcluster/ HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n'
-                     b'Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n'
-                     b'Sec-WebSocket-Version: 13\r\n\r\n')
-        sock.recv(4096)
-        sock.sendall(b'\x81\x9e\x00\x00\x00\x00{"event":"#handshake","cid":1}')
+        upgrade(sock)
+        sock.sendall(client_frame('{"event":"#handshake","cid":1}'))
         answer = b''
         while b'"rid":1' not in answer:
             answer += sock.recv(4096)

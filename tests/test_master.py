@@ -1,6 +1,6 @@
 """The master on real process trees: events, IPC with acks, supervision, signals.
 
-Behaviour ids are those of /work/shared/spec/behaviours.md.  Every test kills the
+Behaviour ids (B-, X-) are those listed in docs/behaviours-coverage.md.  Every test kills the
 process group it started (tests/master_harness.py), also when it fails.
 """
 

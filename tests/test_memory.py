@@ -1,4 +1,4 @@
-"""Memory given back after many connections closed (gsc.cluster.memory, issue 10 item 3)."""
+"""Memory given back after many connections closed (gsc.cluster.memory, )."""
 
 import _abc
 import abc

@@ -1,4 +1,4 @@
-"""Health and metrics of a running cluster (issue 9 item 8): scraped over HTTP on the public
+"""Health and metrics of a running cluster: scraped over HTTP on the public
 port and on metricsPort, parsed with prometheus_client's own parser."""
 
 import json
@@ -6,7 +6,6 @@ import os
 import signal
 import socket
 import sys
-import time
 import urllib.error
 import urllib.request
 
@@ -16,7 +15,8 @@ from websockets.sync.client import connect
 
 from gsc.cluster import options as options_module
 from gsc.errors import InvalidOptionsError
-from master_harness import free_port, start_cluster
+from kit import free_port, wait_until
+from master_harness import start_cluster
 
 CLUSTER = {'workers': 2, 'brokers': 1, 'workerController': 'tests.controllers.metrics_worker',
            'wsgiApp': 'tests.controllers.metrics_worker:app', 'logLevel': 0}
@@ -58,20 +58,8 @@ def health(port):
     return status, json.loads(text)
 
 
-def wait_for(check, timeout=10.0, interval=0.1):
-    """Call ``check()`` until it returns a true value (returned); AssertionError after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError("not reached within %ss: %r" % (timeout, result))
-        time.sleep(interval)
-
-
 def health_is(port, status, reason=None):
-    """A check for :func:`wait_for`: health answers ``status`` (with ``reason`` among its
+    """A check for :func:`kit.wait_until`: health answers ``status`` (with ``reason`` among its
     reasons).  A connection reset counts as no answer yet: the kernel may have queued it on
     the listener of a worker that was just killed."""
     def check():
@@ -150,9 +138,9 @@ def test_a_scrape_of_the_public_port_sees_every_worker_and_the_traffic(request):
     slow = Client(master.port, rcvbuf=4096)
     slow.ws.send(json.dumps({'event': 'flood', 'data': 400}))  # 25 MiB it never reads
 
-    after = wait_for(lambda: (lambda s: s if total(s, 'gsc_ack_timeouts_total') == 1
-                              and total(s, 'gsc_slow_consumer_closes_total') == 1 else None)(
-        scrape(master.port)))
+    after = wait_until(lambda: (lambda s: s if total(s, 'gsc_ack_timeouts_total') == 1
+                                and total(s, 'gsc_slow_consumer_closes_total') == 1 else None)(
+        scrape(master.port)), timeout=10, interval=0.1)
     for worker in (0, 1):
         assert value(after, 'gsc_handshakes_total', worker=worker) >= 2
         assert value(after, 'gsc_clients', worker=worker) >= 2
@@ -192,10 +180,10 @@ def test_health_turns_503_while_a_broker_is_stopped_and_when_a_worker_dies(reque
         assert value(scrape(master.port), 'gsc_broker_up', broker=0) == 0
     finally:
         os.kill(broker_pid, signal.SIGCONT)
-    wait_for(health_is(master.port, 200))
+    wait_until(health_is(master.port, 200), timeout=10, interval=0.1)
 
     os.kill(worker_pid, signal.SIGKILL)
-    wait_for(health_is(master.port, 503, 'worker 1 is down'))
+    wait_until(health_is(master.port, 503, 'worker 1 is down'), timeout=10, interval=0.1)
     samples = scrape(master.port)
     assert value(samples, 'gsc_worker_up', worker=1) == 0
     assert value(samples, 'gsc_worker_up', worker=0) == 1
@@ -219,13 +207,13 @@ def test_metrics_port_serves_both_paths_and_counts_restarts_and_reconnects(reque
                                               'reasons': ['worker 1 is silent']})
     finally:
         os.kill(worker_pid, signal.SIGCONT)
-    wait_for(health_is(metrics_port, 200))
+    wait_until(health_is(metrics_port, 200), timeout=10, interval=0.1)
 
     os.kill(child_pid(master, 'brokerStart', 0), signal.SIGKILL)
     os.kill(child_pid(master, 'workerStart', 0), signal.SIGKILL)
     master.expect('brokerStart', data={'id': 0, 'respawn': True})
     master.expect('workerStart', data={'id': 0, 'respawn': True})
-    wait_for(health_is(metrics_port, 200))
+    wait_until(health_is(metrics_port, 200), timeout=10, interval=0.1)
     samples = scrape(metrics_port)
     # at least once: a link that reconnects while the broker restarts may be lost again
     assert value(samples, 'gsc_broker_reconnects_total', worker=1, broker=0) >= 1
@@ -240,9 +228,9 @@ def test_a_lost_redis_link_turns_health_503_and_is_counted(request, redis_server
         brokerEngineOptions={'url': redis_server.url}))
     assert health(master.port)[0] == 200
     redis_server.stop()
-    wait_for(health_is(master.port, 503, 'worker 0: the redis link is down'))
+    wait_until(health_is(master.port, 503, 'worker 0: the redis link is down'), timeout=10, interval=0.1)
     redis_server.start()
-    wait_for(health_is(master.port, 200))
+    wait_until(health_is(master.port, 200), timeout=10, interval=0.1)
     samples = scrape(master.port)
     assert value(samples, 'gsc_redis_reconnects_total', worker=0) == 1
     assert value(samples, 'gsc_redis_link_up', worker=0) == 1

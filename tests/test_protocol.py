@@ -1,4 +1,4 @@
-"""The sans-I/O protocol core and codec, driven without any socket (protocol.md §2-§5, F-01..F-08)."""
+"""The sans-I/O protocol core and codec, driven without any socket."""
 
 import json
 
@@ -13,7 +13,7 @@ from gsc.core.protocol import (UNDEFINED, CallTable, Event, Ping, Pong, Raw, Res
 
 
 def test_classifies_ping_pong_events_responses_and_raw():
-    """protocol.md §3: #1, #2, event packets, response packets, everything else raw (X-10)."""
+    """#1, #2, event packets, response packets, everything else raw (X-10)."""
     assert parse_frame('#1') == (Ping(),)
     assert parse_frame('#2') == (Pong(),)
     assert parse_frame('{"event":"e","data":{"a":1},"cid":3}') == (Event('e', {'a': 1}, 3),)
@@ -24,13 +24,13 @@ def test_classifies_ping_pong_events_responses_and_raw():
 
 
 def test_a_batch_is_one_packet_per_element_and_raw_elements_report_the_whole_frame():
-    """protocol.md §13, X-09: an array frame is processed element by element, in order."""
+    """X-09: an array frame is processed element by element, in order."""
     frame = '[{"event":"echo","data":1,"cid":2},{"rid":9},"x"]'
     assert parse_frame(frame) == (Event('echo', 1, 2), Response(9, None, UNDEFINED), Raw(frame))
 
 
 def test_builders_leave_out_undefined_data_and_keep_null():
-    """protocol.md §4-§5 and §17: undefined omits the key, None is sent as null."""
+    """Undefined omits the key, None is sent as null."""
     assert codec.encode(event_packet('e')) == '{"event":"e"}'
     assert codec.encode(event_packet('e', None, 4)) == '{"event":"e","data":null,"cid":4}'
     assert codec.encode(response_packet(7)) == '{"rid":7}'
@@ -43,7 +43,7 @@ def test_builders_leave_out_undefined_data_and_keep_null():
 
 
 def test_plain_exceptions_dehydrate_without_a_name_and_named_ones_with_it():
-    """protocol.md §5: a plain Error has no name on the wire; class names travel."""
+    """a plain Error has no name on the wire; class names travel."""
     assert dehydrate(Exception('x')) == {'message': 'x'}
 
     class FailedLoginError(Exception):
@@ -55,7 +55,7 @@ def test_plain_exceptions_dehydrate_without_a_name_and_named_ones_with_it():
 
 
 def test_hydration_keeps_name_and_fields():
-    """protocol.md §5 receiver side: an object becomes an error with every property."""
+    """On the receiving side an object becomes an error with every property."""
     err = hydrate({'message': 'm', 'name': 'ClientErr', 'code': 5})
     assert isinstance(err, Exception) and err.name == 'ClientErr' and err.code == 5 and str(err) == 'm'
     assert isinstance(hydrate({'name': 'TimeoutError', 'message': 't'}), errors.TimeoutError)
@@ -63,7 +63,7 @@ def test_hydration_keeps_name_and_fields():
 
 
 def test_close_errors_follow_the_sc_errors_texts():
-    """protocol.md §12.3-§12.4."""
+    """Close codes map to the errors and texts of SocketCluster; 1000 and 1001 are no error."""
     assert close_error(1000) is None and close_error(1001) is None
     assert close_error(4001).message == 'Client pong timed out' and close_error(4001).code == 4001
     assert close_error(4321, 'custom reason').message == \
@@ -93,7 +93,7 @@ def test_responder_refuses_a_second_answer_and_ignores_calls_without_cid():
 
 
 def test_codec_decodes_like_sc_formatter():
-    """protocol.md §2: never raises; non-JSON stays a string; ping/pong verbatim."""
+    """never raises; non-JSON stays a string; ping/pong verbatim."""
     assert codec.decode('#1') == '#1'
     assert codec.decode('  {"a":1}') == {'a': 1}
     assert codec.decode('hello') == 'hello'
@@ -102,7 +102,7 @@ def test_codec_decodes_like_sc_formatter():
 
 
 def test_codec_encodes_binary_as_base64_objects_and_refuses_cycles():
-    """F-02, F-04..F-06, protocol.md §17 (compact, raw non-ASCII, no NaN)."""
+    """F-02, F-04..F-06 (compact, raw non-ASCII, no NaN)."""
     assert codec.encode({'foo': 123, 'buff': b'hello', 'buffArr': [b'world']}) == \
         '{"foo":123,"buff":{"base64":true,"data":"aGVsbG8="},"buffArr":[{"base64":true,"data":"d29ybGQ="}]}'
     assert codec.encode({'a': 'é/x'}) == '{"a":"é/x"}'
@@ -120,7 +120,7 @@ def test_state_transitions_are_a_table():
 
 
 def test_a_batch_over_max_packets_is_refused_before_classification():
-    """issue 8: parse_frame raises BatchTooLarge past max_packets; the limit itself is allowed."""
+    """parse_frame raises BatchTooLarge past max_packets; the limit itself is allowed."""
     frame = json.dumps([{'event': 'e', 'cid': n} for n in range(1, 4)])
     assert len(parse_frame(frame, max_packets=3)) == 3
     with pytest.raises(protocol.BatchTooLarge) as refused:
@@ -129,7 +129,7 @@ def test_a_batch_over_max_packets_is_refused_before_classification():
 
 
 def test_a_reply_that_cannot_be_encoded_becomes_an_error_reply():
-    """issue 8: the reply is marked sent only once something was sent."""
+    """the reply is marked sent only once something was sent."""
     sent = []
 
     def send(packet):
@@ -160,7 +160,7 @@ def test_a_send_that_returns_its_failure_counts_as_failed():
 
 
 def test_a_reply_of_none_to_a_call_without_data_has_no_data():
-    """issue 8: undefined in, undefined out; null in, null out."""
+    """undefined in, undefined out; null in, null out."""
     sent = []
     Responder(2, sent.append, data_absent=True)(None, None)
     Responder(3, sent.append)(None, None)
@@ -171,7 +171,7 @@ def test_a_reply_of_none_to_a_call_without_data_has_no_data():
 @pytest.mark.parametrize('wire', [{'args': 5}, {'__class__': 'y'}, {'with_traceback': 1},
                                   {'name': [1], 'message': {'a': 1}}, {'_private': 1, '__dict__': 2}])
 def test_hydration_never_replaces_the_attributes_of_an_exception(wire):
-    """issue 8: reserved, private and dunder names are not set; the message is always a str."""
+    """reserved, private and dunder names are not set; the message is always a str."""
     err = hydrate(wire)
     assert isinstance(err, SCError) and isinstance(str(err), str)
     assert isinstance(err.args, tuple) and callable(err.with_traceback)
@@ -179,7 +179,7 @@ def test_hydration_never_replaces_the_attributes_of_an_exception(wire):
 
 
 def test_public_error_hides_unexpected_exceptions_only():
-    """issue 8: SCErrors and non-exceptions pass; other exceptions become a generic error."""
+    """SCErrors and non-exceptions pass; other exceptions become a generic error."""
     class Leaky(Exception):
         pass
     leaky = Leaky('secret')
@@ -191,7 +191,7 @@ def test_public_error_hides_unexpected_exceptions_only():
 
 
 def test_close_error_reasons_are_cut_short():
-    """issue 8: a client's huge close reason does not become a huge warning."""
+    """a client's huge close reason does not become a huge warning."""
     message = close_error(4321, 'x' * 100000).message
     assert len(message) < 400 and message.endswith('...')
 

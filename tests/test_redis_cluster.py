@@ -1,5 +1,5 @@
 """Two gsc instances (two process trees on two ports) share channels through Redis, with no
-broker processes, and recover after Redis restarts (issue 4 item 6)."""
+broker processes, and recover after Redis restarts."""
 
 import json
 import time

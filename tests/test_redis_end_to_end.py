@@ -1,6 +1,6 @@
 """History and presence across two gsc instances (two process trees, one worker each, no
-broker processes) sharing one redis-server, with gsc's Python client on each (issue 11 items
-1-3 on brokerEngine 'redis'), and a killed worker's members leaving within the presence ttl."""
+broker processes) sharing one redis-server, with gsc's Python client on each (history, presence and
+their recovery on brokerEngine 'redis'), and a killed worker's members leaving within the presence ttl."""
 
 import os
 import signal

@@ -1,4 +1,4 @@
-"""The Redis engine: two gsc servers share channels through a private redis-server (issue 4 item 6)."""
+"""The Redis engine: two gsc servers share channels through a private redis-server."""
 
 import json
 

@@ -1,4 +1,4 @@
-"""Channel history on the Redis engine (issue 11 item 1): engines against a private
+"""Channel history on the Redis engine: engines against a private
 redis-server, two engines standing for two machines sharing one history."""
 
 import os

@@ -1,4 +1,4 @@
-"""Channel presence on the Redis engine (issue 11 item 3): engines against a private
+"""Channel presence on the Redis engine: engines against a private
 redis-server, two engines standing for two machines sharing one presence per channel."""
 
 import time

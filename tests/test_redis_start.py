@@ -1,4 +1,4 @@
-"""The Redis engine's start and recovery (issue 9 item 9): a worker that cannot reach Redis fails
+"""The Redis engine's start and recovery: a worker that cannot reach Redis fails
 its start with one error naming the URL; a loss is one warning naming the URL, the return one
 log line; publishes to a Redis that stops answering are bounded in time and in number."""
 

@@ -1,4 +1,4 @@
-"""A worker respawned after a kill -9 listens at once (issue 10 item 4): a client that
+"""A worker respawned after a kill -9 listens at once: a client that
 connects while its (1 s) controller runs is served once the controller ran, nothing failed;
 the first start still listens only after the controller ran."""
 
@@ -12,6 +12,7 @@ from websockets.client import ClientProtocol
 from websockets.frames import TEXT
 from websockets.uri import parse_uri
 
+from kit import client_frame, wait_until
 from master_harness import start_cluster
 
 OPTIONS = {'workers': 1, 'brokers': 1, 'workerController': 'tests.controllers.slow_worker',
@@ -20,24 +21,13 @@ OPTIONS = {'workers': 1, 'brokers': 1, 'workerController': 'tests.controllers.sl
 
 def connect_when_listening(port, seconds=20):
     """``(socket, time.time())`` of the first TCP connection the port accepts (polled every 5 ms)."""
-    deadline = time.monotonic() + seconds
-    for _ in range(int(seconds / 0.005)):
+    def connected():
         try:
             return socket.create_connection(('127.0.0.1', port), timeout=2), time.time()
         except ConnectionRefusedError:
-            if time.monotonic() > deadline:
-                break
-            time.sleep(0.005)
-    raise AssertionError('nothing listened on port %d within %s s' % (port, seconds))
-
-
-def masked_text_frame(text):
-    """A client's masked text frame (payloads under 126 bytes)."""
-    payload = text.encode()
-    assert len(payload) < 126
-    mask = os.urandom(4)
-    return bytes([0x81, 0x80 | len(payload)]) + mask + bytes(
-        byte ^ mask[index % 4] for index, byte in enumerate(payload))
+            return None
+    return wait_until(connected, timeout=seconds, interval=0.005,
+                      message='nothing listened on port %d within %s s' % (port, seconds))
 
 
 class EagerClient:
@@ -48,11 +38,11 @@ class EagerClient:
         self.protocol = ClientProtocol(parse_uri('ws://127.0.0.1:%d/socketcluster/' % port))
         self.protocol.send_request(self.protocol.connect())
         upgrade = b''.join(self.protocol.data_to_send())
-        sock.sendall(upgrade + b''.join(masked_text_frame(json.dumps(p)) for p in packets))
+        sock.sendall(upgrade + b''.join(client_frame(json.dumps(p)) for p in packets))
         self.received = []
 
     def send(self, packet):
-        self.sock.sendall(masked_text_frame(json.dumps(packet)))
+        self.sock.sendall(client_frame(json.dumps(packet)))
 
     def packet(self, match, seconds=10):
         """The first packet received for which ``match(packet)`` is true."""

@@ -1,5 +1,5 @@
 """Authentication on the wire: tokens in the handshake, #authenticate, setAuthToken, expiry
-(protocol.md §11, X-03..X-05, X-18, X-19, X-29..X-33, X-38, B-044..B-059)."""
+(X-03..X-05, X-18, X-19, X-29..X-33, X-38, B-044..B-059)."""
 
 import json
 import time
@@ -277,7 +277,7 @@ def test_a_slow_verifier_keeps_the_socket_pending_and_an_early_close_aborts(make
 
 
 def test_rs256_keys(make_server, raw):
-    """protocol.md §11.1: authPrivateKey signs, authPublicKey verifies; one without the other fails."""
+    """authPrivateKey signs, authPublicKey verifies; one without the other fails."""
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric import rsa
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)

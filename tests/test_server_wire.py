@@ -1,4 +1,4 @@
-"""The server side of the wire protocol, seen by a raw WebSocket client (protocol.md, X-01..X-38)."""
+"""The server side of the wire protocol, seen by a raw WebSocket client (X-01..X-38)."""
 
 import json
 import time
@@ -123,7 +123,7 @@ def test_local_event_names_and_unhandled_reserved_events_get_no_answer(make_serv
 
 
 def test_strict_handshake_closes_with_4009(make_server, raw):
-    """protocol.md §16: anything but #handshake first closes the socket with 4009."""
+    """anything but #handshake first closes the socket with 4009."""
     server = make_server()
     aborts = events_of(server, 'connectionAbort')
     client = raw(server)
@@ -232,7 +232,7 @@ def test_client_disconnect_packet_is_the_close(make_server, raw):
 
 
 def test_close_events_come_in_the_documented_order(make_server, raw):
-    """protocol.md §12.3, B-062, B-066: unsubscribe, disconnection, closure, disconnect, close."""
+    """B-062, B-066: unsubscribe, disconnection, closure, disconnect, close."""
     server = make_server()
     order = []
     server.on('disconnection', lambda *a: order.append('disconnection'))
@@ -251,7 +251,7 @@ def test_close_events_come_in_the_documented_order(make_server, raw):
 
 
 def test_oversized_frames_close_with_1009_and_others_keep_working(make_server, raw):
-    """protocol.md §1: maxPayload; the worker keeps serving other sockets."""
+    """maxPayload; the worker keeps serving other sockets."""
     server = echo_server(make_server, {'maxPayload': 1000})
     closes = events_of(server, 'disconnection')
     big, other = raw(server), raw(server)
@@ -311,7 +311,7 @@ def test_emit_middleware_errors_and_silent_blocks(make_server, raw):
 
 
 def test_unknown_middleware_type_is_refused(make_server):
-    """server-api.md §3.4."""
+    """A middleware type the server does not know is refused with SocketCluster's error."""
     server = make_server()
     with pytest.raises(Exception, match='Middleware type "nope" is not supported'):
         server.add_middleware('nope', lambda req, next_: next_())

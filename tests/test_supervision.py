@@ -1,4 +1,4 @@
-"""Supervision options of the master on real process trees (master-api.md §3, §7, §9, §12):
+"""Supervision options of the master on real process trees:
 workerStatusInterval and get_status, killWorkerMemoryThreshold, forceKillTimeout/forceKillSignal,
 killMasterOnSignal, workerClusterController."""
 

@@ -1,4 +1,4 @@
-"""Warnings a client causes at will cost little (issue 8): the worker's own listeners get
+"""Warnings a client causes at will cost little: the worker's own listeners get
 every one at once, while the master gets the first of a kind at once and then one summary
 per kind per interval; a standalone server nobody listens to logs the same digest."""
 

@@ -1,4 +1,4 @@
-"""A legacy WSGI app on the realtime port: Flask beside gsc in one worker (issue 5 items 1, 4)."""
+"""A legacy WSGI app on the realtime port: Flask beside gsc in one worker."""
 
 import http.client
 import json
@@ -108,7 +108,7 @@ def test_the_realtime_path_without_upgrade_is_not_given_to_the_app(make_server):
 
 
 def test_a_server_without_app_answers_501(make_server):
-    """server-api.md §3.1: a standalone server answers plain HTTP with 501."""
+    """a standalone server answers plain HTTP with 501."""
     server = make_server()
     assert http_request(server, 'GET', '/')[0] == 501
 

@@ -1,4 +1,4 @@
-// SocketCluster 14.4.2 itself, the reference server of gsc's benchmark (bench/run.py).
+// SocketCluster 14.4.2 itself, the reference server of gsc's benchmark (bench/run_all.py).
 //   node bench/socketcluster/server.js --port P [--workers N] [--brokers N]
 // A master, N workers (worker.js: `echo` answers its data, `pid` answers the worker's pid) and
 // N brokers (broker.js); client publish allowed; 127.0.0.1 only; pings as rare as the gsc bench

@@ -1,7 +1,7 @@
 """Benchmark gsc over loopback with the Node loadgen in a separate process.
 
     npm ci --prefix bench/loadgen && npm ci --prefix bench/socketcluster
-    python bench/run.py [--quick] [--only rpc,fanout] [--repeat N] [--cluster]
+    python bench/run_all.py [--quick] [--only rpc,fanout] [--repeat N] [--cluster]
 
 For each scenario and server: start the server (``bench/servers.py SERVER``, SocketCluster
 14.4.2 itself: ``bench/socketcluster/server.js``, or with --cluster whole ``run.py`` trees, see
@@ -27,8 +27,8 @@ import subprocess
 import sys
 import time
 
-import cluster
-from cluster import free_port
+import cluster  # noqa: I001 (puts tests/ on sys.path, for kit)
+from kit import free_port, wait_until
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SERVERS = os.path.join(HERE, 'servers.py')
@@ -80,16 +80,16 @@ def raise_nofile():
 
 def wait_accepting(proc, port):
     """Return once ``port`` accepts; raise if the server exits or START_TIMEOUT passes."""
-    deadline = time.monotonic() + START_TIMEOUT
-    while time.monotonic() < deadline:
+    def accepting():
         if proc.poll() is not None:
             raise RuntimeError('server exited with code %s before accepting' % proc.returncode)
         try:
             socket.create_connection((HOST, port), timeout=0.5).close()
-            return
+            return True
         except OSError:
-            time.sleep(0.1)
-    raise RuntimeError('server did not accept within %.0f s' % START_TIMEOUT)
+            return False
+    wait_until(accepting, START_TIMEOUT, 0.1, 'server did not accept within %.0f s' % START_TIMEOUT,
+               RuntimeError)
 
 
 def loadgen_timeout(args):
