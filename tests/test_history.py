@@ -11,7 +11,7 @@ from gsc.engines.simple import SimpleEngine
 from gsc.errors import BrokerError, InvalidOptionsError
 from gsc.core.history import HistoryRules
 from gsc.server import listen
-from gsc.server.socket import MAX_RECOVERIES_IN_FLIGHT
+from gsc.server.socket_pubsub import MAX_RECOVERIES_IN_FLIGHT
 
 HISTORY = {'room/*': {'size': 5, 'ttl': 60}, 'wrapped/*': {'publishOffsets': True}}
 

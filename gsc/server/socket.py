@@ -6,29 +6,25 @@ drive a ServerSocket with a fake transport.  Timers are libev watchers of the hu
 never a greenlet per ping.
 """
 
-import copy
 import logging
-import time
 from collections import deque
 
 import gevent
 from gevent import get_hub
 
 from ..core import protocol
-from ..errors import (AuthTokenExpiredError, AuthTokenNotBeforeError, BadConnectionError, CloseCode,
-                     BrokerError, InvalidActionError, InvalidArgumentsError, RateLimitError, SCError,
-                     TimeoutError, close_error, dehydrate, hydrate, public_error)
+from ..errors import (BadConnectionError, CloseCode, InvalidActionError, InvalidArgumentsError,
+                      RateLimitError, TimeoutError, close_error, dehydrate, hydrate, public_error)
 from .auth import AuthEngine
 from ..core.emitter import EventEmitter
 from .exchange import HistoryFrame
-from ..core.history import RecoveryGate, recovery_request
-from ..core.middleware import (MIDDLEWARE_AUTHENTICATE, MIDDLEWARE_EMIT, MIDDLEWARE_HANDSHAKE_SC,
-                         MIDDLEWARE_PUBLISH_IN, MIDDLEWARE_SUBSCRIBE, Request)
+from ..core.middleware import MIDDLEWARE_EMIT, MIDDLEWARE_HANDSHAKE_SC, Request
 from ..core.protocol import (AUTHENTICATED, CLOSED, CONNECTING, OPEN, UNAUTHENTICATED, UNDEFINED,
-                       BatchTooLarge, CallTable, Event, Ping, Pong, Raw, Responder, Response,
-                       event_packet, defined, none_if_undefined, parse_frame, transition)
-from ..core.reserved import reserved_channel_error
+                             BatchTooLarge, CallTable, Event, Ping, Pong, Raw, Responder, Response,
+                             event_packet, none_if_undefined, parse_frame, transition)
 from ..transport import yield_to_loop
+from .socket_auth import SocketAuth
+from .socket_pubsub import SocketPubSub
 
 log = logging.getLogger(__name__)
 
@@ -51,34 +47,13 @@ VALID_CLOSE_CODES = frozenset(range(1000, 1004)) | frozenset(range(1007, 1012)) 
 YIELD_EVERY = 32
 # What the frames that wait for the handshake may add up to when maxPayload is off.
 DEFAULT_WAITING_BYTES = 1024 * 1024
-MAX_RECOVERIES_IN_FLIGHT = 4
-"""History reads one socket may have waiting at once: a client that subscribes and unsubscribes
-in a loop with ``history``/``recover`` cannot make its broker read and send more than this many
-histories (each up to ``maxBytes``) that nobody waits for."""
-
-
-def js_string(value):
-    """``String(value)`` in JavaScript, as SocketCluster's error messages render values."""
-    if value is UNDEFINED:
-        return 'undefined'
-    if value is None:
-        return 'null'
-    if value is True or value is False:
-        return 'true' if value else 'false'
-    if isinstance(value, dict):
-        return '[object Object]'
-    if isinstance(value, list):
-        return ','.join('' if v is None or v is UNDEFINED else js_string(v) for v in value)
-    return str(value)
-
-
 def _aborted(event):
     """The error of a call to the client that its connection's end cut short."""
     return BadConnectionError("Event '%s' was aborted due to a bad connection" % event,
                               type='disconnect')
 
 
-class ServerSocket(EventEmitter):
+class ServerSocket(SocketAuth, SocketPubSub, EventEmitter):
     """The server side of one client connection (socketcluster-server's SCServerSocket).
 
     Attributes: ``id``, ``server``, ``state`` (connecting/open/closed), ``auth_state``,
@@ -408,14 +383,6 @@ class ServerSocket(EventEmitter):
                     respond(public_error(exc, self._verbose_errors))
                 self.server.emit('warning', exc)
 
-    def _expired_token_error(self):
-        """Deauthenticate an expired token; the AuthTokenExpiredError, or None if still valid."""
-        if time.time() <= self._token_expiry:
-            return None
-        expiry = self.auth_token.get('exp') if isinstance(self.auth_token, dict) else None
-        self.deauthenticate()
-        return AuthTokenExpiredError('The socket auth token has expired', expiry=expiry)
-
     # -- reserved events ---------------------------------------------------------
 
     def _on_handshake_event(self, packet, _expired):
@@ -482,297 +449,6 @@ class ServerSocket(EventEmitter):
         else:
             after_middleware(None, None)
 
-    def _process_auth_token(self, signed_token, done):
-        """Verify ``signed_token`` and run the authenticate middleware; ``done(err, is_bad)``."""
-        server = self.server
-        try:
-            payload = server.auth.verify_token(
-                '' if signed_token is None else signed_token, server.verification_key,
-                server.verify_options(self))
-        except Exception as exc:
-            done(exc, not isinstance(exc, AuthTokenNotBeforeError))
-            return
-        self._set_token(signed_token, payload)
-        if not server.middleware.has(MIDDLEWARE_AUTHENTICATE):
-            done(None, False)
-            return
-
-        def after_middleware(err, is_bad):
-            if err:
-                self._set_token(None, None)
-                self.auth_state = UNAUTHENTICATED
-                done(err, bool(is_bad))
-            else:
-                done(None, False)
-        server.middleware.run(MIDDLEWARE_AUTHENTICATE,
-                              Request(socket=self, authToken=payload), after_middleware)
-
-    def _set_token(self, signed_token, payload):
-        self.signed_auth_token = signed_token
-        self.auth_token = payload
-        exp = payload.get('exp') if isinstance(payload, dict) else None
-        self._token_expiry = exp if isinstance(exp, (int, float)) and not isinstance(exp, bool) else None
-        if payload is not None:
-            self.auth_state = AUTHENTICATED
-
-    def _reject_token(self, auth_error, is_bad, signed_token):
-        """Report a refused token; a bad one deauthenticates (``#removeAuthToken``)."""
-        if not isinstance(auth_error, SCError) or auth_error.name.startswith('AuthToken'):
-            self._emit_error(auth_error)
-        if is_bad:
-            info = {'authError': auth_error, 'signedAuthToken': signed_token}
-            self._emit_local('badAuthToken', info)
-            self.server.emit('badSocketAuthToken', self, info)
-            self.deauthenticate()
-
-    def _on_authenticate(self, packet, _expired):
-        signed_token = packet.data if packet.data is not UNDEFINED else None
-        respond = Responder(packet.cid, self._send_reply)
-        old_state = self.auth_state
-
-        def done(err, is_bad):
-            if err is not None:
-                if signed_token is None:
-                    is_bad = True
-                self._reject_token(err, is_bad, signed_token)
-                status = {'isAuthenticated': self.auth_state == AUTHENTICATED,
-                          'authError': dehydrate(err)}
-                if is_bad:
-                    respond(err, status)
-                else:
-                    respond(None, status)
-                return
-            self._trigger_authentication_events(old_state)
-            respond(None, {'isAuthenticated': True, 'authError': None})
-        self._process_auth_token(signed_token, done)
-
-    def _on_remove_auth_token(self, _packet, _expired):
-        self.deauthenticate_self()
-
-    def _on_subscribe(self, packet, expired):
-        respond = Responder(packet.cid, self._send_reply)
-        data = packet.data
-        if data is None or data is UNDEFINED:
-            request = {}
-        elif isinstance(data, str):
-            request = {'channel': data}
-        elif isinstance(data, dict):
-            request = data
-        else:
-            request = {}
-        channel = request.get('channel', UNDEFINED)
-        if self._channel_too_long(channel):
-            self._refuse_long_channel('Failed to subscribe socket to a channel', respond)
-            return
-        if self._refuse_reserved('subscribe', channel, respond):
-            return
-        if expired is not None and request.get('waitForAuth'):
-            respond(expired)
-            return
-        self._run_subscribe_middleware(channel, request, expired, respond,
-                                       lambda: self._subscribe(channel, request, respond))
-
-    def _run_subscribe_middleware(self, channel, request, expired, respond, then):
-        """Run the subscribe middleware as if the socket subscribed to ``channel`` with
-        ``request``, then ``then()`` with ``request['data']`` as the middleware left it; a
-        refusal is answered with ``respond``."""
-        server = self.server
-        if not server.middleware.has(MIDDLEWARE_SUBSCRIBE):
-            then()
-            return
-        req = Request(socket=self, channel=none_if_undefined(channel), waitForAuth=request.get('waitForAuth'),
-                      data=request.get('data'))
-        if expired is not None:
-            req.authTokenExpiredError = expired
-
-        def done(err, _extra):
-            if err:
-                respond(err)
-                return
-            if req.data is not None or 'data' in request:
-                request['data'] = req.data
-            then()
-        server.middleware.run(MIDDLEWARE_SUBSCRIBE, req, done)
-
-    def _subscribe(self, channel, request, respond):
-        server = self.server
-        if self.state != OPEN:
-            err = InvalidActionError(
-                'Cannot subscribe socket to a channel before it has completed the handshake')
-            server.emit_warning(err)
-            respond(err)
-            return
-        limit = server.socket_channel_limit
-        reason = recovery = None
-        if limit and len(self.channel_subscriptions) >= limit:
-            reason = 'Socket %s tried to exceed the channel subscription limit of %s' % (self.id, limit)
-        elif not isinstance(channel, str):
-            reason = 'Socket %s provided an invalid channel name' % self.id
-        else:
-            try:
-                recovery = recovery_request(request.get('data'), server.exchange.history_policy(channel))
-            except InvalidArgumentsError as exc:
-                reason = 'Socket %s sent an invalid recovery request: %s' % (self.id, exc)
-            if recovery is not None and self._recoveries >= MAX_RECOVERIES_IN_FLIGHT:
-                reason = ('Socket %s already waits for %d history reads (try again when one is '
-                          'answered)' % (self.id, self._recoveries))
-        if reason is not None:
-            self._fail_subscribe(channel, reason, respond)
-            return
-        self.channel_subscriptions[channel] = True
-        if recovery is not None:
-            self._open_gate(channel)
-
-        def subscribed(err):
-            if err:
-                self.channel_subscriptions.pop(channel, None)
-                self._forget_gate(channel)
-                self._fail_subscribe(channel, getattr(err, 'message', str(err)), respond)
-                return
-            server.subscribes += 1
-            self._emit_local('subscribe', channel, request)
-            server.emit('subscription', self, channel, request)
-            if request.get('batch'):
-                self._queue_batched({'rid': respond.cid} if respond.cid else None)
-                respond.sent = True
-            else:
-                respond()
-            if recovery is not None:
-                self._recover(channel, *recovery)
-        server.exchange.subscribe_socket(self, channel, subscribed, request.get('data'))
-
-    # -- history recovery (docs/history.md) ----------------------------------------
-
-    def _open_gate(self, channel):
-        """Hold the live publications of ``channel`` until its recovery is written."""
-        if self._history_gates is None:
-            self._history_gates = {}
-        self._history_gates[channel] = RecoveryGate()
-
-    def _forget_gate(self, channel):
-        gates = self._history_gates
-        if gates is not None and gates.pop(channel, None) is not None and not gates:
-            self._history_gates = None
-
-    def _recover(self, channel, since, epoch, limit):
-        """Read the history after ``since`` (or the last ``limit``), write it, then the live
-        publications held meanwhile that come after it, then ``#recovery``."""
-        gate = self._history_gates[channel]
-        self._recoveries += 1
-
-        def done(err, result):
-            self._recoveries -= 1
-            gates = self._history_gates
-            if gates is None or gates.get(channel) is not gate or self.state == CLOSED:
-                return  # unsubscribed (or subscribed again) meanwhile
-            if err or gate.overflowed:
-                held = gate.release(None, 0)
-                report = {'channel': channel, 'recovered': False, 'epoch': None, 'offset': None,
-                          'missed': 0, 'error': str(err) if err else 'too many live publications '
-                          'arrived during the recovery'}
-                if err:
-                    for frame in held:
-                        self.send_publish_frame(frame)
-                self.emit('#recovery', report)
-                return
-            publications = result['publications']
-            start = publications[0]['offset'] - 1 if publications else result['offset']
-            held = gate.release(result['epoch'], start)
-            self.exchange.replay(self, channel, publications, result['epoch'])
-            for frame in held:
-                self.send_publish_frame(frame)
-            self.emit('#recovery', {'channel': channel, 'recovered': result['recovered'],
-                                    'epoch': result['epoch'], 'offset': result['offset'],
-                                    'missed': len(publications)})
-        self.exchange.history(channel, since, epoch, limit, callback=done)
-
-    def _refuse_long_channel(self, action, respond):
-        """Refuse an action on a channel whose name is too long (the name is not echoed)."""
-        err = BrokerError('%s - Socket %s provided a channel name longer than %s characters'
-                          % (action, self.id, self.server.options['maxChannelNameLength']))
-        self._emit_error(err)
-        respond(err)
-
-    def _fail_subscribe(self, channel, reason, respond):
-        err = BrokerError('Failed to subscribe socket to the %s channel - %s' % (js_string(channel), reason))
-        self._emit_error(err)
-        respond(err)
-
-    def _on_unsubscribe(self, packet, _expired):
-        channel = packet.data
-        respond = Responder(packet.cid, self._send_reply)
-        if self._channel_too_long(channel):
-            self._refuse_long_channel('Failed to unsubscribe socket from a channel', respond)
-            return
-        if not isinstance(channel, str):
-            reason = 'Socket %s tried to unsubscribe from an invalid channel name' % self.id
-        elif channel not in self.channel_subscriptions:
-            reason = 'Socket %s tried to unsubscribe from a channel which it is not subscribed to' % self.id
-        else:
-            self._unsubscribe(channel)
-            respond()
-            return
-        err = BrokerError('Failed to unsubscribe socket from the %s channel - %s' % (js_string(channel), reason))
-        self._emit_error(err)
-        respond(err)
-
-    def _unsubscribe(self, channel):
-        del self.channel_subscriptions[channel]
-        self._forget_gate(channel)
-        self.server.exchange.unsubscribe_socket(self, channel)
-        self._emit_local('unsubscribe', channel)
-        self.server.emit('unsubscription', self, channel)
-
-    def _on_publish(self, packet, expired):
-        respond = Responder(packet.cid, self._send_reply)
-        server = self.server
-        if not server.allow_client_publish:
-            err = InvalidActionError('Client publish feature is disabled')
-            server.emit_warning(err)
-            respond(err)
-            return
-        data = packet.data if isinstance(packet.data, dict) else {}
-        channel = data.get('channel', UNDEFINED)
-        if self._channel_too_long(channel):
-            self._refuse_long_channel('Failed to publish to a channel', respond)
-            return
-        if self._refuse_reserved('publish', channel, respond):
-            return
-        message = data.get('data', UNDEFINED)
-        if not server.middleware.has(MIDDLEWARE_PUBLISH_IN):
-            self._publish(channel, message, UNDEFINED, respond)
-            return
-        req = Request(socket=self, channel=none_if_undefined(channel), data=none_if_undefined(message))
-        if expired is not None:
-            req.authTokenExpiredError = expired
-
-        def done(err, _extra):
-            ack_data = getattr(req, 'ackData', UNDEFINED)
-            if err:
-                respond(err, ack_data)
-            elif message is UNDEFINED and req.data is None:
-                self._publish(channel, UNDEFINED, ack_data, respond)
-            else:
-                self._publish(channel, req.data, ack_data, respond)
-        server.middleware.run(MIDDLEWARE_PUBLISH_IN, req, done)
-
-    def _publish(self, channel, message, ack_data, respond):
-        server = self.server
-        if not isinstance(channel, str):
-            err = BrokerError('Socket %s tried to publish to an invalid %s channel' % (self.id, js_string(channel)))
-            server.emit_warning(err)
-            respond(err)
-            return
-
-        def published(err):
-            if err:
-                server.emit_warning(err)
-                respond(err)
-                return
-            respond(None, ack_data)
-            self._emit_local('#publish', defined(channel=channel, data=message))
-        server.exchange.publish(channel, message, published)
-
     def _on_disconnect_event(self, packet, _expired):
         data = packet.data if isinstance(packet.data, dict) else {}
         code = data.get('code')
@@ -783,47 +459,18 @@ class ServerSocket(EventEmitter):
             self._on_sc_close(code, reason)
         self.socket.close(code if code in VALID_CLOSE_CODES else CloseCode.NORMAL)
 
-    def _refuse_reserved(self, action, channel, respond):
-        """Refuse a client's ``action`` on a reserved ``#gsc/`` channel; True when refused."""
-        err = reserved_channel_error(action, channel, self)
-        if err is not None:
-            self._emit_error(err)
-            respond(err)
-        return err is not None
-
-    def _on_presence(self, packet, expired):
-        """``#presence`` ``{'channel'}``: the subscribe middleware runs as if the socket
-        subscribed, then the answer is ``{'members': [{'socketId', 'user'}, ...]}``."""
-        respond = Responder(packet.cid, self._send_reply)
-        data = packet.data if isinstance(packet.data, dict) else {}
-        channel = data.get('channel')
-        if not isinstance(channel, str):
-            respond(InvalidArgumentsError('Failed to get the presence of a channel - the #presence '
-                                          'data needs a channel field (the channel name, a string)'))
-            return
-        if self._channel_too_long(channel):
-            self._refuse_long_channel('Failed to get the presence of a channel', respond)
-            return
-        if self._refuse_reserved('presence', channel, respond):
-            return
-        if self.state != OPEN:
-            respond(InvalidActionError('Cannot get the presence of a channel before the handshake'))
-            return
-        self._run_subscribe_middleware(channel, data, expired, respond,
-                                       lambda: self.server.exchange.answer_presence(channel, respond))
-
     _dispatch = {Event: _on_event, Response: _on_response, Pong: _on_pong, Ping: _on_ping,
                  Raw: _on_raw}
 
     _reserved = {
         '#handshake': _on_handshake_event,
-        '#authenticate': _on_authenticate,
-        '#removeAuthToken': _on_remove_auth_token,
-        '#subscribe': _on_subscribe,
-        '#unsubscribe': _on_unsubscribe,
-        '#publish': _on_publish,
+        '#authenticate': SocketAuth._on_authenticate,
+        '#removeAuthToken': SocketAuth._on_remove_auth_token,
+        '#subscribe': SocketPubSub._on_subscribe,
+        '#unsubscribe': SocketPubSub._on_unsubscribe,
+        '#publish': SocketPubSub._on_publish,
         '#disconnect': _on_disconnect_event,
-        '#presence': _on_presence,
+        '#presence': SocketPubSub._on_presence,
     }
 
     # -- outbound ----------------------------------------------------------------
@@ -958,86 +605,6 @@ class ServerSocket(EventEmitter):
         err = close_error(code, data)
         if err is not None:
             self._emit_error(err)
-
-    # -- auth --------------------------------------------------------------------
-
-    def set_auth_token(self, data, options=None, callback=None):
-        """Sign ``data`` as the socket's JWT and send it with ``#setAuthToken``."""
-        server = self.server
-        payload = copy.deepcopy(data)
-        options = dict(options or {})
-        if 'algorithm' in options:
-            del options['algorithm']
-            self._emit_error(InvalidArgumentsError(
-                'Cannot change auth token algorithm at runtime - It must be specified as a '
-                'config option on launch'))
-        sign_options = dict(server.default_sign_options)
-        sign_options.update(options)
-        if isinstance(payload, dict) and 'exp' in payload:
-            sign_options.pop('expiresIn', None)
-        old_state = self.auth_state
-        self.auth_state = AUTHENTICATED
-        try:
-            token, signed_payload = server.auth.sign_token_with_payload(
-                payload, server.signature_key, sign_options)
-        except Exception as exc:
-            self._emit_error(exc)
-            if self.state != CLOSED:
-                self._on_sc_close(CloseCode.AUTH_TOKEN_SIGN_FAILED, str(exc))
-                self.socket.close(CloseCode.AUTH_TOKEN_SIGN_FAILED)
-            if callback is not None:
-                callback(exc)
-            return
-        self._set_token(token, signed_payload)
-        self._emit_local('authTokenSigned', token)
-        self.emit('#setAuthToken', {'token': token},
-                  None if callback is None else (lambda err, _data: callback(err)))
-        self._trigger_authentication_events(old_state)
-
-    def _trigger_authentication_events(self, old_state):
-        server = self.server
-        if old_state != AUTHENTICATED:
-            change = {'oldState': old_state, 'newState': AUTHENTICATED, 'authToken': self.auth_token}
-            self._emit_local('authStateChange', change)
-            server.emit('authenticationStateChange', self, change)
-        self._emit_local('authenticate', self.auth_token)
-        server.emit('authentication', self, self.auth_token)
-
-    def deauthenticate_self(self):
-        """Forget the token locally (events, no packet)."""
-        old_token = self.auth_token
-        old_state = self.auth_state
-        self.signed_auth_token = None
-        self.auth_token = None
-        self._token_expiry = None
-        self.auth_state = UNAUTHENTICATED
-        if old_state != UNAUTHENTICATED:
-            change = {'oldState': old_state, 'newState': UNAUTHENTICATED}
-            self._emit_local('authStateChange', change)
-            self.server.emit('authenticationStateChange', self, change)
-        self._emit_local('deauthenticate', old_token)
-        self.server.emit('deauthentication', self, old_token)
-
-    def deauthenticate(self, callback=None):
-        """Forget the token and tell the client with ``#removeAuthToken``."""
-        self.deauthenticate_self()
-        self.emit('#removeAuthToken', None,
-                  None if callback is None else (lambda err, _data: callback(err)))
-
-    # -- pub/sub from server code ------------------------------------------------
-
-    def kick_out(self, channel=None, message=UNDEFINED, callback=None):
-        """Unsubscribe the socket from ``channel`` (every channel when None) with ``#kickOut``
-        (without a message when none is given, as SocketCluster leaves ``undefined`` out)."""
-        channels = list(self.channel_subscriptions) if channel is None else [channel]
-        for name in channels:
-            if name in self.channel_subscriptions:
-                del self.channel_subscriptions[name]
-                self._forget_gate(name)
-                self.emit('#kickOut', defined(message=message, channel=name))
-                self.server.exchange.unsubscribe_socket(self, name)
-        if callback is not None:
-            callback(None)
 
     # -- local events ------------------------------------------------------------
 
