@@ -26,15 +26,17 @@ from collections import deque, namedtuple
 
 import gevent
 from gevent import get_hub, getcurrent
-from gevent.event import AsyncResult, Event
+from gevent.event import Event
 
 from ..core.emitter import EventEmitter
 from ..errors import BrokerError, InvalidArgumentsError
 from ..core.history import HistoryRules
 from ..core.middleware import MIDDLEWARE_PUBLISH_OUT, Request
-from ..core.presence import PresenceRules, events_channel, member_user, no_presence, owner_channel
+from ..core.presence import PresenceRules
 from ..core.protocol import UNDEFINED, defined, none_if_undefined
 from ..transport import prepare_frame, yield_to_loop
+from .exchange_presence import ExchangePresence
+from .exchange_store import KeyValueStore
 
 log = logging.getLogger(__name__)
 
@@ -142,7 +144,7 @@ class SCChannel(EventEmitter):
         self.exchange.destroy_channel(self.name)
 
 
-class Exchange(EventEmitter):
+class Exchange(KeyValueStore, ExchangePresence, EventEmitter):
     """Pub/sub of one worker over an engine; the key/value API when the engine has one."""
 
     def __init__(self, server, engine, presence_rules=None):
@@ -494,21 +496,6 @@ class Exchange(EventEmitter):
         channel = self._channels.get(name)
         return channel.watchers() if channel is not None else []
 
-    # -- messages to brokers and the key/value store ----------------------------------------
-
-    def set_mapper(self, mapper):
-        """Choose the broker of each key/value key: ``mapper(key, broker_count) -> index``
-        (channels keep the default hash)."""
-        self.engine.mapper = mapper
-
-    def get_mapper(self):
-        """The custom key mapper, or None for the default hash."""
-        return getattr(self.engine, 'mapper', None)
-
-    def map(self, key, method, *args, **kwargs):
-        """Call the key/value ``method`` (e.g. ``'get'``) on ``key``: ``exchange.map(k, 'get')``."""
-        return getattr(self, method)(key, *args, **kwargs)
-
     def history(self, channel, since=None, epoch=None, limit=None, callback=None):
         """The history of ``channel`` (docs/history.md): ``{'epoch', 'offset', 'publications':
         [{'offset', 'data'}], 'recovered'}``, publications after ``since`` (seen in ``epoch``) or
@@ -523,196 +510,3 @@ class Exchange(EventEmitter):
     def history_policy(self, channel):
         """The :class:`gsc.core.history.HistoryPolicy` of ``channel``, or None."""
         return self.history_rules.policy(channel)
-
-    def send(self, data, map_index='*', callback=None):
-        """Send ``data`` to the broker controllers (``'*'`` all, a key or list of keys hashed,
-        a number: that broker); ``callback(err, [answer per broker])``, or block and return."""
-        return self._call(lambda done: self.engine.send(data, map_index, done), callback)
-
-    def _kv(self, action, callback, **fields):
-        return self._call(lambda done: self.engine.kv(action, fields, done), callback)
-
-    @staticmethod
-    def _call(start, callback):
-        if callback is not None:
-            start(lambda err, value=None: callback(err, none_if_undefined(value)))
-            return None
-        result = AsyncResult()
-        start(lambda err, value=None: result.set_exception(err) if err else result.set(none_if_undefined(value)))
-        return result.get()
-
-    def set(self, key, value, get_value=False, callback=None):
-        """Store ``value`` at ``key`` (a key or a key chain); the value back with ``get_value``."""
-        return self._kv('set', callback, key=key, value=value, getValue=get_value)
-
-    def get(self, key, callback=None):
-        """A copy of the value at ``key`` (None when missing: see :meth:`has_key`)."""
-        return self._kv('get', callback, key=key)
-
-    def get_range(self, key, from_index, to_index=None, callback=None):
-        """Elements ``[from_index, to_index)`` of a list, or the entries of a map between two keys."""
-        return self._kv('getRange', callback, key=key, fromIndex=from_index, toIndex=to_index)
-
-    def get_all(self, callback=None):
-        """The whole store (of every broker, merged)."""
-        return self._kv('getAll', callback)
-
-    def count(self, key, callback=None):
-        """Entries of the map at ``key``; 1 for a scalar, 0 when missing."""
-        return self._kv('count', callback, key=key)
-
-    def add(self, key, value, callback=None):
-        """Append ``value`` to the list at ``key``; its index."""
-        return self._kv('add', callback, key=key, value=value)
-
-    def concat(self, key, value, get_value=False, callback=None):
-        """Append the items of ``value`` at ``key``."""
-        return self._kv('concat', callback, key=key, value=value, getValue=get_value)
-
-    def remove(self, key, get_value=False, callback=None):
-        """Delete ``key``; the removed value with ``get_value``."""
-        return self._kv('remove', callback, key=key, getValue=get_value)
-
-    def remove_range(self, key, from_index, to_index=None, get_value=False, callback=None):
-        """Delete a range (see :meth:`get_range`)."""
-        return self._kv('removeRange', callback, key=key, fromIndex=from_index, toIndex=to_index,
-                        getValue=get_value)
-
-    def remove_all(self, callback=None):
-        """Empty the store of every broker."""
-        return self._kv('removeAll', callback)
-
-    def splice(self, key, index=None, count=None, items=None, get_value=False, callback=None):
-        """JavaScript's ``Array.prototype.splice`` on the list at ``key``."""
-        return self._kv('splice', callback, key=key, index=index, count=count, items=items,
-                        getValue=get_value)
-
-    def pop(self, key, get_value=False, callback=None):
-        """Remove the last element of the list at ``key``; ``[last]`` with ``get_value``."""
-        return self._kv('pop', callback, key=key, getValue=get_value)
-
-    def has_key(self, key, callback=None):
-        """True when something (None included) is stored at ``key``."""
-        return self._kv('hasKey', callback, key=key)
-
-    def expire(self, keys, seconds, callback=None):
-        """Remove each key chain of ``keys`` after ``seconds``."""
-        return self._kv('expire', callback, keys=keys, value=seconds)
-
-    def unexpire(self, keys, callback=None):
-        """Cancel the expiry of ``keys``."""
-        return self._kv('unexpire', callback, keys=keys)
-
-    def get_expiry(self, key, callback=None):
-        """The expiry time of ``key`` in unix seconds, or None."""
-        return self._kv('getExpiry', callback, key=key)
-
-    def extract_keys(self, key, callback=None):
-        """The keys of the map at ``key``."""
-        return self._kv('extractKeys', callback, key=key)
-
-    def extract_values(self, key, callback=None):
-        """The values of the map at ``key``."""
-        return self._kv('extractValues', callback, key=key)
-
-    # -- presence ------------------------------------------------------------------------
-
-    def presence(self, channel, callback=None):
-        """The members of the presence channel ``channel``: ``{socket_id: {'user', 'worker'}}``
-        (``callback(err, members)``, or block and return); BrokerError without a policy."""
-        if self.presence_rules.policy(channel) is None:
-            return self._call(lambda done: done(no_presence(channel)), callback)
-        return self._call(lambda done: self.engine.presence(channel, done), callback)
-
-    def answer_presence(self, channel, respond):
-        """Answer a client's ``#presence``: ``{'members': [{'socketId', 'user'}, ...]}``, at
-        most the channel's ``maxMembers`` of them."""
-        policy = self.presence_rules.policy(channel)
-        if policy is None:
-            respond(no_presence(channel))
-            return
-
-        def answered(err, members):
-            if err:
-                respond(err)
-                return
-            items = list((members or {}).items())[:policy.max_members]
-            respond(None, {'members': [{'socketId': socket_id, 'user': info.get('user')}
-                                       for socket_id, info in items]})
-        self.engine.presence(channel, answered)
-
-    def _join_presence(self, socket, channel, policy, join_leave, err, subscribed):
-        """The socket's channel subscription is up: listen for its events (``join_leave``),
-        then join its members; ``subscribed(err)`` once joined."""
-        if err or not socket.channel_subscriptions.get(channel):
-            subscribed(err)
-            return
-        if join_leave:
-            self._listen_presence(socket, channel, lambda err: self._send_join(
-                socket, channel, policy, err, subscribed))
-        else:
-            self._send_join(socket, channel, policy, None, subscribed)
-
-    def _send_join(self, socket, channel, policy, err, subscribed):
-        if err or not socket.channel_subscriptions.get(channel):
-            self._abandon_join(socket, channel)
-            subscribed(err)
-            return
-        info = {'user': member_user(socket.auth_token, policy.user_field), 'worker': self.worker_id}
-        self._joined.setdefault(channel, set()).add(socket.id)
-
-        def joined(err):
-            if err:
-                self._forget_join(channel, socket.id)
-                self._abandon_join(socket, channel)
-            elif not socket.channel_subscriptions.get(channel):
-                self._release_if_unused(channel)  # it left while joining (its leave is sent)
-            subscribed(err)
-        self.engine.presence_join(channel, socket.id, info, joined)
-
-    def _abandon_join(self, socket, channel):
-        """Undo a join that failed: no events, and the channel released if nobody needs it."""
-        self._unlisten_presence(socket, channel)
-        self._release_if_unused(channel)
-
-    def _leave_presence(self, socket, channel):
-        self._unlisten_presence(socket, channel)
-        if self._forget_join(channel, socket.id):
-            self.engine.presence_leave(channel, socket.id)
-
-    def _forget_join(self, channel, socket_id):
-        """Drop a sent join from ``_joined``; True when it was there."""
-        joined = self._joined.get(channel)
-        if joined is None or socket_id not in joined:
-            return False
-        joined.discard(socket_id)
-        if not joined:
-            del self._joined[channel]
-        return True
-
-    def _listen_presence(self, socket, channel, callback):
-        """Send ``socket`` the ``#join``/``#leave`` events of ``channel``; ``callback(err)``
-        once this worker receives them."""
-        name = events_channel(channel)
-        self._presence_listeners.setdefault(name, {})[socket.id] = socket
-        self._acquire(name, callback)
-
-    def _unlisten_presence(self, socket, channel):
-        name = events_channel(channel)
-        listeners = self._presence_listeners.get(name)
-        if listeners is not None and listeners.pop(socket.id, None) is not None and not listeners:
-            del self._presence_listeners[name]
-            self._release_if_unused(name)
-
-    def _send_presence_event(self, name, data, listeners):
-        """One ``#join``/``#leave`` event from the owner to the sockets that asked for them."""
-        kind = data.get('event') if isinstance(data, dict) else None
-        if kind not in ('join', 'leave'):
-            return
-        event = {'channel': owner_channel(name), 'socketId': data.get('socketId'),
-                 'user': data.get('user')}
-        frame = self._prepare({'event': '#' + kind, 'data': event})
-        if frame is None:
-            return
-        for socket in list(listeners.values()):
-            socket.send_publish_frame(frame)
