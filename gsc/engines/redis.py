@@ -39,11 +39,11 @@ import redis
 from gevent import socket as gsocket
 
 from ..core import codec
-from ..errors import BrokerError, InvalidArgumentsError
+from ..errors import BrokerError, InvalidArgumentsError, ResourceLimitError
 from ..core.history import HistoryRules, new_epoch, read_request
 from ..cluster.ipc import MAX_FRAME
 from ..core.presence import PresenceRules, events_channel, no_presence
-from . import redis_lua
+from . import redis_kv, redis_lua
 
 log = logging.getLogger(__name__)
 
@@ -144,6 +144,8 @@ class RedisEngine:
         self.presence_rules = presence_rules or PresenceRules()
         self._members = {}  # channel -> {socket id: member JSON} of this engine's sockets
         self._refresher = None
+        self._purger = None
+        self._store = redis_kv.RedisStore(self._client, key_prefix, self.max_message_bytes)
         register = self._client.register_script
         self._history_publish = register(redis_lua.HISTORY_PUBLISH)
         self._history_read = register(redis_lua.HISTORY_READ)
@@ -349,9 +351,28 @@ class RedisEngine:
         callback(BrokerError('exchange.send needs the broker processes; the Redis engine has none'))
 
     def kv(self, action, fields, callback):
-        """The key/value store lives in the broker processes, not in Redis."""
-        callback(BrokerError('The key/value store needs the broker engine (brokerEngine '
-                             '"sc-broker-cluster"); the Redis engine only carries pub/sub'))
+        """A key/value command on the store at Redis (:mod:`gsc.engines.redis_kv`), shared by
+        every instance; ``callback(err, value)``."""
+        if self._purger is None and not self._closed:
+            self._purger = gevent.spawn(self._purge_forever)
+        try:
+            value = self._store.execute(action, fields)
+        except (redis.RedisError, OSError) as exc:
+            callback(self._failure('Failed the key/value %s' % action, exc))
+            return
+        except (BrokerError, InvalidArgumentsError, ResourceLimitError) as exc:
+            callback(exc)
+            return
+        callback(None, value)
+
+    def _purge_forever(self):
+        """Drop the expired values of the store at Redis (also those other engines set)."""
+        while not self._closed:
+            gevent.sleep(redis_kv.PURGE_INTERVAL)
+            try:
+                self._store.purge()
+            except (redis.RedisError, OSError, BrokerError) as exc:
+                log.debug('Could not purge the expired key/value entries at Redis: %s', exc)
 
     def link_states(self):
         """``[('redis', up, losses)]``: the subscriber connection to Redis."""
@@ -360,7 +381,7 @@ class RedisEngine:
     def close(self):
         """Stop listening and drop the connections."""
         self._closed = True
-        for greenlet in (self._listener, self._refresher):
+        for greenlet in (self._listener, self._refresher, self._purger):
             if greenlet is not None:
                 greenlet.kill()
         if self._pubsub is not None:
