@@ -106,6 +106,17 @@ end
 return {epoch, offset, entries}
 """
 
+HISTORY_NEW_EPOCH = """
+-- KEYS: meta; ARGV: the epoch seen, a new one.  Gives the history the new epoch when it still
+-- has the one seen (its offsets went back: a failover lost publications).  The epoch.
+local epoch = redis.call('HGET', KEYS[1], 'epoch')
+if epoch == ARGV[1] then
+  redis.call('HSET', KEYS[1], 'epoch', ARGV[2])
+  return ARGV[2]
+end
+return epoch or ''
+"""
+
 PRESENCE_COMMON = COMMON + """
 local function publish_event(events, event, member)
   if events ~= '' then
@@ -248,3 +259,8 @@ for _, key in ipairs(KEYS) do
 end
 return 0
 """
+
+
+def sharded(script):
+    """``script`` publishing with SPUBLISH (a Redis Cluster's sharded pub/sub) instead of PUBLISH."""
+    return script.replace("redis.call('PUBLISH'", "redis.call('SPUBLISH'")
