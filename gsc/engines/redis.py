@@ -52,6 +52,7 @@ from gevent import socket as gsocket
 from gevent.event import Event
 from redis.backoff import ExponentialBackoff, NoBackoff
 from redis.cluster import RedisCluster
+from redis.exceptions import RedisClusterException
 from redis.retry import Retry
 from redis.sentinel import Sentinel, SentinelManagedConnection
 
@@ -83,6 +84,8 @@ MAX_OFFSET = 2 ** 53
 """Offsets past this (never reached) are read as this: Lua numbers are doubles."""
 REFRESH_BATCH = 256
 """Members refreshed by one script call, and script calls sent in one pipeline."""
+ERRORS = (redis.RedisError, RedisClusterException, OSError)
+"""What a Redis call raises when Redis (or a cluster's topology) fails it."""
 HEALTH_INTERVAL = 1.0
 """Seconds between two PINGs of Redis (and of an idle subscriber connection)."""
 HEALTH_TIMEOUT = 2.0
@@ -168,12 +171,18 @@ class _Subscriber:
         which the reader notices (and then subscribes again to all of ``channels``)."""
         if self.pubsub is None or not names:
             return None
-        command = ('s' if self.sharded else '') + ('subscribe' if subscribe else 'unsubscribe')
         try:
-            getattr(self.pubsub, command)(*names)
-        except (redis.RedisError, OSError) as exc:
+            self._send(self.pubsub, subscribe, names)
+        except ERRORS as exc:
             return exc
         return None
+
+    def _send(self, pubsub, subscribe, names):
+        """One (S)SUBSCRIBE for all ``names``; sharded, one per name (a cluster refuses the
+        names of several slots in one)."""
+        command = getattr(pubsub, ('s' if self.sharded else '') + ('subscribe' if subscribe else 'unsubscribe'))
+        for group in ([name] for name in names) if self.sharded else [names]:
+            command(*group)
 
     def _run(self):
         attempt = 0
@@ -184,8 +193,8 @@ class _Subscriber:
                 pubsub = self.open_pubsub()
                 pubsub.ping()
                 if self.channels:
-                    getattr(pubsub, 'ssubscribe' if self.sharded else 'subscribe')(*self.channels)
-            except (redis.RedisError, OSError) as exc:
+                    self._send(pubsub, True, list(self.channels))
+            except ERRORS as exc:
                 self.error = exc
                 engine._subscriber_failed(self, attempt, exc)
                 gevent.sleep(_reconnect_delay(attempt))
@@ -197,7 +206,7 @@ class _Subscriber:
             engine._subscriber_up(self, lost_at)
             try:
                 self._read(pubsub)
-            except (redis.RedisError, OSError) as exc:
+            except ERRORS as exc:
                 if engine._closed:
                     return
                 pubsub.close()
@@ -338,13 +347,19 @@ class RedisEngine:
 
     def _cluster_client(self):
         """A RedisCluster client from the URL's node (connects: raises when unreachable)."""
-        parts = redis.connection.parse_url(self.url)
-        options = {key: value for key, value in parts.items() if key in ('username', 'password')}
-        return RedisCluster(
-            host=parts.get('host', '127.0.0.1'), port=int(parts.get('port', 6379)),
-            connection_class=GeventConnection, require_full_coverage=False,
+        return RedisCluster.from_url(
+            self.url, connection_class=GeventConnection, require_full_coverage=False,
             retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), CLUSTER_RETRIES),
-            **options, **dict(self._connection_options, retry=None))
+            **{key: value for key, value in self._connection_options.items() if key != 'retry'})
+
+    def _node_client(self, host, port):
+        """A client of one cluster node, for a subscriber connection of its own (the cluster
+        client's node pools are replaced when it reads the slots again)."""
+        options = {key: value for key, value in redis.connection.parse_url(self.url).items()
+                   if key in ('username', 'password')}
+        return redis.Redis(connection_pool=redis.ConnectionPool(
+            host=host, port=port, connection_class=GeventConnection, **options,
+            **dict(self._connection_options, max_connections=2)))
 
     def _set_client(self, client):
         """Use ``client`` (a Redis or a RedisCluster) for every command and script."""
@@ -444,14 +459,14 @@ class RedisEngine:
             return None
         try:
             node = self._client.get_node_from_key(name)
-        except (redis.RedisError, OSError) as exc:
+        except ERRORS as exc:
             self._topology_changed('no primary for %s: %s' % (_channel_name(name), exc))
             return None
         subscriber = self._subscribers.get(node.name)
         if subscriber is None and create:
             subscriber = self._subscribers[node.name] = _Subscriber(
                 self, 'redis ' + node.name, 'Redis Cluster primary %s' % node.name,
-                lambda client=node.redis_connection: client.pubsub(), True)
+                lambda host=node.host, port=node.port: self._node_client(host, port).pubsub(), True)
             subscriber.start()
         return subscriber
 
@@ -470,13 +485,14 @@ class RedisEngine:
         while not self._closed:
             self._topology.clear()
             try:
-                if self._client is None or self._detect_cluster:
+                if not self.cluster or self._client is None:
                     if not self._connect_cluster():
                         return
+                    self._detect_cluster = False
                 elif refresh:
                     self._client.nodes_manager.initialize()
                 moved = self._assign_channels()
-            except (redis.RedisError, OSError) as exc:
+            except ERRORS as exc:
                 self._last_error = exc
                 self._start_failed(attempt, exc)
                 gevent.sleep(_reconnect_delay(attempt))
@@ -501,17 +517,19 @@ class RedisEngine:
                 enabled = probe.info('cluster').get('cluster_enabled') == 1
             finally:
                 probe.close()
-            self._detect_cluster = False
             if not enabled:
+                self._detect_cluster = False
                 self._set_client(redis.Redis(connection_pool=redis.ConnectionPool.from_url(
                     self.url, connection_class=GeventConnection, **self._connection_options)))
                 self._start_single()
                 return False
+        client = self._cluster_client()
+        if not self.cluster:
             log.info('Redis at %s is a Redis Cluster node: sharded pub/sub from now on',
                      redacted_url(self.url))
             self.cluster = True
             self.where = 'Redis Cluster at %s' % redacted_url(self.url)
-        self._set_client(self._cluster_client())
+        self._set_client(client)
         return True
 
     def _assign_channels(self):
@@ -591,7 +609,7 @@ class RedisEngine:
                 with gevent.Timeout(self.health_timeout, redis.TimeoutError('no answer to PING '
                                                                            'within %.1f s' % self.health_timeout)):
                     client.ping()
-            except (redis.RedisError, OSError) as exc:
+            except ERRORS as exc:
                 if self._reachable is None or self._reachable[0]:
                     log.warning('%s does not answer: %s', self.where, exc)
                 self._reachable = (False, str(exc))
@@ -654,7 +672,7 @@ class RedisEngine:
                 new_epoch(), policy.size, _ms(policy.ttl), policy.max_bytes, last[0], policy.size])
             result = history_result(last[0], last[1], policy.size, epoch.decode('ascii'),
                                     int(latest), entries)
-        except (redis.RedisError, OSError, ValueError) as exc:
+        except ERRORS + (ValueError,) as exc:
             self.on_warning(BrokerError('Could not read what channel %s missed from its history at '
                                         'Redis: %s' % (channel, exc)))
             return
@@ -667,7 +685,7 @@ class RedisEngine:
             try:
                 epoch = self._script('HISTORY_NEW_EPOCH', self._history_keys(channel)[:1],
                                      [last[1], new_epoch()]).decode('ascii')
-            except (redis.RedisError, OSError) as exc:
+            except ERRORS as exc:
                 epoch = 'unknown: %s' % exc
             self._positions.pop(channel, None)
             self.on_warning(BrokerError(
@@ -710,7 +728,7 @@ class RedisEngine:
                 self._publish_history(channel, policy, payload)
         except ValueError as exc:
             err = BrokerError('Failed to publish to channel %s - %s' % (channel, exc))
-        except (redis.RedisError, OSError) as exc:
+        except ERRORS as exc:
             err = self._failure('Failed to publish to channel %s' % channel, exc)
         if callback is not None:
             callback(err)
@@ -750,7 +768,7 @@ class RedisEngine:
                 '' if since is None else min(since, MAX_OFFSET), max(limit, 1)])
             result = history_result(since, epoch, limit, current_epoch.decode('ascii'),
                                     int(latest), entries)
-        except (redis.RedisError, OSError) as exc:
+        except ERRORS as exc:
             callback(self._failure('Failed to read the history of channel %s' % channel, exc), None)
             return
         callback(None, result)
@@ -773,7 +791,7 @@ class RedisEngine:
                       socket_id, member])
             err = None if joined else BrokerError('%s - it is full (maxMembers is %d)'
                                                   % (what, policy.max_members))
-        except (redis.RedisError, OSError) as exc:
+        except ERRORS as exc:
             err = self._failure(what, exc)
         if err is not None:
             self._forget_member(channel, socket_id)
@@ -799,7 +817,7 @@ class RedisEngine:
         try:
             self._script('PRESENCE_LEAVE', self._presence_keys(channel),
                          [self._events_channel(channel, policy), socket_id])
-        except (redis.RedisError, OSError) as exc:
+        except ERRORS as exc:
             log.debug('Could not leave the presence of %s at Redis (it expires): %s', channel, exc)
 
     def presence(self, channel, callback):
@@ -812,7 +830,7 @@ class RedisEngine:
         try:
             members = self._script('PRESENCE_QUERY', self._presence_keys(channel),
                                    [self._events_channel(channel, policy)])
-        except (redis.RedisError, OSError) as exc:
+        except ERRORS as exc:
             callback(self._failure('Failed to read the presence of channel %s' % channel, exc), None)
             return
         result = {}
@@ -827,7 +845,7 @@ class RedisEngine:
             gevent.sleep(PRESENCE_REFRESH)
             try:
                 self._refresh_members()
-            except (redis.RedisError, OSError) as exc:
+            except ERRORS as exc:
                 log.debug('Could not refresh the presence members at Redis: %s', exc)
 
     def _refresh_members(self):
@@ -867,7 +885,7 @@ class RedisEngine:
             self._purger = gevent.spawn(self._purge_forever)
         try:
             value = self._store.execute(action, fields)
-        except (redis.RedisError, OSError) as exc:
+        except ERRORS as exc:
             callback(self._failure('Failed the key/value %s' % action, exc))
             return
         except (BrokerError, InvalidArgumentsError, ResourceLimitError) as exc:
@@ -881,7 +899,7 @@ class RedisEngine:
             gevent.sleep(redis_kv.PURGE_INTERVAL)
             try:
                 self._store.purge()
-            except (redis.RedisError, OSError, BrokerError) as exc:
+            except ERRORS + (BrokerError,) as exc:
                 log.debug('Could not purge the expired key/value entries at Redis: %s', exc)
 
     def close(self):
