@@ -49,7 +49,8 @@ TIERS = {
                 'test_warnings.py'],
     # a private redis-server
     'redis': ['test_redis_cluster.py', 'test_redis_end_to_end.py', 'test_redis_engine.py',
-              'test_redis_history.py', 'test_redis_presence.py', 'test_redis_start.py'],
+              'test_redis_history.py', 'test_redis_presence.py', 'test_redis_start.py',
+              'test_redis_kv.py', 'test_redis_failover.py'],
     # Chromium
     'browser': ['test_browser.py'],
 }

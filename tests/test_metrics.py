@@ -59,16 +59,16 @@ def health(port):
 
 
 def health_is(port, status, reason=None):
-    """A check for :func:`kit.wait_until`: health answers ``status`` (with ``reason`` among its
-    reasons).  A connection reset counts as no answer yet: the kernel may have queued it on
+    """A check for :func:`kit.wait_until`: health answers ``status`` (with a reason that starts
+    with ``reason``).  A connection reset counts as no answer yet: the kernel may have queued it on
     the listener of a worker that was just killed."""
     def check():
         try:
             answer = health(port)
         except ConnectionError:
             return None
-        return answer if answer[0] == status and (
-            reason is None or reason in answer[1].get('reasons', ())) else None
+        return answer if answer[0] == status and (reason is None or any(
+            text.startswith(reason) for text in answer[1].get('reasons', ()))) else None
     return check
 
 

@@ -123,7 +123,7 @@ def test_ttl_drops_publications_then_the_whole_history(engines, redis_server):
     assert history(a, 'short/1')['publications'] == [{'offset': 2, 'data': 'newer'}]
     assert offsets(history(a, 'short/1', since=1, epoch=first['epoch'])) == [2]
     client = redis.Redis(port=redis_server.port)
-    wait_until(lambda: client.keys('gsc:history:*') == [], timeout=3)  # the keys expire with the ttl
+    wait_until(lambda: client.keys('gsc:{short/1}:history:*') == [], timeout=3)  # the keys expire with the ttl
     assert history(a, 'short/1')['epoch'] != first['epoch']
 
 

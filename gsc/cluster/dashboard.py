@@ -171,7 +171,7 @@ def redis_status(workers):
     """``{'up': n, 'of': m}``: how many of the workers' Redis links are up; None when the
     cluster does not use Redis."""
     links = [up for worker in workers if worker['state'] == 'up'
-             for name, up, _losses in worker.get('links', ()) if name == 'redis']
+             for name, up, *_rest in worker.get('links', ()) if name == 'redis']
     return {'up': sum(1 for up in links if up), 'of': len(links)} if links else None
 
 

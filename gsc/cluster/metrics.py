@@ -77,8 +77,9 @@ def validate_options(options):
 # -- in a worker -------------------------------------------------------------------------
 
 def engine_links(server):
-    """``[[name, up, losses], ...]``: the links of a worker's pub/sub engine ('broker N' or
-    'redis'), whether each is up, and how often it was lost."""
+    """``[[name, up, losses(, reason)], ...]``: the links of a worker's pub/sub engine
+    ('broker N', 'redis', 'redis <primary>'), whether each is up, how often it was lost, and
+    (the Redis engine's) why it is down."""
     states = getattr(server.exchange.engine, 'link_states', None)
     return [list(state) for state in states()] if states is not None else []
 
@@ -283,8 +284,9 @@ def health_reasons(snapshot):
             continue
         if not worker['listening']:
             reasons.append('worker %s is not listening' % worker['id'])
-        reasons.extend('worker %s: the %s link is down' % (worker['id'], name)
-                       for name, up, _losses in worker['links'] if not up)
+        reasons.extend('worker %s: the %s link is down%s' % (
+            worker['id'], link[0], ' (%s)' % link[3] if len(link) > 3 and link[3] else '')
+            for link in worker['links'] if not link[1])
     reasons.extend('broker %s is %s' % (broker['id'], broker['state'])
                    for broker in snapshot['brokers'] if broker['state'] != 'up')
     return reasons
@@ -372,11 +374,11 @@ class SnapshotCollector:
         redis_lost = CounterMetricFamily('gsc_redis_reconnects', "Times the worker's link to "
                                          'Redis was lost and reconnecting began', labels=['worker'])
         for worker in workers:
-            for name, is_up, losses in worker['links']:
+            for name, is_up, losses, *_reason in worker['links']:
                 if name == 'redis':
                     redis_up.add_metric([str(worker['id'])], int(is_up))
                     redis_lost.add_metric([str(worker['id'])], losses)
-                else:
+                elif name.startswith('broker '):
                     labels = [str(worker['id']), name.split()[1]]
                     broker_up.add_metric(labels, int(is_up))
                     broker_lost.add_metric(labels, losses)

@@ -120,6 +120,30 @@ def _chain(key):
     return [_norm(key)]
 
 
+def head_key(key):
+    """The top-level key (normalised) of ``key``, a key or a key chain; InvalidArgumentsError
+    when it is not one."""
+    return _chain(key)[0]
+
+
+def _dump(value):
+    """``value`` as stored, as JSON data: a map is ``{"a": built from a list, "n": its length,
+    "i": [[key, value], ...]}`` (a dict is always a map: stored dicts are maps)."""
+    if not isinstance(value, _Map):
+        return value
+    return {'a': value.as_array, 'n': value.length,
+            'i': [[key, _dump(item)] for key, item in value.items.items()]}
+
+
+def _undump(value):
+    if not isinstance(value, dict):
+        return value
+    node = _Map(as_array=value['a'])
+    node.items = {key: _undump(item) for key, item in value['i']}
+    node.length = value['n']
+    return node
+
+
 def _int_arg(value, name):
     """An integer argument (int, integral float or integer text), else InvalidArgumentsError."""
     if isinstance(value, float) and value.is_integer():
@@ -217,6 +241,25 @@ class DataMap:
                 node.put(key, child)
             node = child
         return node
+
+    def export_entry(self, name):
+        """Top-level key ``name`` (a normalised key: :func:`head_key`) as JSON data, exactly as
+        stored, for a store kept outside the process: ``{'v': its value (absent when it has
+        none), 'e': [[key chain, expiry], ...] (its expiries)}``; None when it holds neither."""
+        entry = {'e': [[list(chain), expiry] for chain, expiry in self._expiry_of.items()
+                       if chain[0] == name]}
+        value = self._root.items.get(name, UNDEFINED)
+        if value is not UNDEFINED:
+            entry['v'] = _dump(value)
+        return entry if entry['e'] or 'v' in entry else None
+
+    def import_entry(self, name, entry):
+        """Put back top-level key ``name`` from :meth:`export_entry`'s ``entry`` (entries
+        imported in their insertion order keep JavaScript's property order)."""
+        if 'v' in entry:
+            self._root.put(name, _undump(entry['v']))
+        for chain, expiry in entry['e']:
+            self._set_expiries([tuple(chain)], expiry)
 
     def set(self, key, value):
         """Store ``value`` at ``key`` (creating intermediate maps); returns ``value``.
@@ -407,7 +450,9 @@ class DataMap:
             raise InvalidArgumentsError('Invalid expiry %r: a number of seconds is required' % (seconds,))
         chains = self._expiry_keys(keys)
         self._unexpire(chains)
-        expiry = _round_seconds(time.time() if now is None else now) + seconds
+        self._set_expiries(chains, _round_seconds(time.time() if now is None else now) + seconds)
+
+    def _set_expiries(self, chains, expiry):
         bucket = self._keys_by_expiry.get(expiry)
         if bucket is None:
             bucket = self._keys_by_expiry[expiry] = set()

@@ -10,6 +10,13 @@ Presence, per channel: a ZSET (socket id -> expiry, Redis' time in ms) and a HAS
 -> the member's JSON ``{"socketId", "user", "worker"}``).  Join and leave events are that JSON
 with ``"event"`` put in front, published on the channel's events channel (an empty name: the
 channel publishes no events).
+
+The key/value store (``exchange.set/get/...``): a HASH of top-level keys (the field is the
+key's JSON) to their entry, :meth:`gsc.core.datamap.DataMap.export_entry` as JSON; a ZSET of
+the keys with a value in insertion order (scored by a counter key) and a ZSET of the keys
+with an expiry, scored by the earliest.  A call reads the entries it touches, runs the
+command on a :class:`~gsc.core.datamap.DataMap` in the worker, and writes back with
+``KV_WRITE`` only when no entry changed meanwhile (else it runs again).
 """
 
 COMMON = """
@@ -97,6 +104,17 @@ else
                        'COUNT', ARGV[6])
 end
 return {epoch, offset, entries}
+"""
+
+HISTORY_NEW_EPOCH = """
+-- KEYS: meta; ARGV: the epoch seen, a new one.  Gives the history the new epoch when it still
+-- has the one seen (its offsets went back: a failover lost publications).  The epoch.
+local epoch = redis.call('HGET', KEYS[1], 'epoch')
+if epoch == ARGV[1] then
+  redis.call('HSET', KEYS[1], 'epoch', ARGV[2])
+  return ARGV[2]
+end
+return epoch or ''
 """
 
 PRESENCE_COMMON = COMMON + """
@@ -195,3 +213,54 @@ for _, id in ipairs(redis.call('ZRANGEBYSCORE', zset, now, '+inf')) do
 end
 return members
 """
+
+KV_WRITE = """
+-- KEYS: store, order, expiry, seq.  ARGV, five per top-level key: field, old entry ('': none),
+-- new entry ('': none), '1' when the new entry has a value, its earliest expiry ('': none).
+-- 1, or 0 (nothing written) when an old entry is not the current one.
+local store, order, expiry, seq = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+for i = 1, #ARGV, 5 do
+  if (redis.call('HGET', store, ARGV[i]) or '') ~= ARGV[i + 1] then
+    return 0
+  end
+end
+for i = 1, #ARGV, 5 do
+  local field = ARGV[i]
+  if ARGV[i + 2] == '' then
+    redis.call('HDEL', store, field)
+  else
+    redis.call('HSET', store, field, ARGV[i + 2])
+  end
+  if ARGV[i + 3] == '1' then
+    if not redis.call('ZSCORE', order, field) then
+      redis.call('ZADD', order, redis.call('INCR', seq), field)
+    end
+  else
+    redis.call('ZREM', order, field)
+  end
+  if ARGV[i + 4] == '' then
+    redis.call('ZREM', expiry, field)
+  else
+    redis.call('ZADD', expiry, ARGV[i + 4], field)
+  end
+end
+return 1
+"""
+
+KV_READ_ALL = """
+-- KEYS: store, order.  {the fields with a value in insertion order, HGETALL of the store}
+return {redis.call('ZRANGE', KEYS[2], 0, -1), redis.call('HGETALL', KEYS[1])}
+"""
+
+KV_REMOVE_ALL = """
+-- KEYS: store, order, expiry, seq
+for _, key in ipairs(KEYS) do
+  redis.call('DEL', key)
+end
+return 0
+"""
+
+
+def sharded(script):
+    """``script`` publishing with SPUBLISH (a Redis Cluster's sharded pub/sub) instead of PUBLISH."""
+    return script.replace("redis.call('PUBLISH'", "redis.call('SPUBLISH'")
