@@ -11,8 +11,7 @@ import time
 import pytest
 
 from master_harness import start_cluster
-from test_cluster_pubsub import clients_on_both_workers
-from test_presence_cluster import CHANNEL, members, subscribe
+from test_presence_cluster import CHANNEL, members, spread, subscribe  # noqa: F401 (spread: a fixture)
 
 OPTIONS = {'workers': 2, 'brokers': 1, 'workerController': 'tests.controllers.pubsub_worker',
            'logLevel': 1, 'channelPresence': {'room/*': {'maxMembers': 50}}}
@@ -22,13 +21,6 @@ KILLS = 3
 @pytest.fixture
 def cluster(request):
     return start_cluster(request, OPTIONS)
-
-
-@pytest.fixture
-def spread(cluster, request):
-    made = clients_on_both_workers(cluster.port, 2)
-    request.addfinalizer(lambda: [client.close() for client in made])
-    return made  # two clients on worker 0, then two on worker 1
 
 
 def joins_until(client, expected, timeout=8):

@@ -7,14 +7,8 @@ import time
 import gevent
 
 from conftest import handshake, recv_json
+from test_hostile_codec import echo_server
 from wsraw import Closed
-
-
-def echo_server(make_server, **options):
-    server = make_server(options)
-    server.on('connection', lambda socket, status: socket.on(
-        'echo', lambda data, respond: respond(None, data)))
-    return server
 
 
 def test_a_socket_over_its_message_rate_is_refused_and_others_are_not(make_server, raw):
