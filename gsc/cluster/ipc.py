@@ -63,7 +63,7 @@ AUTH_TIMEOUT = 2.0
 ACCEPTED = b'\x01'
 REFUSED = b'\x00'
 
-_open_fds = set()
+_open_fds: set = set()
 
 
 def close_inherited(keep=()):

@@ -16,6 +16,7 @@ import os
 import signal
 import socket
 import sys
+from typing import Optional
 
 import gevent
 import gevent.event
@@ -41,8 +42,8 @@ MAX_RESPAWN_DELAY = 10.0
 HANDLED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1,
                    signal.SIGUSR2, signal.SIGCHLD, signal.SIGQUIT)
 _PR_SET_PDEATHSIG = 1
-_inherited = []
-_signal_handlers = []
+_inherited: list = []
+_signal_handlers: list = []
 
 
 def install_signal_handler(signum, handler, *args):
@@ -294,9 +295,9 @@ class ClusterMember(EventEmitter):
     ``channel`` (the link to the parent).
     """
 
-    type = None
-    origin_type = None
-    message_type = None
+    type: Optional[str] = None
+    origin_type: Optional[str] = None
+    message_type: Optional[str] = None
 
     def __init__(self, id_, options, fd):
         EventEmitter.__init__(self)

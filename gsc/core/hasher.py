@@ -25,7 +25,7 @@ SHORT_KEY = 16
 """Below this many UTF-16 units a plain loop is faster than the slot arithmetic."""
 MASK_CACHE_BITS = 1 << 21
 """Slot masks up to this many bits (keys up to 128 Ki units; 512 KiB at most) are kept."""
-_masks = {}
+_masks: dict = {}
 
 
 def _json_text(value):

@@ -7,6 +7,7 @@ gsc's own ``#gsc/`` channels never have one.
 
 import fnmatch
 import re
+from typing import Optional
 
 from ..errors import InvalidOptionsError
 from .reserved import RESERVED_PREFIX
@@ -19,8 +20,8 @@ class ChannelRules:
     (``make_policy(pattern, settings)``, raising with :meth:`invalid`).  A bad option raises
     InvalidOptionsError naming the option, the pattern and the key."""
 
-    option_name = None
-    defaults = {}
+    option_name: Optional[str] = None
+    defaults: dict = {}
 
     def __init__(self, option=None):
         if option is None:
