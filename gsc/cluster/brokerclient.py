@@ -187,24 +187,17 @@ class BrokerLink:
             if name.startswith(EVENTS_PREFIX):
                 self._announce_members(name, token, err)
             else:
-                self._resync(name, token, err, *self.positions.first_read(name))
+                self._resync(name, token, err)
         self.channel.send('subscribe', {'channel': name}, resubscribed)
 
-    def _resync(self, name, token, err, since, epoch):
-        """Read the history of ``name`` after ``since`` of ``epoch`` and deliver it (or read the
-        broker's whole new epoch first)."""
+    def _resync(self, name, token, err):
+        """Read what this worker missed of the history of ``name`` from the broker and deliver
+        it (:meth:`gsc.core.history.ChannelPositions.resync`); ``err``: the resubscribe failed."""
         if err:
             self.positions.finish(name, token, err)
             return
-
-        def answered(err, result):
-            following = None if err else self.positions.next_read(epoch, result)
-            if following is None:
-                self.positions.finish(name, token, err, result)
-            else:
-                self._resync(name, token, None, *following)
-        self.command('history', {'channel': name, 'since': since, 'epoch': epoch, 'limit': None},
-                     answered)
+        self.positions.resync(name, token, lambda since, epoch, answered: self.command(
+            'history', {'channel': name, 'since': since, 'epoch': epoch, 'limit': None}, answered))
 
     def _announce_members(self, name, announced, err):
         """Deliver a ``join`` on the events channel ``name`` for each member the broker has

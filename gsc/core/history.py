@@ -377,6 +377,20 @@ class ChannelPositions:
         gate = self._gates[channel]
         return gate.offset, gate.epoch or ''
 
+    def resync(self, channel, token, read):
+        """Read what ``channel`` missed with ``read(since, epoch, callback)`` (``callback(err,
+        result)``, at once or later): from :meth:`first_read`, then the owner's whole epoch when
+        it is another one (:meth:`next_read`); then :meth:`finish` the resync ``token``."""
+        def step(since, epoch):
+            def answered(err, result):
+                following = None if err else self.next_read(epoch, result)
+                if following is None:
+                    self.finish(channel, token, err, result)
+                else:
+                    step(*following)
+            read(since, epoch, answered)
+        step(*self.first_read(channel))
+
     @staticmethod
     def next_read(asked_epoch, result):
         """``(since, epoch)`` of the read after ``result`` (of a read asked in ``asked_epoch``):

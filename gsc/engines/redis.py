@@ -666,20 +666,13 @@ class RedisEngine:
         meanwhile; in the reader's greenlet, so the live ones wait at Redis.  When the history
         went back in its epoch (a failover lost publications), the channel gets a new epoch,
         so that recoveries from the lost offsets say ``recovered: false``."""
-        token = self.positions.hold(channel)
-        since, epoch = self.positions.first_read(channel)
-        answer = []
-        while True:
-            del answer[:]
-            self.history(channel, since, epoch, None, lambda err, result: answer.extend((err, result)))
-            err, result = answer
-            following = None if err else self.positions.next_read(epoch, result)
-            if following is None:
-                break
-            since, epoch = following
-        if err is None and result['epoch'] == epoch and result['offset'] < since:
-            self._renew_epoch(channel, epoch, since, result['offset'])
-        self.positions.finish(channel, token, err, result)
+        def read(since, epoch, answered):
+            def checked(err, result):
+                if err is None and result['epoch'] == epoch and result['offset'] < since:
+                    self._renew_epoch(channel, epoch, since, result['offset'])
+                answered(err, result)
+            self.history(channel, since, epoch, None, checked)
+        self.positions.resync(channel, self.positions.hold(channel), read)
 
     def _renew_epoch(self, channel, epoch, delivered, latest):
         try:
